@@ -1,0 +1,92 @@
+"""Scorer actors (CPU): verify each teacher sample, flag bad outputs, select per problem, store all.
+
+Receives whole teacher output blocks (wired with batch_size=None), so all k samples of a problem are
+in one call and the per-problem selection policy sees them together. Every scored row, accepted or
+not, is appended to the trace store before it is passed on: a crash loses at most what was in flight.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pyarrow as pa
+
+from distill.answers import extract_answer, is_correct, verify
+from distill.metrics import emit
+from distill.quality import flag_output, select
+from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRACE_SCHEMA, require_columns, to_table
+from distill.store import TraceStore
+
+
+def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
+    """Pure scoring: adds answer, answer_rule, score, correct, flags, selected, verdict, reason."""
+    now = time.time()
+    for r in rows:
+        answer, rule = extract_answer(r["text"] or "")
+        try:
+            meta = json.loads(r["metadata"]) if r["metadata"] else {}
+            score = float(verify(answer, r["reference_answer"], r["verifier"], meta, r["question"]))
+            err = None
+        except Exception as e:  # a verifier crash rejects the sample, never the batch
+            score, err = 0.0, f"verifier error: {type(e).__name__}: {e}"[:300]
+        flags = flag_output(r["text"] or "", r["finish_reason"], cfg["repetition_ngram"], cfg["repetition_threshold"])
+        blocking = [f for f in flags if f in cfg["reject_flags"]]
+        correct = is_correct(score)
+        r.update(answer=answer, answer_rule=rule, score=score, correct=correct, flags=flags, scored_at=now,
+                 _ok=correct and not blocking)
+        if err:
+            r["reason"] = err
+        elif blocking:
+            r["reason"] = blocking[0]
+        elif answer is None:
+            r["reason"] = "no_answer"
+        elif not correct:
+            r["reason"] = "wrong_answer"
+        else:
+            r["reason"] = ""
+    keep = select([{"problem_id": r["problem_id"], "sample_index": r["sample_index"], "ok": r["_ok"],
+                    "completion_tokens": r["completion_tokens"]} for r in rows], cfg["policy"])
+    for r, k in zip(rows, keep):
+        r["selected"] = bool(k)
+        r["verdict"] = "accepted" if k else "rejected"
+        if r.pop("_ok") and not k:
+            r["reason"] = f"not selected ({cfg['policy']})"
+    return rows
+
+
+class TraceScorer:
+    def __init__(self, scorer: dict, store_root: str, events=None):
+        self.cfg = scorer
+        self.store = TraceStore(store_root)
+        self.events = events
+        self.actor = f"scorer@{socket.gethostname()}:{os.getpid()}"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        t0 = time.time()
+        require_columns("scorer", batch.column_names, SCORER_INPUT)
+        rows = score_rows(batch.to_pylist(), self.cfg)
+        # Unparseable outputs (no final answer at all) also go to quarantine, so they are counted with
+        # their reason next to malformed problems; the trace row keeps verdict=rejected.
+        unparseable = [{"schema_version": SCHEMA_VERSION, "stage": "scorer", "key": r["trace_id"],
+                        "reason": "unparseable teacher output: no final answer found",
+                        "payload": json.dumps({"text": (r["text"] or "")[-1000:]}), "at": time.time()}
+                       for r in rows if r["answer"] is None]
+        self.store.append_traces(rows)
+        if unparseable:
+            self.store.append_quarantine(unparseable)
+        accepted = sum(r["verdict"] == "accepted" for r in rows)
+        emit(self.events, {"stage": "scorer", "actor": self.actor, "t0": t0, "t1": time.time(),
+                           "rows_in": len(rows), "rows_out": accepted, "count/accepted": accepted,
+                           "count/rejected": len(rows) - accepted, "count/correct": sum(r["correct"] for r in rows),
+                           "count/quarantined": len(unparseable)})
+        return to_table(rows, TRACE_SCHEMA)
+
+
+def training_rows(batch: pa.Table) -> pa.Table:
+    """Accepted traces, only the columns the trainer needs (less to move between stages)."""
+    import pyarrow.compute as pc
+
+    t = batch.filter(pc.equal(batch.column("verdict"), "accepted"))
+    return t.select(["trace_id", "problem_id", "question", "text"])

@@ -1,0 +1,147 @@
+"""Student training: `train_loop_per_worker` for Ray Train's TorchTrainer.
+
+Epoch 1 consumes accepted traces as a stream from the live pipeline (`get_dataset_shard`), so training
+starts while the teacher is still generating. Epochs >= 2 read the trace store instead: nothing is
+generated twice. Every rank runs the same number of steps in every epoch (equal streaming splits;
+equal shards of the store), otherwise DDP's collectives deadlock.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from typing import Iterator
+
+from distill.metrics import emit
+from distill.schema import TRAIN_INPUT, require_columns
+from distill.sources import teacher_messages
+from distill.tokenize import IGNORE, collate, encode_example, ensure_chat_template
+
+
+def store_epoch_rows(store_root: str, rank: int, world: int) -> list[dict]:
+    """Accepted traces from the store, an equal-length shard per rank (the remainder is dropped)."""
+    from distill.store import TraceStore
+
+    rows = TraceStore(store_root).traces(accepted_only=True).select(list(TRAIN_INPUT)).to_pylist()
+    per_rank = len(rows) // world
+    return rows[rank * per_rank:(rank + 1) * per_rank]
+
+
+def _batches(rows: list[dict], size: int) -> Iterator[list[dict]]:
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+class StudentStep:
+    """Model + optimiser + one `step(rows) -> metrics` (Ray-free, so it is testable on its own)."""
+
+    def __init__(self, cfg: dict, student_path: str, wrap=lambda m: m):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        t = cfg["train"]
+        self.cfg, self.prompt = t, cfg["prompt"]
+        self.tokenizer = AutoTokenizer.from_pretrained(student_path, trust_remote_code=t["trust_remote_code"])
+        ensure_chat_template(self.tokenizer)
+        base = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32,
+                                                    trust_remote_code=t["trust_remote_code"])
+        base.config.use_cache = False
+        self.base = base
+        self.model = wrap(base)
+        self.model.train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        warm = max(t["warmup_steps"], 1)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
+        self.device = next(self.model.parameters()).device
+        self.steps = 0
+
+    def encode(self, rows: list[dict]) -> tuple[list[dict], int]:
+        out, skipped = [], 0
+        for r in rows:
+            msgs = teacher_messages(r["question"], self.prompt["system"], self.prompt["instruction"])
+            ex = encode_example(self.tokenizer, msgs, r["text"], self.cfg["max_seq_len"])
+            if ex is None:
+                skipped += 1
+            else:
+                out.append(ex)
+        return out, skipped
+
+    def step(self, rows: list[dict]) -> dict:
+        import torch
+
+        examples, skipped = self.encode(rows)
+        if not examples:
+            # Every rank must still join the collective: a step with no trained tokens (loss 0).
+            examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE]}]
+        ids, mask, labels = (x.to(self.device) for x in collate(examples, self.tokenizer.pad_token_id))
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
+            logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+        # Next-token loss over completion tokens only (labels == IGNORE elsewhere).
+        shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+        n_tok = (shift_labels != IGNORE).sum()
+        loss_sum = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                     shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        loss = loss_sum / n_tok.clamp(min=1)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.steps += 1
+        return {"loss": float(loss.detach()), "tokens": int(mask.sum()), "trained_tokens": int(n_tok),
+                "examples": len(rows) - skipped, "skipped": skipped, "lr": self.sched.get_last_lr()[0]}
+
+    def save(self, directory: str) -> None:
+        self.base.save_pretrained(directory)  # safetensors
+        self.tokenizer.save_pretrained(directory)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import torch
+    from ray.train import Checkpoint
+
+    t = config["train"]
+    torch.set_num_threads(t["torch_threads"])
+    torch.manual_seed(config["seed"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    events = config["events"] if rank == 0 else None
+    actor = f"train@{socket.gethostname()}:{os.getpid()}"
+    wrap = ray.train.torch.prepare_model if world > 1 else (lambda m: m)
+    student = StudentStep(config, config["student_path"], wrap=wrap)
+
+    def run_step(rows: list[dict], epoch: int) -> dict:
+        t0 = time.time()
+        m = student.step(rows)
+        emit(events, {"stage": "train", "actor": actor, "t0": t0, "t1": time.time(), "step": student.steps,
+                      "rows_in": len(rows), "rows_out": m["examples"], "loss": m["loss"], "lr": m["lr"],
+                      "epoch": epoch, "count/tokens": m["tokens"], "count/skipped_too_long": m["skipped"]})
+        return m
+
+    def checkpoint(epoch: int, last: dict) -> None:
+        metrics = {"epoch": epoch, "step": student.steps, "loss": last.get("loss", float("nan"))}
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                student.save(tmp)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+            else:
+                ray.train.report(metrics)
+
+    every = t["checkpoint_every"]
+    last: dict = {}
+    for epoch in range(1, t["epochs"] + 1):
+        if epoch == 1:
+            shard = ray.train.get_dataset_shard("train")
+            batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"], batch_format="pyarrow"))
+        else:
+            batches = _batches(store_epoch_rows(config["store_root"], rank, world), t["batch_size"])
+        for rows in batches:
+            if rows:
+                require_columns("train", rows[0].keys(), TRAIN_INPUT)
+            last = run_step(rows, epoch)
+            if every and student.steps % every == 0:
+                checkpoint(epoch, last)
+        if not every or student.steps % every:
+            checkpoint(epoch, last)

@@ -1,0 +1,187 @@
+"""Teacher actors: problems in, k sampled chain-of-thought traces per problem out.
+
+Plain callable classes for `Dataset.map_batches` (batch_format="pyarrow"); Ray resources are applied
+at wiring time from config. Two backends share everything but `_generate`:
+
+- VLLMTeacher wraps `vllm.LLM` directly rather than `ray.data.llm`'s processor, because this stage
+  must (a) emit one row per *sample* with its `sample_index`, finish reason and top-k logprobs, which
+  defines the deterministic trace_id, (b) quarantine prompts longer than the context before they reach
+  the engine, (c) report per-batch busy time for the stage timeline, and (d) be interchangeable with
+  the transformers backend below. The processor hides (a)-(c) behind its own stages.
+- HFTeacher: batched `transformers.generate`, for models vLLM cannot load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pyarrow as pa
+
+from distill.metrics import emit
+from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
+from distill.sources import teacher_messages
+from distill.store import TraceStore
+
+MIN_NEW_TOKENS = 16  # a prompt leaving fewer than this for the answer is quarantined as too long
+
+
+class _TeacherBase:
+    def __init__(self, teacher: dict, prompt: dict, model_path: str, model_name: str, store_root: str,
+                 events=None):
+        from transformers import AutoTokenizer
+
+        self.cfg, self.prompt_cfg = teacher, prompt
+        self.model_path, self.model_name = model_path, model_name
+        self.store = TraceStore(store_root)
+        self.events = events
+        self.actor = f"teacher@{socket.gethostname()}:{os.getpid()}"
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=teacher["trust_remote_code"])
+        # The settings that, with problem and sample index, define what a trace is (its trace_id).
+        self.sampling = {k: teacher[k] for k in ("temperature", "top_p", "max_tokens", "stop", "seed", "logprobs")}
+
+    def _generate(self, prompt_ids: list[list[int]], max_new: list[int]) -> list[list[dict]]:
+        """-> per prompt, `samples` dicts {text, token_ids, finish_reason, topk}."""
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        t0 = time.time()
+        require_columns("teacher", batch.column_names, TEACHER_INPUT)
+        problems = batch.to_pylist()
+        kept, prompts, prompt_ids, max_new, quarantined = [], [], [], [], []
+        for p in problems:
+            msgs = teacher_messages(p["question"], self.prompt_cfg["system"], self.prompt_cfg["instruction"])
+            text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            room = self.cfg["max_model_len"] - len(ids)
+            if room < MIN_NEW_TOKENS:
+                quarantined.append({"schema_version": SCHEMA_VERSION, "stage": "teacher", "key": p["problem_id"],
+                                    "reason": f"prompt too long: {len(ids)} tokens, context {self.cfg['max_model_len']}",
+                                    "payload": json.dumps({"question": p["question"][:2000]}), "at": time.time()})
+                continue
+            kept.append(p)
+            prompts.append(text)
+            prompt_ids.append(ids)
+            max_new.append(min(self.cfg["max_tokens"], room))
+        if quarantined:
+            self.store.append_quarantine(quarantined)
+        outputs = self._generate(prompt_ids, max_new) if kept else []
+        now = time.time()
+        rows = []
+        for p, text, ids, samples in zip(kept, prompts, prompt_ids, outputs):
+            for j, s in enumerate(samples):
+                rows.append({**p, "schema_version": SCHEMA_VERSION,
+                             "trace_id": trace_id(p["problem_id"], self.model_name, self.sampling, j),
+                             "prompt": text, "teacher_model": self.model_name,
+                             "sampling": json.dumps(self.sampling, sort_keys=True), "sample_index": j,
+                             "text": s["text"], "prompt_tokens": len(ids), "completion_tokens": len(s["token_ids"]),
+                             "finish_reason": s["finish_reason"], "topk_logprobs": s.get("topk"),
+                             "generated_at": now})
+        emit(self.events, {"stage": "teacher", "actor": self.actor, "t0": t0, "t1": time.time(),
+                           "rows_in": len(problems), "rows_out": len(rows), "count/problems": len(problems),
+                           "count/tokens_out": sum(r["completion_tokens"] for r in rows),
+                           "count/quarantined": len(quarantined)})
+        return to_table(rows, TRACE_SCHEMA)
+
+
+class VLLMTeacher(_TeacherBase):
+    def __init__(self, teacher: dict, prompt: dict, model_path: str, model_name: str, store_root: str, events=None):
+        super().__init__(teacher, prompt, model_path, model_name, store_root, events)
+        # Must be set before the engine starts; without it vLLM-CPU reserves ~92% of RAM and refuses to
+        # start inside a Ray worker.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(teacher["kv_cache_gib"]))
+        if teacher.get("cpu_threads_bind"):
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = teacher["cpu_threads_bind"]
+        from vllm import LLM
+
+        self.llm = LLM(model=model_path, dtype=teacher["dtype"], max_model_len=teacher["max_model_len"],
+                       seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
+                       trust_remote_code=teacher["trust_remote_code"], disable_log_stats=True)
+
+    def _generate(self, prompt_ids, max_new):
+        from vllm import SamplingParams
+
+        c = self.cfg
+        params = [SamplingParams(n=c["samples"], temperature=c["temperature"], top_p=c["top_p"], max_tokens=m,
+                                 stop=c["stop"] or None, logprobs=c["logprobs"]) for m in max_new]
+        outs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        result = []
+        for out in outs:
+            samples = []
+            for o in sorted(out.outputs, key=lambda o: o.index):
+                topk = None
+                if c["logprobs"] and o.logprobs:
+                    # per generated token: {token_id: Logprob}; keep the top-k by rank
+                    topk = [[{"token_id": int(t), "logprob": float(lp.logprob)}
+                             for t, lp in sorted(step.items(), key=lambda kv: kv[1].rank or 0)[: c["logprobs"]]]
+                            for step in o.logprobs]
+                samples.append({"text": o.text, "token_ids": list(o.token_ids),
+                                "finish_reason": o.finish_reason or "stop", "topk": topk})
+            result.append(samples)
+        return result
+
+
+class HFTeacher(_TeacherBase):
+    def __init__(self, teacher: dict, prompt: dict, model_path: str, model_name: str, store_root: str, events=None):
+        super().__init__(teacher, prompt, model_path, model_name, store_root, events)
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16,
+                 "float32": torch.float32}[teacher["dtype"]]
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+                                                          trust_remote_code=teacher["trust_remote_code"]).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        torch.manual_seed(teacher["seed"])
+
+    def _generate(self, prompt_ids, max_new):
+        import torch
+
+        c, tok = self.cfg, self.tokenizer
+        k, T = c["samples"], max(len(ids) for ids in prompt_ids)
+        # Left padding so every row's continuation starts at the same position.
+        ids = torch.full((len(prompt_ids), T), tok.pad_token_id, dtype=torch.long)  # [B, T]
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompt_ids):
+            ids[i, T - len(p):] = torch.tensor(p)
+            mask[i, T - len(p):] = 1
+        sample = c["temperature"] > 0
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max(max_new), num_return_sequences=k,
+                do_sample=sample, temperature=c["temperature"] if sample else None, top_p=c["top_p"] if sample else None,
+                stop_strings=c["stop"] or None, tokenizer=tok if c["stop"] else None, pad_token_id=tok.pad_token_id,
+                return_dict_in_generate=True, output_scores=bool(c["logprobs"]))
+        seqs = out.sequences[:, T:]  # [B*k, new]
+        eos = {tok.eos_token_id} | set(self.model.generation_config.eos_token_id or []
+                                       if isinstance(self.model.generation_config.eos_token_id, list)
+                                       else [self.model.generation_config.eos_token_id])
+        result = []
+        for i in range(len(prompt_ids)):
+            samples = []
+            for j in range(k):
+                r = i * k + j
+                toks = seqs[r].tolist()
+                stop_at = next((n for n, t in enumerate(toks) if t in eos), None)
+                finish = "stop" if stop_at is not None else "length"
+                toks = toks[: stop_at + 1] if stop_at is not None else toks[: max_new[i]]
+                text = tok.decode(toks, skip_special_tokens=True)
+                if c["stop"]:
+                    cut = min((text.find(s) for s in c["stop"] if s in text), default=-1)
+                    if cut >= 0:
+                        text, finish = text[:cut], "stop"
+                topk = None
+                if c["logprobs"]:
+                    topk = []
+                    for n in range(len(toks)):
+                        lp = torch.log_softmax(out.scores[n][r].float(), dim=-1)  # [V]
+                        v, idx = lp.topk(c["logprobs"])
+                        topk.append([{"token_id": int(a), "logprob": float(b)} for a, b in zip(idx, v)])
+                samples.append({"text": text, "token_ids": toks, "finish_reason": finish, "topk": topk})
+            result.append(samples)
+        return result
+
+
+BACKENDS = {"vllm": VLLMTeacher, "transformers": HFTeacher}

@@ -1,0 +1,34 @@
+"""The only place that calls `ray.init`: embedded local Ray, or an existing cluster by address."""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from distill.config import RayConfig
+
+# Environment every Ray worker gets. Tokenizer thread pools fight the pinned stage threads on a small
+# machine; Ray Data's own progress bars would interleave with distill's.
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig):
+    import ray
+
+    kwargs = dict(runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True, configure_logging=True,
+                  logging_level="WARNING")
+    if cfg.address:
+        ray.init(address=cfg.address, **kwargs)
+    else:
+        # Token authentication stays on (Ray's default); the dashboard binds to loopback unless configured.
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host=cfg.dashboard_host,
+                 **kwargs)
+    try:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        yield ray
+    finally:
+        ray.shutdown()

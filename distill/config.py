@@ -1,0 +1,217 @@
+"""Run configuration: one pydantic model per component, YAML + `--set key=value` overrides.
+
+Every model forbids unknown keys, so a typo in a recipe is an error naming the field, not a silent
+default. Cross-field rules live in validators. The resolved config is written into the run dir.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Strict):
+    kind: Literal["reasoning_gym", "file", "hf_dataset"] = Field(
+        description="reasoning_gym: a procedural task by name; file: local JSONL/Parquet; "
+        "hf_dataset: a `datasets` dataset saved on local disk (save_to_disk) or a local data dir.")
+    task: str | None = Field(None, description="reasoning-gym task name (kind=reasoning_gym), e.g. chain_sum.")
+    size: int = Field(64, ge=1, description="How many problems to take from this source.")
+    seed: int = Field(11, description="Seed of the procedural generator (reasoning_gym).")
+    task_kwargs: dict[str, Any] = Field(default_factory=dict,
+                                        description="Extra keyword arguments of the reasoning-gym task config.")
+    path: str | None = Field(None, description="Local path (kind=file or hf_dataset).")
+    split: str | None = Field(None, description="Split of a DatasetDict (kind=hf_dataset).")
+    question_field: str = Field("question", description="Column holding the problem text.")
+    answer_field: str = Field("answer", description="Column holding the reference answer.")
+    id_field: str | None = Field(None, description="Column holding a stable id; else one is derived "
+                                 "from the source name, question and answer.")
+    verifier: Literal["auto", "reasoning_gym", "math", "exact"] = Field(
+        "auto", description="How answers are checked. auto: reasoning-gym's score_answer for its tasks, "
+        "math-verify for numeric/LaTeX references, exact match otherwise.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> "SourceConfig":
+        if self.kind == "reasoning_gym" and not self.task:
+            raise ValueError("kind=reasoning_gym needs `task` (a reasoning-gym task name)")
+        if self.kind in ("file", "hf_dataset") and not self.path:
+            raise ValueError(f"kind={self.kind} needs `path`")
+        return self
+
+
+class PromptConfig(_Strict):
+    system: str | None = Field(None, description="Optional system message for teacher and student.")
+    instruction: str = Field(
+        "Solve the problem step by step. End with a final line of the form 'Answer: <answer>'.",
+        description="Appended to every question (teacher prompt and student training prompt).")
+
+
+class TeacherConfig(_Strict):
+    backend: Literal["vllm", "transformers"] = Field(
+        "vllm", description="vllm: one vLLM engine per actor; transformers: batched `generate`, for "
+        "models vLLM cannot load.")
+    model: str = Field(description="Embedded model name (see `distill models list`), HF model id, or local path.")
+    samples: int = Field(1, ge=1, le=64, description="k: samples per problem.")
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(320, ge=1, description="Max new tokens per sample.")
+    stop: list[str] = Field(default_factory=list, description="Stop strings.")
+    logprobs: int | None = Field(None, ge=1, le=20, description="Keep top-k logprobs per generated token.")
+    seed: int = Field(0, description="Global sampling seed of each engine.")
+    batch_size: int = Field(8, ge=1, description="Problems per generate call; bounds requests in flight "
+                            "per actor, so small batches give early traces (time-to-first-trace).")
+    replicas_min: int = Field(1, ge=1, description="Teacher actor pool minimum size.")
+    replicas_max: int = Field(1, ge=1, description="Teacher actor pool maximum size.")
+    num_cpus: float = Field(1.0, gt=0, description="Logical CPUs reserved per teacher actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per teacher actor (engine).")
+    resources: dict[str, float] = Field(default_factory=dict,
+                                        description="Custom Ray resources per actor (node placement).")
+    max_model_len: int = Field(1024, ge=64, description="Engine context length; longer prompts are quarantined.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="Engine dtype.")
+    kv_cache_gib: float = Field(2.0, gt=0, description="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE).")
+    cpu_threads_bind: str | None = Field(
+        None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0' to pin the engine to core 0 so the "
+        "trainer keeps the other core.")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
+
+    @model_validator(mode="after")
+    def _pool(self) -> "TeacherConfig":
+        if self.replicas_min > self.replicas_max:
+            raise ValueError(f"replicas_min ({self.replicas_min}) > replicas_max ({self.replicas_max})")
+        return self
+
+
+class ScorerConfig(_Strict):
+    policy: Literal["all_correct", "first_correct", "shortest_correct"] = Field(
+        "all_correct", description="Which verified samples of a problem are kept for training.")
+    reject_flags: list[Literal["truncated", "empty", "repetitive"]] = Field(
+        default_factory=lambda: ["truncated", "empty", "repetitive"],
+        description="Flags that reject a sample even when its answer is correct.")
+    repetition_ngram: int = Field(8, ge=2, description="n-gram size for the repetition detector.")
+    repetition_threshold: float = Field(0.5, gt=0, le=1, description="Share of repeated n-grams that "
+                                        "flags an output as repetitive.")
+    replicas_min: int = Field(1, ge=1, description="Scorer actor pool minimum size.")
+    replicas_max: int = Field(1, ge=1, description="Scorer actor pool maximum size.")
+    num_cpus: float = Field(0.25, gt=0, description="Logical CPUs per scorer actor.")
+
+    @model_validator(mode="after")
+    def _pool(self) -> "ScorerConfig":
+        if self.replicas_min > self.replicas_max:
+            raise ValueError(f"replicas_min ({self.replicas_min}) > replicas_max ({self.replicas_max})")
+        return self
+
+
+class TrainConfig(_Strict):
+    student: str = Field(description="Embedded model name, HF model id, or local path of the student.")
+    workers: int = Field(1, ge=1, description="Ray Train workers (data parallel).")
+    num_cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs per training worker.")
+    use_gpu: bool = Field(False, description="Train on GPUs (nccl) instead of CPU (gloo).")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker (CPU).")
+    epochs: int = Field(2, ge=1, description="Epoch 1 streams from the live pipeline; later ones read the store.")
+    batch_size: int = Field(4, ge=1, description="Traces per step per worker.")
+    lr: float = Field(5e-5, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    max_seq_len: int = Field(512, ge=16, description="Examples longer than this are skipped (counted), "
+                             "never cut: a cut completion would lose its end-of-turn token.")
+    bf16: bool = Field(True, description="bf16 autocast (about 2x faster than fp32 on these CPUs).")
+    checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0: each epoch end).")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(None, description="Ray address ('auto' for `ray start`); None starts an "
+                                "embedded local Ray.")
+    num_cpus: int | None = Field(8, ge=1, description="Logical CPUs of the embedded Ray (ignored with an "
+                                 "address). More logical than physical CPUs lets all stages co-exist on a "
+                                 "small machine; threads are pinned per stage instead.")
+    dashboard: bool = Field(True, description="Start the Ray dashboard (embedded Ray).")
+    dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")
+
+
+class RunConfig(_Strict):
+    name: str = Field("run", description="Recipe name; prefix of the run id.")
+    output_dir: str = Field("runs", description="Where runs/<run_id>/ is written.")
+    seed: int = Field(0, description="Seed for everything that draws random numbers.")
+    sources: list[SourceConfig] = Field(min_length=1, description="Problem sources, concatenated.")
+    source_blocks: int = Field(8, ge=1, description="Blocks the problem dataset is cut into; one block "
+                               "would defeat streaming.")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt wording.")
+    teacher: TeacherConfig = Field(description="Teacher generation.")
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Verification and selection.")
+    train: TrainConfig = Field(description="Student training.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+
+
+class ConfigError(ValueError):
+    """Invalid config: message names the field and what was expected. The CLI exits 2 on it."""
+
+
+def _format_validation(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {json.dumps(got, default=str)[:80]})"
+        lines.append(f"  {loc}: {e['msg']}{got_s}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def _parse_value(raw: str) -> Any:
+    # YAML scalars: 3 -> int, 0.5 -> float, true -> bool, [a, b] -> list, null -> None.
+    return yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        node: Any = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if isinstance(node, list):
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = _parse_value(raw)
+        else:
+            node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def recipe_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"recipe file not found: {p}")
+        return p
+    cand = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not cand.exists():
+        known = ", ".join(sorted(x.stem for x in RECIPE_DIR.glob("*.yaml")))
+        raise ConfigError(f"unknown recipe {name_or_path!r}; shipped recipes: {known}")
+    return cand
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
+    path = recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e)) from None

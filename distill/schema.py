@@ -1,0 +1,97 @@
+"""The data contract: versioned Arrow schemas for problems, traces and quarantine rows.
+
+Each stage declares the columns it needs (`require_columns`) and fails loudly naming the missing one.
+Bump SCHEMA_VERSION when a column changes meaning; readers check it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Iterable, Mapping
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+PROBLEM_SCHEMA = pa.schema([
+    ("problem_id", pa.string()),       # stable: given by the source, or sha of source+question+answer
+    ("source", pa.string()),           # e.g. "reasoning_gym:chain_sum", "file:data.jsonl"
+    ("question", pa.string()),
+    ("reference_answer", pa.string()),
+    ("verifier", pa.string()),         # reasoning_gym | math | exact
+    ("metadata", pa.string()),         # JSON: what the verifier needs (reasoning-gym entry metadata)
+])
+
+TOPK = pa.list_(pa.list_(pa.struct([("token_id", pa.int32()), ("logprob", pa.float32())])))
+
+TRACE_SCHEMA = pa.schema([
+    ("schema_version", pa.int16()),
+    ("trace_id", pa.string()),         # sha of (problem_id, teacher_model, sampling, sample_index)
+    ("problem_id", pa.string()),
+    ("source", pa.string()),
+    ("question", pa.string()),
+    ("reference_answer", pa.string()),
+    ("verifier", pa.string()),
+    ("metadata", pa.string()),
+    ("prompt", pa.string()),           # the teacher prompt after its chat template
+    ("teacher_model", pa.string()),
+    ("sampling", pa.string()),         # JSON of the sampling settings that define trace_id
+    ("sample_index", pa.int32()),
+    ("text", pa.string()),             # the teacher's completion
+    ("prompt_tokens", pa.int32()),
+    ("completion_tokens", pa.int32()),
+    ("finish_reason", pa.string()),    # stop | length | error
+    ("topk_logprobs", TOPK),           # per generated token, top-k (token_id, logprob); null if off
+    ("generated_at", pa.float64()),    # unix seconds
+    ("answer", pa.string()),           # extracted final answer (null if none)
+    ("answer_rule", pa.string()),      # answer_line | boxed | last_number | none
+    ("correct", pa.bool_()),
+    ("score", pa.float64()),           # verifier score in [0, 1]
+    ("flags", pa.list_(pa.string())),  # truncated | empty | repetitive
+    ("selected", pa.bool_()),          # kept for training by the selection policy
+    ("verdict", pa.string()),          # accepted | rejected
+    ("reason", pa.string()),           # why rejected ("" when accepted)
+    ("scored_at", pa.float64()),
+])
+
+QUARANTINE_SCHEMA = pa.schema([
+    ("schema_version", pa.int16()),
+    ("stage", pa.string()),            # source | teacher | scorer
+    ("key", pa.string()),              # problem_id / trace_id / row position: what was rejected
+    ("reason", pa.string()),
+    ("payload", pa.string()),          # the offending row, JSON (bytes shown with errors="replace")
+    ("at", pa.float64()),
+])
+
+# Columns each stage needs from its input.
+TEACHER_INPUT = ("problem_id", "source", "question", "reference_answer", "verifier", "metadata")
+SCORER_INPUT = ("trace_id", "problem_id", "text", "finish_reason", "reference_answer", "verifier", "metadata",
+                "question", "completion_tokens", "sample_index")
+TRAIN_INPUT = ("trace_id", "question", "text")
+
+
+class MissingColumnError(KeyError):
+    pass
+
+
+def require_columns(stage: str, columns: Iterable[str], needed: Iterable[str]) -> None:
+    have = set(columns)
+    for c in needed:
+        if c not in have:
+            raise MissingColumnError(f"{stage}: input lacks column {c!r} (has {sorted(have)})")
+
+
+def stable_id(*parts: object, n: int = 16) -> str:
+    """Deterministic short id from JSON-encodable parts."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8", errors="surrogatepass")).hexdigest()[:n]
+
+
+def trace_id(problem_id: str, teacher_model: str, sampling: Mapping, sample_index: int) -> str:
+    return stable_id("trace", problem_id, teacher_model, dict(sampling), int(sample_index), n=24)
+
+
+def to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows -> table with exactly `schema`'s columns (missing ones null, extra ones dropped)."""
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.table(cols, schema=schema)

@@ -1,0 +1,174 @@
+"""Problem sources: reasoning-gym tasks, local JSONL/Parquet files, local HF `datasets`.
+
+Every source yields rows of PROBLEM_SCHEMA. A row that cannot become a problem (missing field, empty
+question, bad bytes, duplicate id) is quarantined with its reason; it never stops the run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from distill.config import SourceConfig
+from distill.schema import SCHEMA_VERSION, stable_id
+
+_NUMERIC_CHARS = set("0123456789.-+/, ")
+
+
+@dataclass
+class LoadedProblems:
+    problems: list[dict] = field(default_factory=list)
+    quarantined: list[dict] = field(default_factory=list)
+
+
+def _quarantine(key: str, reason: str, payload: Any) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "stage": "source", "key": key, "reason": reason,
+            "payload": json.dumps(payload, default=_json_default, ensure_ascii=False)[:4000], "at": time.time()}
+
+
+def _json_default(o: Any) -> str:
+    if isinstance(o, bytes):
+        return o.decode("utf-8", errors="replace")
+    return str(o)
+
+
+def _guess_verifier(answer: str) -> str:
+    a = answer.strip()
+    if a and (set(a) <= _NUMERIC_CHARS or "\\frac" in a or a.startswith("$")):
+        return "math"
+    return "exact"
+
+
+def _as_text(value: Any, what: str) -> str:
+    if value is None:
+        raise ValueError(f"missing {what}")
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{what} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{what} has type {type(value).__name__}, expected text")
+    if "\ufffd" in value:
+        raise ValueError(f"{what} holds undecodable bytes (U+FFFD replacement characters)")
+    if not value.strip():
+        raise ValueError(f"empty {what}")
+    return value
+
+
+def _reasoning_gym_rows(src: SourceConfig) -> Iterator[tuple[str, dict]]:
+    import reasoning_gym
+
+    ds = reasoning_gym.create_dataset(src.task, size=src.size, seed=src.seed, **src.task_kwargs)
+    for i, entry in enumerate(ds):
+        yield f"{src.task}/{src.seed}/{i}", entry
+
+
+def _file_rows(src: SourceConfig) -> Iterator[tuple[str, dict]]:
+    path = Path(src.path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"problem file not found: {path}")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            yield f"row{i}", row
+        return
+    # JSONL, read as bytes so one bad line (bad UTF-8, bad JSON) is quarantined, not fatal.
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                yield f"line{i + 1}", {"__error__": f"line is not valid UTF-8 ({e.reason} at byte {e.start})",
+                                        "__raw__": raw[:500]}
+                continue
+            except json.JSONDecodeError as e:
+                yield f"line{i + 1}", {"__error__": f"not valid JSON: {e.msg}", "__raw__": raw[:500]}
+                continue
+            if not isinstance(row, dict):
+                row = {"__error__": f"expected a JSON object, got {type(row).__name__}", "__raw__": raw[:500]}
+            yield f"line{i + 1}", row
+
+
+def _hf_rows(src: SourceConfig) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    path = Path(src.path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"dataset path not found: {path}")
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        ds = datasets.load_dataset(str(path))  # a local data dir (json/parquet/csv files)
+    if isinstance(ds, (datasets.DatasetDict, dict)):
+        split = src.split or ("train" if "train" in ds else next(iter(ds)))
+        if split not in ds:
+            raise ValueError(f"split {split!r} not in dataset {path} (has {list(ds)})")
+        ds = ds[split]
+    for i, row in enumerate(ds):
+        yield f"row{i}", row
+
+
+_READERS = {"reasoning_gym": _reasoning_gym_rows, "file": _file_rows, "hf_dataset": _hf_rows}
+
+
+def source_name(src: SourceConfig) -> str:
+    return f"reasoning_gym:{src.task}" if src.kind == "reasoning_gym" else f"{src.kind}:{Path(src.path).name}"
+
+
+def _to_problem(src: SourceConfig, name: str, key: str, row: dict) -> dict:
+    if "__error__" in row:
+        raise ValueError(row["__error__"])
+    question = _as_text(row.get(src.question_field), f"field {src.question_field!r}")
+    answer = _as_text(row.get(src.answer_field), f"field {src.answer_field!r}")
+    metadata = row.get("metadata") if src.kind == "reasoning_gym" else None
+    if src.id_field:
+        pid = _as_text(row.get(src.id_field), f"field {src.id_field!r}")
+    else:
+        pid = stable_id(name, question, answer)
+    verifier = src.verifier
+    if verifier == "auto":
+        verifier = "reasoning_gym" if src.kind == "reasoning_gym" else _guess_verifier(answer)
+    meta = dict(metadata or {})
+    if verifier == "reasoning_gym" and "source_dataset" not in meta:
+        meta["source_dataset"] = src.task
+    return {"problem_id": pid, "source": name, "question": question, "reference_answer": answer,
+            "verifier": verifier, "metadata": json.dumps(meta, default=str)}
+
+
+def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
+    """All problems of all sources, validated; rejects go to `quarantined` with their reason."""
+    out = LoadedProblems()
+    seen: set[str] = set()
+    for src in sources:
+        name = source_name(src)
+        taken = 0
+        for key, row in _READERS[src.kind](src):
+            if taken >= src.size:
+                break
+            try:
+                p = _to_problem(src, name, key, row)
+            except ValueError as e:
+                out.quarantined.append(_quarantine(f"{name}#{key}", str(e), row))
+                continue
+            if p["problem_id"] in seen:
+                out.quarantined.append(_quarantine(f"{name}#{key}", f"duplicate problem_id {p['problem_id']}", row))
+                continue
+            seen.add(p["problem_id"])
+            out.problems.append(p)
+            taken += 1
+    return out
+
+
+def teacher_messages(question: str, system: str | None, instruction: str) -> list[dict]:
+    """The chat both teacher and student see for a problem."""
+    msgs = [{"role": "system", "content": system}] if system else []
+    user = f"{question.strip()}\n\n{instruction}" if instruction else question.strip()
+    return msgs + [{"role": "user", "content": user}]

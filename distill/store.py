@@ -1,0 +1,82 @@
+"""Append-only Parquet trace store, idempotent by trace_id.
+
+Layout: <root>/traces/part-<digest>.parquet and <root>/quarantine/part-<digest>.parquet. A part's name is
+a digest of the keys it holds, and it is written to a temp file then renamed: a retried batch (a
+restarted actor, a re-executed Ray Data task) rewrites the same file instead of adding a duplicate, and
+a crash leaves no half-written part. Readers still dedupe by trace_id, keeping the latest scored row.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from distill.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, to_table
+
+
+class TraceStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.traces_dir = self.root / "traces"
+        self.quarantine_dir = self.root / "quarantine"
+
+    # -- writing ---------------------------------------------------------------------------
+    def _write(self, directory: Path, table: pa.Table, keys: list[str]) -> Path | None:
+        if table.num_rows == 0:
+            return None
+        directory.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
+        final = directory / f"part-{digest}.parquet"
+        tmp = directory / f".tmp-{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)  # atomic on POSIX: readers see the whole part or none of it
+        return final
+
+    def append_traces(self, rows: list[dict]) -> Path | None:
+        table = to_table([{**r, "schema_version": SCHEMA_VERSION} for r in rows], TRACE_SCHEMA)
+        return self._write(self.traces_dir, table, [r["trace_id"] for r in rows])
+
+    def append_quarantine(self, rows: list[dict]) -> Path | None:
+        table = to_table(rows, QUARANTINE_SCHEMA)
+        return self._write(self.quarantine_dir, table, [f"{r['stage']}:{r['key']}" for r in rows])
+
+    # -- reading ---------------------------------------------------------------------------
+    @staticmethod
+    def _read_dir(directory: Path, schema: pa.Schema) -> pa.Table:
+        parts = sorted(directory.glob("part-*.parquet")) if directory.exists() else []
+        if not parts:
+            return schema.empty_table()
+        tables = [pq.read_table(p, schema=schema) for p in parts]
+        return pa.concat_tables(tables)
+
+    def traces(self, accepted_only: bool = False) -> pa.Table:
+        t = self._read_dir(self.traces_dir, TRACE_SCHEMA)
+        versions = set(t.column("schema_version").to_pylist())
+        if versions - {SCHEMA_VERSION}:
+            raise ValueError(f"trace store {self.root} holds schema versions {sorted(versions)}, "
+                             f"this distill reads {SCHEMA_VERSION}")
+        t = _dedupe_latest(t, "trace_id", "scored_at")
+        if accepted_only:
+            t = t.filter(pc.equal(t.column("verdict"), "accepted"))
+        return t.sort_by([("problem_id", "ascending"), ("sample_index", "ascending")])
+
+    def quarantine(self) -> pa.Table:
+        return self._read_dir(self.quarantine_dir, QUARANTINE_SCHEMA)
+
+
+def _dedupe_latest(t: pa.Table, key: str, order: str) -> pa.Table:
+    if t.num_rows == 0:
+        return t
+    keys = t.column(key).to_pylist()
+    stamps = t.column(order).to_pylist()
+    best: dict[str, int] = {}
+    for i, (k, s) in enumerate(zip(keys, stamps)):
+        j = best.get(k)
+        if j is None or (s or 0) >= (stamps[j] or 0):
+            best[k] = i
+    return t.take(sorted(best.values()))

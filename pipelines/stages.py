@@ -1,0 +1,114 @@
+"""Ray wiring shared by the drivers: the generation stream, the trainer, the event pump.
+
+Resources come from config here, at wiring time; the actor classes in actors/ stay plain Python.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from distill.config import RunConfig
+from distill.metrics import RunMetrics
+
+
+def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events):
+    """problems -> teacher pool -> scorer pool -> accepted rows for training (a lazy Ray Dataset)."""
+    import ray.data
+
+    from actors.scorer import TraceScorer, training_rows
+    from actors.teacher import BACKENDS
+
+    t, s = cfg.teacher, cfg.scorer
+    # Several blocks, or the stream degenerates into one batch that finishes all at once.
+    ds = ray.data.from_items(problems, override_num_blocks=min(cfg.source_blocks, max(len(problems), 1)))
+    ds = ds.map_batches(
+        BACKENDS[t.backend], batch_size=t.batch_size, batch_format="pyarrow",
+        fn_constructor_kwargs=dict(teacher=t.model_dump(), prompt=cfg.prompt.model_dump(), model_path=teacher_path,
+                                   model_name=t.model, store_root=store_root, events=events),
+        # One batch queued per actor beyond the one running: bounds requests in flight, so traces flow
+        # out early instead of all finishing together.
+        compute=ray.data.ActorPoolStrategy(min_size=t.replicas_min, max_size=t.replicas_max,
+                                           max_tasks_in_flight_per_actor=2),
+        num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=t.resources or None)
+    ds = ds.map_batches(
+        TraceScorer, batch_size=None,  # whole teacher blocks: all k samples of a problem together
+        batch_format="pyarrow",
+        fn_constructor_kwargs=dict(scorer=s.model_dump(), store_root=store_root, events=events),
+        compute=ray.data.ActorPoolStrategy(min_size=s.replicas_min, max_size=s.replicas_max),
+        num_cpus=s.num_cpus)
+    return ds.map_batches(training_rows, batch_size=None, batch_format="pyarrow", num_cpus=0.1)
+
+
+def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events):
+    from ray.train import CheckpointConfig, DataConfig, RunConfig as TrainRunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from actors.student import train_loop_per_worker
+
+    tr = cfg.train
+    loop_config = {"train": tr.model_dump(), "prompt": cfg.prompt.model_dump(), "seed": cfg.seed,
+                   "student_path": student_path, "store_root": store_root, "events": events}
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=tr.workers, use_gpu=tr.use_gpu,
+                                     resources_per_worker={"CPU": tr.num_cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
+        datasets={"train": train_ds},
+        dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits per rank
+        run_config=TrainRunConfig(name="train", storage_path=str((run_dir / "ray_train").resolve()),
+                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+
+
+class EventPump:
+    """Drains stage events from the Ray queue into RunMetrics (TensorBoard) and progress bars."""
+
+    def __init__(self, queue, metrics: RunMetrics, n_problems: int, samples: int, interval: float = 0.5):
+        from tqdm import tqdm
+
+        self.queue, self.metrics, self.interval = queue, metrics, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="distill-events", daemon=True)
+        self.bars = {
+            "teacher": tqdm(total=n_problems, desc="teacher problems", unit="prob", position=0),
+            "scorer": tqdm(total=n_problems * samples, desc="scored traces  ", unit="trace", position=1),
+            "train": tqdm(desc="train steps    ", unit="step", position=2),
+        }
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._drain()
+        for b in self.bars.values():
+            b.close()
+
+    def _drain(self) -> None:
+        n = self.queue.size()
+        if not n:
+            return
+        for ev in self.queue.get_nowait_batch(n):
+            self.metrics.add(ev)
+            bar, c = self.bars[ev["stage"]], self.metrics.counters
+            if ev["stage"] == "teacher":
+                bar.update(ev["rows_in"])
+            elif ev["stage"] == "scorer":
+                bar.update(ev["rows_in"])
+                seen = c["scorer/accepted"] + c["scorer/rejected"]
+                bar.set_postfix(accepted=int(c["scorer/accepted"]), rate=f"{c['scorer/accepted'] / max(seen, 1):.2f}")
+            else:
+                bar.update(1)
+                bar.set_postfix(loss=f"{ev['loss']:.3f}", epoch=ev["epoch"])
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._drain()
+            except Exception as e:  # keep pumping; a lost update is better than a dead driver thread
+                print(f"[distill] event pump: {type(e).__name__}: {e}")
+            time.sleep(self.interval)
