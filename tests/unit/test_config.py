@@ -1,0 +1,70 @@
+import subprocess
+import sys
+
+import pytest
+
+from distill.config import ConfigError, RunConfig, apply_overrides, load_config
+
+
+def test_shipped_recipes_validate():
+    for name in ("smoke", "quickstart"):
+        cfg = load_config(name)
+        assert isinstance(cfg, RunConfig)
+        assert cfg.teacher.model == "qwen2.5-coder-0.5b-instruct"
+        assert cfg.train.student == "smollm2-135m-instruct"
+
+
+def test_overrides_parse_yaml_scalars_and_list_indices():
+    cfg = load_config("smoke", ["teacher.samples=3", "teacher.temperature=0.5", "sources.0.size=5",
+                                'teacher.stop=["\\n\\n"]', "ray.address=null"])
+    assert cfg.teacher.samples == 3 and cfg.teacher.temperature == 0.5
+    assert cfg.sources[0].size == 5 and cfg.teacher.stop == ["\n\n"] and cfg.ray.address is None
+
+
+@pytest.mark.parametrize("override, field", [
+    ("teacher.samples=0", "teacher.samples"),
+    ("train.bogus=1", "train.bogus"),
+    ("teacher.temperature=hot", "teacher.temperature"),
+    ("scorer.policy=best", "scorer.policy"),
+    ("sources.0.kind=web", "sources.0.kind"),
+])
+def test_invalid_values_name_the_field(override, field):
+    with pytest.raises(ConfigError) as e:
+        load_config("smoke", [override])
+    assert field in str(e.value)
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="replicas_min"):
+        load_config("smoke", ["teacher.replicas_min=4"])
+    with pytest.raises(ConfigError, match="needs `task`"):
+        load_config("smoke", ["sources.0.task=null"])
+
+
+def test_bad_override_syntax_and_unknown_recipe():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["teacher.samples"])
+    with pytest.raises(ConfigError, match="shipped recipes"):
+        load_config("no-such-recipe")
+
+
+def test_yaml_file_with_unknown_top_level_key(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\nsources: [{kind: reasoning_gym, task: chain_sum}]\nteacher: {model: m}\n"
+                 "train: {student: s}\nwhatever: 1\n")
+    with pytest.raises(ConfigError, match="whatever"):
+        load_config(str(p))
+
+
+def test_cli_exits_2_naming_the_field():
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", "train.lr=-1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "train.lr" in r.stderr and "greater than 0" in r.stderr
+
+
+def test_every_command_has_help():
+    for argv in (["--help"], ["run", "--help"], ["models", "--help"], ["models", "fetch", "--help"],
+                 ["models", "list", "--help"]):
+        r = subprocess.run([sys.executable, "-m", "distill.cli", *argv], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: distill" in r.stdout

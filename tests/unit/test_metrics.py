@@ -1,0 +1,57 @@
+import json
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from distill.metrics import RunMetrics, emit, union_length
+
+
+def test_union_length_counts_overlaps_once():
+    assert union_length([]) == 0
+    assert union_length([(0, 2), (1, 3), (5, 6)]) == 4
+    assert union_length([(0, 10), (2, 3)]) == 10
+
+
+def _events(t0):
+    evs = []
+    emit(evs, {"stage": "teacher", "actor": "a", "t0": t0 + 1, "t1": t0 + 5, "rows_in": 4, "rows_out": 4,
+               "count/problems": 4, "count/tokens_out": 400, "count/quarantined": 0})
+    emit(evs, {"stage": "teacher", "actor": "a", "t0": t0 + 5, "t1": t0 + 9, "rows_in": 4, "rows_out": 4,
+               "count/problems": 4, "count/tokens_out": 400, "count/quarantined": 1})
+    emit(evs, {"stage": "scorer", "actor": "s", "t0": t0 + 5, "t1": t0 + 5.5, "rows_in": 4, "rows_out": 3,
+               "count/accepted": 3, "count/rejected": 1, "count/correct": 3, "count/quarantined": 0})
+    emit(evs, {"stage": "train", "actor": "w", "t0": t0 + 6, "t1": t0 + 7, "rows_in": 2, "rows_out": 2, "step": 1,
+               "loss": 2.0, "lr": 1e-4, "epoch": 1, "count/tokens": 100, "count/skipped_too_long": 0})
+    emit(evs, {"stage": "train", "actor": "w", "t0": t0 + 10, "t1": t0 + 11, "rows_in": 1, "rows_out": 1, "step": 2,
+               "loss": 1.5, "lr": 1e-4, "epoch": 2, "count/tokens": 60, "count/skipped_too_long": 1})
+    return evs
+
+
+def test_summary_and_tensorboard(tmp_path):
+    t0 = 1000.0
+    m = RunMetrics(tmp_path, t0)
+    for ev in _events(t0):
+        m.add(ev)
+    m.close()
+    s = m.summary(12.0, extra={"run_id": "r"})
+    st = s["stages"]
+    assert st["teacher"] == {"start": 1.0, "end": 9.0, "busy_s": 8.0, "rows_in": 8, "rows_out": 8,
+                             "tokens_out": 800, "tokens_per_s": 100.0, "problems": 8, "quarantined": 1}
+    assert st["scorer"]["accepted"] == 3 and st["scorer"]["rejected"] == 1 and st["scorer"]["accept_rate"] == 0.75
+    assert st["train"]["first_step_at"] == 7.0 and st["train"]["steps"] == 2 and st["train"]["tokens"] == 160
+    assert st["train"]["final_loss"] == 1.5 and st["train"]["skipped_too_long"] == 1
+    assert s["overlap_ratio"] == round(12.0 / (8.0 + 0.5 + 2.0), 4)
+    json.dumps(s)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"teacher/tokens_per_s", "scorer/accept_rate", "train/loss", "train/tokens_per_s"} <= tags
+    assert [e.value for e in acc.Scalars("train/loss")] == [2.0, 1.5]
+    assert [e.value for e in acc.Scalars("teacher/tokens_per_s")] == [100.0, 100.0]
+
+
+def test_timeline_png(tmp_path):
+    m = RunMetrics(tmp_path, 0.0, tensorboard=False)
+    for ev in _events(0.0):
+        m.add(ev)
+    p = m.plot_timeline(tmp_path / "t.png", 12.0)
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
