@@ -97,7 +97,8 @@ class VLLMTeacher(_TeacherBase):
 
         self.llm = LLM(model=model_path, dtype=teacher["dtype"], max_model_len=teacher["max_model_len"],
                        seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
-                       trust_remote_code=teacher["trust_remote_code"], disable_log_stats=True)
+                       enforce_eager=teacher["enforce_eager"], trust_remote_code=teacher["trust_remote_code"],
+                       disable_log_stats=True)
 
     def _generate(self, prompt_ids, max_new):
         from vllm import SamplingParams

@@ -50,8 +50,10 @@ class SourceConfig(_Strict):
 class PromptConfig(_Strict):
     system: str | None = Field(None, description="Optional system message for teacher and student.")
     instruction: str = Field(
-        "Solve the problem step by step. End with a final line of the form 'Answer: <answer>'.",
-        description="Appended to every question (teacher prompt and student training prompt).")
+        "Let's think step by step.",
+        description="Appended to every question (teacher prompt and student training prompt). Measured on "
+        "chain_sum with the Qwen 0.5B teacher: this wording got 10/16 right, an explicit 'Answer: <answer>' "
+        "format demand 3-6/16 (the model then skips its reasoning).")
 
 
 class TeacherConfig(_Strict):
@@ -76,10 +78,12 @@ class TeacherConfig(_Strict):
                                         description="Custom Ray resources per actor (node placement).")
     max_model_len: int = Field(1024, ge=64, description="Engine context length; longer prompts are quarantined.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="Engine dtype.")
-    kv_cache_gib: float = Field(2.0, gt=0, description="vLLM CPU KV cache (VLLM_CPU_KVCACHE_SPACE).")
+    kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache in GiB (VLLM_CPU_KVCACHE_SPACE).")
     cpu_threads_bind: str | None = Field(
         None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0' to pin the engine to core 0 so the "
         "trainer keeps the other core.")
+    enforce_eager: bool = Field(True, description="Skip vLLM's torch.compile: engine start 21-25 s instead "
+                                "of ~80 s on 2 CPU cores; turn off for long runs on GPUs.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
 
     @model_validator(mode="after")

@@ -39,6 +39,8 @@ class RunMetrics:
         self.events: dict[str, list[dict]] = defaultdict(list)
         self.counters: dict[str, float] = defaultdict(float)
         self._writer = None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.run_dir / "events.jsonl", "a")  # raw stage events, for later analysis
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -48,6 +50,7 @@ class RunMetrics:
     def add(self, ev: dict) -> None:
         stage = ev["stage"]
         self.events[stage].append(ev)
+        self._log.write(json.dumps(ev, default=str) + "\n")
         n = len(self.events[stage])
         for k, v in ev.items():
             if k.startswith("count/"):
@@ -76,6 +79,7 @@ class RunMetrics:
         return {}
 
     def close(self) -> None:
+        self._log.close()
         if self._writer is not None:
             self._writer.flush()
             self._writer.close()

@@ -166,8 +166,10 @@ def fetch(name: str, progress: bool = True) -> Path:
         if is_fetched(name):  # another process finished while we waited for the lock
             return target
         t0 = time.monotonic()
+        for stale in target.parent.glob(f".{name}.tmp-*"):  # work dirs of killed fetches (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         # Work dir on the same filesystem as the cache, so the final os.replace is atomic.
-        work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+        work = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
         try:
             dl, gguf, out = work / "dl", work / "gguf", work / "out"
             dl.mkdir()
@@ -183,7 +185,7 @@ def fetch(name: str, progress: bool = True) -> Path:
             _log(progress, f"{name}: verifying sha256 ({gguf_path.stat().st_size / 2**20:.0f} MiB)")
             verify_sha256(gguf_path, spec.sha256)
             _log(progress, f"{name}: converting GGUF -> bf16 safetensors")
-            _convert(gguf_path, out, name)
+            _convert(gguf_path, out, name, progress)
             (out / MARKER).write_text(spec.sha256 + "\n")  # written last: marks a complete dir
             if target.exists():  # stale/incomplete leftover (no valid marker), replace it
                 shutil.rmtree(target)
@@ -194,8 +196,26 @@ def fetch(name: str, progress: bool = True) -> Path:
         return target
 
 
-def _convert(gguf_path: Path, out: Path, name: str) -> None:
+@contextlib.contextmanager
+def _hf_progress_bars(enabled: bool):
+    """transformers draws its own de-quantising bars; silence them when progress=False."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def _convert(gguf_path: Path, out: Path, name: str, progress: bool = False) -> None:
     """De-quantise a GGUF into a plain HF model dir (bf16 safetensors + tokenizer + gen config)."""
+    with _hf_progress_bars(progress):
+        _convert_impl(gguf_path, out, name)
+
+
+def _convert_impl(gguf_path: Path, out: Path, name: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -207,9 +227,10 @@ def _convert(gguf_path: Path, out: Path, name: str) -> None:
     # makes vLLM treat the dir as an ordinary, unquantised HF checkpoint.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config._name_or_path = name
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    # strict: every tensor (e.g. q_proj [heads*head_dim, hidden], tied lm_head [vocab, hidden]) must match.
+    # strict: every tensor must match, e.g. q_proj [heads*head_dim, hidden], lm_head [vocab, hidden]
+    # (tied to embed_tokens for SmolLM2; a separate Q8_0 tensor in the Qwen GGUF, so kept untied).
+    # Peak RAM is the fp32 copy plus the bf16 one: ~5.4 GB for the 0.5B model.
     fresh.load_state_dict({k: v.to(torch.bfloat16) for k, v in loaded.state_dict().items()}, strict=True)
     del loaded
 
@@ -219,21 +240,28 @@ def _convert(gguf_path: Path, out: Path, name: str) -> None:
     im_end = tok.convert_tokens_to_ids(END_OF_TURN)
     if im_end is None or im_end == tok.unk_token_id:
         raise RuntimeError(f"{name}: tokenizer has no {END_OF_TURN} token")
-    # Stop on end-of-turn as well as the model's own eos (Qwen's GGUF eos is <|endoftext|>).
+    # Stop on end-of-turn first, plus the model's own eos and <|endoftext|> (document end), as
+    # upstream Qwen2.5 does; generate()/vLLM stop on any id in the list.
     cfg_eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
-    eos = [e for e in (im_end, tok.eos_token_id, *cfg_eos) if isinstance(e, int)]
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    eos = [e for e in (im_end, tok.eos_token_id, *cfg_eos, eot) if isinstance(e, int)]
     gen = fresh.generation_config
     gen.eos_token_id = list(dict.fromkeys(eos))
     gen.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else eos[-1]
     if gen.bos_token_id is None and tok.bos_token_id is not None:
         gen.bos_token_id = tok.bos_token_id
 
+    tok.model_max_length = config.max_position_embeddings  # GGUF leaves it at "infinite"
+
     fresh.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    for f in out.iterdir():  # safetensors is written 0600; the cache may be shared on a node
+        f.chmod(0o644)
     # Belt and braces on what readers (vLLM, transformers) key on.
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg.pop("quantization_config", None)
+    cfg.pop("_model_name_or_path", None)  # GGUF general.name, e.g. "... AWQ": misleading here
     cfg["dtype"] = "bfloat16"
     if "torch_dtype" in cfg:
         cfg["torch_dtype"] = "bfloat16"

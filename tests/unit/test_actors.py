@@ -1,0 +1,80 @@
+"""Actor classes used directly, without Ray: they are plain classes that delegate to distill/."""
+import json
+
+import pyarrow as pa
+
+from actors.scorer import TraceScorer, score_rows, training_rows
+from actors.student import StudentStep
+from actors.teacher import HFTeacher
+from distill.config import load_config
+from distill.schema import PROBLEM_SCHEMA, TRACE_SCHEMA, to_table
+from distill.sources import load_problems
+from distill.store import TraceStore
+
+SCORER = load_config("smoke").scorer.model_dump()
+
+
+def _trace(pid, j, text, ref="5", finish="stop", tokens=10):
+    return {"trace_id": f"{pid}-{j}", "problem_id": pid, "sample_index": j, "text": text, "finish_reason": finish,
+            "reference_answer": ref, "verifier": "math", "metadata": "{}", "question": "2+3?",
+            "completion_tokens": tokens}
+
+
+def test_score_rows_verdicts_and_reasons():
+    rows = score_rows([
+        _trace("p", 0, "2 + 3 = 5\nAnswer: 5", tokens=30),
+        _trace("p", 1, "so \\boxed{5}", tokens=8),
+        _trace("q", 0, "Answer: 6"),
+        _trace("r", 0, "no idea"),
+        _trace("s", 0, "2 + 3 = 5 and then", finish="length"),
+    ], {**SCORER, "policy": "shortest_correct"})
+    got = [(r["verdict"], r["reason"], r["answer_rule"]) for r in rows]
+    assert got == [("rejected", "not selected (shortest_correct)", "answer_line"), ("accepted", "", "boxed"),
+                   ("rejected", "wrong_answer", "answer_line"), ("rejected", "no_answer", "none"),
+                   ("rejected", "truncated", "last_number")]
+    assert rows[4]["correct"] and rows[4]["flags"] == ["truncated"]
+
+
+def test_scorer_writes_every_row_and_quarantines_unparseable(tmp_path):
+    events = []
+    scorer = TraceScorer(SCORER, str(tmp_path), events)
+    out = scorer(to_table([_trace("p", 0, "Answer: 5"), _trace("q", 0, "")], TRACE_SCHEMA))
+    store = TraceStore(tmp_path)
+    assert store.traces().num_rows == 2 and store.quarantine().column("key").to_pylist() == ["q-0"]
+    assert events[0]["count/accepted"] == 1 and events[0]["count/quarantined"] == 1
+    assert training_rows(out).column("trace_id").to_pylist() == ["p-0"]
+
+
+def test_hf_teacher_generates_k_samples_and_quarantines_long_prompts(tiny_model, tmp_path):
+    cfg = load_config("smoke", ["teacher.backend=transformers", "teacher.samples=2", "teacher.max_tokens=8",
+                                "teacher.temperature=1.0", "teacher.max_model_len=96", "teacher.logprobs=3"])
+    problems = load_problems(cfg.sources).problems[:2]
+    problems.append({**problems[0], "problem_id": "long", "question": "1 + 1 " * 200})
+    events = []
+    teacher = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
+    out = teacher(pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA)).to_pylist()
+    assert [(r["problem_id"], r["sample_index"]) for r in out] == [
+        (problems[0]["problem_id"], 0), (problems[0]["problem_id"], 1),
+        (problems[1]["problem_id"], 0), (problems[1]["problem_id"], 1)]
+    assert len({r["trace_id"] for r in out}) == 4
+    assert all(0 < r["completion_tokens"] <= 8 and r["finish_reason"] in ("stop", "length") for r in out)
+    assert all(len(r["topk_logprobs"]) == r["completion_tokens"] and len(r["topk_logprobs"][0]) == 3 for r in out)
+    assert json.loads(out[0]["sampling"])["temperature"] == 1.0
+    q = TraceStore(tmp_path).quarantine().to_pylist()
+    assert [x["key"] for x in q] == ["long"] and q[0]["reason"].startswith("prompt too long")
+    assert events[0]["rows_in"] == 3 and events[0]["rows_out"] == 4 and events[0]["count/quarantined"] == 1
+
+
+def test_student_step_lowers_loss_and_saves_hf_dir(tiny_model, tmp_path):
+    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false"]).model_dump()
+    student = StudentStep(cfg, tiny_model)
+    rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}] * 2
+    losses = [student.step(rows)["loss"] for _ in range(8)]
+    assert losses[-1] < losses[0] * 0.7
+    empty = student.step([{"trace_id": "b", "question": "x", "text": "y " * 2000}])  # too long: skipped
+    assert empty["skipped"] == 1 and empty["trained_tokens"] == 0
+    student.save(str(tmp_path / "ckpt"))
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt") is not None
+    assert (tmp_path / "ckpt" / "model.safetensors").exists()
