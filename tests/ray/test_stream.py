@@ -1,0 +1,63 @@
+"""Local Ray cluster, CPU actors: the generation stream and a full run with tiny on-disk models."""
+import json
+
+import pytest
+
+from distill.config import RunConfig, load_config
+from distill.store import TraceStore
+
+pytestmark = pytest.mark.ray
+
+
+def _cfg(tmp_path, teacher, student, extra=()):
+    problems = tmp_path / "problems.jsonl"
+    rows = [json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) for i in range(12)]
+    rows += ["{broken", json.dumps({"question": "no answer"}),
+             json.dumps({"question": "What is 1 + 1? " * 300, "answer": "2"})]  # too long for the teacher
+    problems.write_text("\n".join(rows) + "\n")
+    return load_config("smoke", [
+        f"output_dir={tmp_path / 'runs'}", "sources=[{kind: file, path: '%s', size: 100}]" % problems,
+        "source_blocks=4", "teacher.backend=transformers", f"teacher.model={teacher}", "teacher.samples=2",
+        "teacher.temperature=1.0", "teacher.max_tokens=8", "teacher.max_model_len=256", "teacher.batch_size=3",
+        f"train.student={student}", "train.epochs=2", "ray.num_cpus=4", *extra])
+
+
+def test_stream_stores_every_sample_once_and_counts_rejects(tiny_model, tmp_path):
+    from ray.util.queue import Queue
+
+    from cluster.session import ray_session
+    from distill.sources import load_problems
+    from pipelines.stages import generation_stream
+
+    cfg = _cfg(tmp_path, tiny_model, tiny_model)
+    loaded = load_problems(cfg.sources)
+    assert len(loaded.problems) == 13 and len(loaded.quarantined) == 2
+    store = TraceStore(tmp_path / "store")
+    with ray_session(cfg.ray):
+        q = Queue(actor_options={"num_cpus": 0})
+        ds = generation_stream(cfg, loaded.problems, tiny_model, str(store.root), q)
+        accepted = ds.take_all()
+        events = q.get_nowait_batch(q.size())
+    traces = store.traces()
+    assert traces.num_rows == 12 * 2  # 12 valid prompts x 2 samples; the long prompt was quarantined
+    assert len(set(traces.column("trace_id").to_pylist())) == 24
+    assert sorted(set(traces.column("sample_index").to_pylist())) == [0, 1]
+    assert len(accepted) == sum(v == "accepted" for v in traces.column("verdict").to_pylist())
+    reasons = [r["reason"] for r in store.quarantine().to_pylist()]
+    assert sum(r.startswith("prompt too long") for r in reasons) == 1
+    stages = {e["stage"] for e in events}
+    assert stages == {"teacher", "scorer"}
+    assert sum(e["rows_in"] for e in events if e["stage"] == "teacher") == 13
+    assert sum(e["rows_in"] for e in events if e["stage"] == "scorer") == 24
+
+
+def test_run_with_a_useless_teacher_still_finishes(tiny_model, tmp_path):
+    """Random weights answer nothing right: zero accepted traces must not hang or crash training."""
+    from pipelines.run import main
+
+    summary = main(_cfg(tmp_path, tiny_model, tiny_model))
+    st = summary["stages"]
+    assert st["teacher"]["problems"] == 13 and summary["quarantined"]["source"] == 2
+    assert summary["quarantined"]["teacher"] == 1
+    assert st["scorer"]["accepted"] + st["scorer"]["rejected"] == 24 == summary["stored_traces"]
+    assert summary["student_checkpoint"] is not None
