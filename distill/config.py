@@ -68,8 +68,11 @@ class TeacherConfig(_Strict):
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
     logprobs: int | None = Field(None, ge=1, le=20, description="Keep top-k logprobs per generated token.")
     seed: int = Field(0, description="Global sampling seed of each engine.")
-    batch_size: int = Field(8, ge=1, description="Problems per generate call; bounds requests in flight "
-                            "per actor, so small batches give early traces (time-to-first-trace).")
+    batch_size: int = Field(4, ge=1, description="Problems per batch: the unit that streams on to the "
+                            "scorer, so small batches give early traces (time-to-first-trace).")
+    concurrent_batches: int = Field(4, ge=1, description="Batches in flight per teacher actor (vllm: all "
+                                    "share one continuously-batching engine). Requests in flight = "
+                                    "batch_size x concurrent_batches x replicas.")
     replicas_min: int = Field(1, ge=1, description="Teacher actor pool minimum size.")
     replicas_max: int = Field(1, ge=1, description="Teacher actor pool maximum size.")
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs reserved per teacher actor.")
@@ -118,7 +121,10 @@ class TrainConfig(_Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers (data parallel).")
     num_cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs per training worker.")
     use_gpu: bool = Field(False, description="Train on GPUs (nccl) instead of CPU (gloo).")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker (CPU).")
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker (CPU) while the "
+                               "teacher is generating (epoch 1).")
+    torch_threads_later: int | None = Field(None, ge=1, description="torch threads from epoch 2 on, when the "
+                                            "teacher's cores are free (None: keep torch_threads).")
     epochs: int = Field(2, ge=1, description="Epoch 1 streams from the live pipeline; later ones read the store.")
     batch_size: int = Field(4, ge=1, description="Traces per step per worker.")
     lr: float = Field(5e-5, gt=0, description="AdamW learning rate.")

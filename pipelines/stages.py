@@ -26,10 +26,12 @@ def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, s
         BACKENDS[t.backend], batch_size=t.batch_size, batch_format="pyarrow",
         fn_constructor_kwargs=dict(teacher=t.model_dump(), prompt=cfg.prompt.model_dump(), model_path=teacher_path,
                                    model_name=t.model, store_root=store_root, events=events),
-        # One batch queued per actor beyond the one running: bounds requests in flight, so traces flow
-        # out early instead of all finishing together.
+        # Several small batches run at once per actor and share its engine: requests in flight are
+        # bounded (batch_size x concurrent_batches), and each finished batch streams on at once.
         compute=ray.data.ActorPoolStrategy(min_size=t.replicas_min, max_size=t.replicas_max,
-                                           max_tasks_in_flight_per_actor=2),
+                                           max_tasks_in_flight_per_actor=t.concurrent_batches,
+                                           max_concurrent_calls_per_actor=t.concurrent_batches
+                                           if t.backend == "vllm" else None),
         num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=t.resources or None)
     ds = ds.map_batches(
         TraceScorer, batch_size=None,  # whole teacher blocks: all k samples of a problem together
