@@ -8,7 +8,8 @@ from distill.config import RayConfig
 
 # Environment every Ray worker gets. Tokenizer thread pools fight the pinned stage threads on a small
 # machine; Ray Data's own progress bars would interleave with distill's.
-WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+              "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
 
 
 @contextlib.contextmanager
