@@ -99,6 +99,7 @@ class StudentStep:
 
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
+    import ray.train.torch
     import torch
     from ray.train import Checkpoint
 
@@ -109,8 +110,8 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     events = config["events"] if rank == 0 else None
     actor = f"train@{socket.gethostname()}:{os.getpid()}"
-    wrap = ray.train.torch.prepare_model if world > 1 else (lambda m: m)
-    student = StudentStep(config, config["student_path"], wrap=wrap)
+    # prepare_model moves the model to this worker's device and wraps it in DDP when world > 1.
+    student = StudentStep(config, config["student_path"], wrap=ray.train.torch.prepare_model)
 
     def run_step(rows: list[dict], epoch: int) -> dict:
         t0 = time.time()

@@ -184,9 +184,8 @@ class HFTeacher(_TeacherBase):
                 stop_strings=c["stop"] or None, tokenizer=tok if c["stop"] else None, pad_token_id=tok.pad_token_id,
                 return_dict_in_generate=True, output_scores=bool(c["logprobs"]))
         seqs = out.sequences[:, T:]  # [B*k, new]
-        eos = {tok.eos_token_id} | set(self.model.generation_config.eos_token_id or []
-                                       if isinstance(self.model.generation_config.eos_token_id, list)
-                                       else [self.model.generation_config.eos_token_id])
+        gen_eos = self.model.generation_config.eos_token_id
+        eos = {tok.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         result = []
         for i in range(len(prompt_ids)):
             samples = []
