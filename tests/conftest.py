@@ -6,15 +6,17 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    """A 2-layer Llama with SmolLM2's real tokenizer and chat template, random weights, on disk."""
+    """A 2-layer Llama with SmolLM2's real tokenizer and chat template, random weights, on disk.
+
+    head_dim is 64 (128 / 2 heads): vLLM's CPU attention has no kernel for smaller heads."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from distill.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       tie_word_embeddings=True)
     torch.manual_seed(0)
