@@ -1,5 +1,6 @@
 """The vLLM teacher actor on its own (no Ray): real CPU engine, k samples, top-k logprobs."""
 import asyncio
+import gc
 import json
 
 import pyarrow as pa
@@ -25,6 +26,8 @@ def test_vllm_teacher_samples_logprobs_and_quarantine(tiny_model, tmp_path):
         out = asyncio.run(teacher(pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA))).to_pylist()
     finally:
         teacher.engine.shutdown()
+        del teacher.engine  # collect it now, not at interpreter exit when its module globals are gone
+        gc.collect()
     assert [(r["problem_id"], r["sample_index"]) for r in out] == [
         (p["problem_id"], j) for p in problems[:3] for j in range(2)]
     assert len({r["trace_id"] for r in out}) == 6
