@@ -56,7 +56,20 @@ class PromptConfig(_Strict):
         "format demand 3-6/16 (the model then skips its reasoning).")
 
 
-class TeacherConfig(_Strict):
+class _ActorPool(_Strict):
+    """An actor pool: size min..max, autoscaled by Ray Data between the two."""
+
+    replicas_min: int = Field(1, ge=1, description="Actor pool minimum size.")
+    replicas_max: int = Field(1, ge=1, description="Actor pool maximum size.")
+
+    @model_validator(mode="after")
+    def _pool(self):
+        if self.replicas_min > self.replicas_max:
+            raise ValueError(f"replicas_min ({self.replicas_min}) > replicas_max ({self.replicas_max})")
+        return self
+
+
+class TeacherConfig(_ActorPool):
     backend: Literal["vllm", "transformers"] = Field(
         "vllm", description="vllm: one vLLM engine per actor; transformers: batched `generate`, for "
         "models vLLM cannot load.")
@@ -73,8 +86,6 @@ class TeacherConfig(_Strict):
     concurrent_batches: int = Field(4, ge=1, description="Batches in flight per teacher actor (vllm: all "
                                     "share one continuously-batching engine). Requests in flight = "
                                     "batch_size x concurrent_batches x replicas.")
-    replicas_min: int = Field(1, ge=1, description="Teacher actor pool minimum size.")
-    replicas_max: int = Field(1, ge=1, description="Teacher actor pool maximum size.")
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs reserved per teacher actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per teacher actor (engine).")
     resources: dict[str, float] = Field(default_factory=dict,
@@ -89,14 +100,8 @@ class TeacherConfig(_Strict):
                                 "of ~80 s on 2 CPU cores; turn off for long runs on GPUs.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
 
-    @model_validator(mode="after")
-    def _pool(self) -> "TeacherConfig":
-        if self.replicas_min > self.replicas_max:
-            raise ValueError(f"replicas_min ({self.replicas_min}) > replicas_max ({self.replicas_max})")
-        return self
 
-
-class ScorerConfig(_Strict):
+class ScorerConfig(_ActorPool):
     policy: Literal["all_correct", "first_correct", "shortest_correct"] = Field(
         "all_correct", description="Which verified samples of a problem are kept for training.")
     reject_flags: list[Literal["truncated", "empty", "repetitive"]] = Field(
@@ -105,15 +110,7 @@ class ScorerConfig(_Strict):
     repetition_ngram: int = Field(8, ge=2, description="n-gram size for the repetition detector.")
     repetition_threshold: float = Field(0.5, gt=0, le=1, description="Share of repeated n-grams that "
                                         "flags an output as repetitive.")
-    replicas_min: int = Field(1, ge=1, description="Scorer actor pool minimum size.")
-    replicas_max: int = Field(1, ge=1, description="Scorer actor pool maximum size.")
     num_cpus: float = Field(0.25, gt=0, description="Logical CPUs per scorer actor.")
-
-    @model_validator(mode="after")
-    def _pool(self) -> "ScorerConfig":
-        if self.replicas_min > self.replicas_max:
-            raise ValueError(f"replicas_min ({self.replicas_min}) > replicas_max ({self.replicas_max})")
-        return self
 
 
 class TrainConfig(_Strict):
