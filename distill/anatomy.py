@@ -76,7 +76,8 @@ _ENV_CLOSE = re.compile(r"\\end\{([A-Za-z*]{1,30})\}")
 _MARKER = (r"[ \t]*(?:[#>]+[ \t]*)?(?:\*\*|__)?(?:(?:step|part)[ \t]*[0-9]{1,3}[ \t]*[:.)\-–]?"
            r"|[0-9]{1,3}[.)](?=\s|$)|\((?:[0-9]{1,3}|[a-z])\)|[a-z]\)(?=\s)|[-*+•‣▪◦][ \t])(?:\*\*|__)?")
 _LIST_MARKER = re.compile(_MARKER, re.I)
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]*_”’]*(?=\s)")
+# The lookbehind starts a match only at the first mark of a run: "....." stays linear.
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]+[\"')\]*_”’]*(?=\s)")
 _WORD_BEFORE = re.compile(r"[A-Za-z.]{1,10}$")
 _ENUMERATOR = re.compile(r"(?:^|[:;.!?]\s)\s*[0-9]{1,2}$", re.M)  # "steps: 1. Add" is not a sentence end
 _ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "st", "jr", "sr", "cf", "approx",
@@ -239,7 +240,7 @@ def step_values(steps: Sequence[Step]) -> list[StepValues]:
 # --------------------------------------------------------------------------- roles
 
 _ANSWER_CUE = re.compile(r"\\(?:boxed|fbox)\s*\{|\bfinal\s+answer\b|\banswers?\s+(?:is|are|=)"
-                         r"|^[\s#>*_\-]*(?:final\s+)?answer[\s*_]*[:：]", re.I | re.M)
+                         r"|^[ \t#>*_\-]*(?:final\s+)?answer[ \t*_]*[:：]", re.I | re.M)
 _CHECK_CUE = re.compile(
     r"\b(?:verif\w*|check\w*|double[- ]?check\w*|re-?check\w*|re-?calculat\w*|re-?comput\w*"
     r"|re-?evaluat\w*|re-?examin\w*|confirm\w*|wait|actually|hmm+|oops|mistake\w*|wrong|incorrect"

@@ -75,7 +75,7 @@ _CMDS: dict[str, tuple[str, str]] = {
 # \, \; spacing and \$ carry nothing; \[ \( delimit math; \{ \} group.
 _ESCAPES = {**dict.fromkeys(",;:! >$", ("ws", "")), **dict.fromkeys("[]()", ("clean", "")),
             "{": ("lp", "{"), "}": ("rp", "}")}
-_ALIGN_CONTINUES = re.compile(r"\s*&?\s*=")  # `\\ &= 914`: the next align row continues the chain
+_ALIGN_CONTINUES = re.compile(r"\s*(?:&\s*)?=")  # `\\ &= 914`: the next align row continues the chain
 _UNITS = {"kg", "g", "mg", "km", "m", "cm", "mm", "l", "ml", "s", "h", "hr", "hrs", "min", "lb", "lbs",
           "oz", "ft", "in", "mi", "k"}
 # Words that make a neighbouring number part of a larger expression we do not model.
@@ -92,13 +92,15 @@ _NOT_UNIT = _OPERATORISH | {w[0] for w in _EQ_WORDS} | {"and", "or", "but", "so"
                                                         "that", "are", "was", "not", "equal"}
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _RETRACT_AFTER = re.compile(
-    r"\s*[,;]?\s*(?:but\s+)?(?:this|that|which|it)?\s*(?:is|was|['’]s)\s+"
+    r"\s*(?:[,;]\s*)?(?:but\s+)?(?:(?:this|that|which|it)\s*)?(?:is|was|['’]s)\s+"
     r"(?:wrong|incorrect|not\s+(?:right|correct)|a\s+mistake|an\s+error|a\s+typo)", re.I)
 # "19, not 18" / "≠ 18": what follows is mentioned only to reject it. Ends mark where it starts.
 _NEGATION = re.compile(r"(?:\bnot|\binstead\s+of|\brather\s+than|≠|\\neq?)\s*[$€£]?\s*", re.I)
 
 
 class _Tok:
+    """kind: num op eq lp rp frac (arithmetic), word, clean (a neutral break) or poison (unknown)."""
+
     __slots__ = ("kind", "start", "end", "sym", "val", "places", "canon", "neg", "word")
 
     def __init__(self, kind: str, start: int, end: int, sym: str = "") -> None:
@@ -154,7 +156,7 @@ def _tokenize(text: str) -> list[_Tok]:
         if kind == "ws":
             continue
         t = _Tok(kind, s, e, sym)
-        literal = _literal(raw) if kind == "num" else None
+        literal = _literal(raw) if kind == "num" and len(raw) <= 2 * MAX_LITERAL_DIGITS else None
         if literal:
             t.val, t.canon, t.places = literal
         elif kind == "num":
@@ -453,9 +455,9 @@ def _occurrence(t: _Tok) -> tuple[int, str]:
     return t.start, t.canon
 
 
-def _pairs(sides: list[_Side], text: str, step_index: int) -> tuple[list[Claim], list[int]]:
-    """Claims between neighbouring sides, and the index of each wrong claim's stated side."""
-    claims, wrong = [], []
+def _pairs(sides: list[_Side], text: str, step_index: int) -> tuple[list[Claim], list[int], set[int]]:
+    """Claims between neighbouring sides; indices of wrong claims' stated sides and of running totals."""
+    claims, wrong, running = [], [], set()
     for k in range(len(sides) - 1):
         left, right = sides[k], sides[k + 1]
         if left.value is None or right.value is None or (left.lit and right.lit):
@@ -463,19 +465,22 @@ def _pairs(sides: list[_Side], text: str, step_index: int) -> tuple[list[Claim],
         reverse = left.lit is not None  # "8 = 5 + 3"
         expr, stated = (right, left) if reverse else (left, right)
         ok = _close(expr.value, stated.value, stated.lit.places if stated.lit else 0)
-        if stated.lit and stated.lit.canon.endswith("%"):
-            actual = canonical(expr.value * 100) + "%"
-        else:
-            actual = canonical(expr.value)
-        claims.append(Claim(step_index, _src(text, expr.toks), stated.canon() if stated.lit else
-                            _src(text, stated.toks), actual, ok))
+        pct = stated.lit is not None and stated.lit.canon.endswith("%")
+        actual = canonical(expr.value * 100) + "%" if pct else canonical(expr.value)
+        said = stated.canon() if stated.lit else _src(text, stated.toks)
+        lead = stated.toks[0] if not stated.lit and stated.toks[0].kind == "num" else None
+        if not ok and not reverse and lead and stated.toks[1].kind == "op" and lead.canon == actual:
+            said, ok = lead.canon, True  # "5 + 3 = 8 + 2 = 10": a running total, not 5 + 3 == 8 + 2
+            running.add(k + 1)
+        claims.append(Claim(step_index, _src(text, expr.toks), said, actual, ok))
         if not ok:
             wrong.append(k if reverse else k + 1)
-    return claims, wrong
+    return claims, wrong, running
 
 
-def _classify(sides: list[_Side], wrong: list[int], out: StepArith) -> None:
-    """Numbers on the first expression side are operands; new numbers after it are produced."""
+def _classify(sides: list[_Side], wrong: list[int], running: set[int], out: StepArith) -> None:
+    """Numbers on the first expression side are operands; new numbers after it are produced,
+    except the fresh operands of a running total ("8 + 2" after "5 + 3 =": 8 is made, 2 used)."""
     first = next(k for k, s in enumerate(sides) if s.value is not None and s.lit is None)
     operand_values: set[str] = set()
     taint_from = min((w for w in wrong if w > first), default=len(sides))
@@ -484,7 +489,7 @@ def _classify(sides: list[_Side], wrong: list[int], out: StepArith) -> None:
             if t.kind != "num":
                 continue
             occ = _occurrence(t)
-            if k == first or (k < first and side.lit is None) or (
+            if k == first or (k < first and side.lit is None) or (k in running and t is not side.toks[0]) or (
                     k > first and side.lit is None and occ[1] in operand_values):
                 out.operands.append(occ)
                 operand_values.add(occ[1])
@@ -501,7 +506,7 @@ def find_claims(text: str, step_index: int = 0) -> StepArith:
     for run, left_bad, right_bad in _runs(_rewrite_words(_tokenize(text))):
         has_eq = any(t.kind == "eq" for t in run)
         sides = _sides(run, left_bad, right_bad) if has_eq else []
-        claims, wrong = _pairs(sides, text, step_index)
+        claims, wrong, running = _pairs(sides, text, step_index)
         if not claims:
             out.loose.extend(o for o in map(_occurrence, run) if o[1] and o[0] not in negated)
             continue
@@ -510,7 +515,7 @@ def find_claims(text: str, step_index: int = 0) -> StepArith:
             out.claims.extend(Claim(c.step_index, c.expr, c.stated, c.actual, c.ok, True) for c in claims)
             continue
         out.claims.extend(claims)
-        _classify(sides, wrong, out)
+        _classify(sides, wrong, running, out)
     return out
 
 

@@ -255,6 +255,8 @@ CLAIMS = [
     ("Step 2 is 5 + 3 = 8", [("5 + 3", "8", "8", True)]),
     ("8 = 5 + 3", [("5 + 3", "8", "8", True)]),
     ("0.1 + 0.2 = 0.3", [("0.1 + 0.2", "0.3", "0.3", True)]),
+    ("5 + 3 = 8 + 2 = 10", [("5 + 3", "8", "8", True), ("8 + 2", "10", "10", True)]),  # running total
+    ("12 + 7 + 5 = 18 + 5 = 23", [("12 + 7 + 5", "18 + 5", "24", False), ("18 + 5", "23", "23", True)]),
 ]
 
 
@@ -272,6 +274,12 @@ def test_no_claim_where_the_expression_is_not_plain_arithmetic(text):
     assert find_claims(text).claims == []
 
 
+def test_running_total_makes_its_lead_and_uses_the_rest():
+    found = find_claims("5 + 3 = 8 + 2 = 10")
+    assert [v for _, v in found.produced] == ["8", "10"]
+    assert [v for _, v in found.operands] == ["5", "3", "2"]
+
+
 def test_rejected_numbers_feed_nothing():
     found = find_claims("12 + 7 is 19, not 18")
     assert [c.stated for c in found.claims] == ["19"]
@@ -280,7 +288,8 @@ def test_rejected_numbers_feed_nothing():
 
 @pytest.mark.parametrize("answer,expected", [
     ("13", "13"), ("1,234", "1234"), ("5.0", "5"), ("-3", "-3"), ("$15", "15"), ("50%", "50%"),
-    ("\\frac{1}{2}", "0.5"), ("2/3", "2/3"), ("7 apples", "7"), ("(1, 2)", None), ("Paris", None), (None, None),
+    ("\\frac{1}{2}", "0.5"), ("2/3", "2/3"), ("7 apples", "7"), ("x = 5", "5"), ("6 + 7 = 13", "13"),
+    ("(1, 2)", None), ("Paris", None), (None, None),
 ])
 def test_canonical_answer(answer, expected):
     assert canonical_answer(answer) == expected
@@ -375,6 +384,9 @@ ADVERSARIAL = {
     "many-envs": "".join(f"\\begin{{e{i}}}" for i in range(7000)),
     "many-wrong-steps": "12 + 7 = 18\n" * 8000,
     "sentences": "Wait. 5 + 3 = 8. " * 6000,
+    "dots": "." * 100000,  # regex backtracking traps found while fuzzing
+    "block-of-newlines": "\\[" + "\n" * 100000 + "\\]",
+    "align-break-then-spaces": "\\[ 1 \\\\" + " " * 100000 + "x \\]",
 }
 
 
