@@ -13,6 +13,7 @@ import time
 
 import pyarrow as pa
 
+from distill.anatomy import analyse, trace_columns
 from distill.answers import extract_answer, is_correct, verify
 from distill.metrics import emit
 from distill.quality import flag_output, select
@@ -32,10 +33,13 @@ def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
         except Exception as e:  # a verifier crash rejects the sample, never the batch
             score, err = 0.0, f"verifier error: {type(e).__name__}: {e}"[:300]
         flags = flag_output(r["text"] or "", r["finish_reason"], cfg["repetition_ngram"], cfg["repetition_threshold"])
-        blocking = [f for f in flags if f in cfg["reject_flags"]]
         correct = is_correct(score)
+        anatomy = trace_columns(analyse(r["text"] or ""), correct)
+        if anatomy["wrong_intermediate"]:
+            flags = flags + ["wrong_intermediate"]
+        blocking = [f for f in flags if f in cfg["reject_flags"]]
         r.update(answer=answer, answer_rule=rule, score=score, correct=correct, flags=flags, scored_at=now,
-                 _ok=correct and not blocking)
+                 _ok=correct and not blocking, **anatomy)
         if err:
             r["reason"] = err
         elif blocking:

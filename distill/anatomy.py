@@ -387,3 +387,15 @@ def analyse(text: str, reference_answer: str | None = None) -> Anatomy:
                         v.claims, k in on_path) for k, (s, v) in enumerate(zip(steps, values))]
     return Anatomy(rows, final, correct, err, _collapsed(values, roles, final, edges, err),
                    bool(correct) and err is not None, path)
+
+
+def trace_columns(anatomy: Anatomy, correct: bool) -> dict[str, Any]:
+    """The anatomy as trace-store columns (STEP_STRUCT in schema.py); `correct` is the scorer's verdict."""
+    steps = [{"start": s.start, "end": s.end, "role": s.role, "on_path": s.on_path, "produces": s.produces,
+              "uses": s.uses, "claims_ok": sum(c.ok for c in s.claims if not c.retracted),
+              "claims_wrong": sum(not c.ok for c in s.claims if not c.retracted)} for s in anatomy.steps]
+    return {"steps": steps, "first_error_step": anatomy.first_error_step,
+            "answer_collapsed": anatomy.answer_collapsed,
+            # judged against the verifier's verdict, not anatomy's own answer comparison
+            "wrong_intermediate": bool(correct) and anatomy.first_error_step is not None,
+            "decision_points": anatomy.decision_points}

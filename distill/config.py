@@ -104,9 +104,10 @@ class TeacherConfig(_ActorPool):
 class ScorerConfig(_ActorPool):
     policy: Literal["all_correct", "first_correct", "shortest_correct"] = Field(
         "all_correct", description="Which verified samples of a problem are kept for training.")
-    reject_flags: list[Literal["truncated", "empty", "repetitive"]] = Field(
+    reject_flags: list[Literal["truncated", "empty", "repetitive", "wrong_intermediate"]] = Field(
         default_factory=lambda: ["truncated", "empty", "repetitive"],
-        description="Flags that reject a sample even when its answer is correct.")
+        description="Flags that reject a sample even when its answer is correct. wrong_intermediate: a "
+        "step's arithmetic is wrong though the final answer is right (it teaches the wrong structure).")
     repetition_ngram: int = Field(8, ge=2, description="n-gram size for the repetition detector.")
     repetition_threshold: float = Field(0.5, gt=0, le=1, description="Share of repeated n-grams that "
                                         "flags an output as repetitive.")

@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: trace anatomy columns (steps, first_error_step, ...) and the variants table
 
 PROBLEM_SCHEMA = pa.schema([
     ("problem_id", pa.string()),       # stable: given by the source, or sha of source+question+answer
@@ -23,6 +23,11 @@ PROBLEM_SCHEMA = pa.schema([
 ])
 
 TOPK = pa.list_(pa.list_(pa.struct([("token_id", pa.int32()), ("logprob", pa.float32())])))
+
+# One step of a trace (distill/anatomy.py): char span in `text`, role, value flow, arithmetic checks.
+STEP_STRUCT = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("role", pa.string()), ("on_path", pa.bool_()),
+                         ("produces", pa.list_(pa.string())), ("uses", pa.list_(pa.string())),
+                         ("claims_ok", pa.int32()), ("claims_wrong", pa.int32())])
 
 TRACE_SCHEMA = pa.schema([
     ("schema_version", pa.int16()),
@@ -52,6 +57,11 @@ TRACE_SCHEMA = pa.schema([
     ("verdict", pa.string()),          # accepted | rejected
     ("reason", pa.string()),           # why rejected ("" when accepted)
     ("scored_at", pa.float64()),
+    ("steps", pa.list_(STEP_STRUCT)),  # trace anatomy, one entry per step
+    ("first_error_step", pa.int32()),  # first step with a wrong arithmetic claim (null: none)
+    ("answer_collapsed", pa.bool_()),  # the final answer depends on that wrong step's value
+    ("wrong_intermediate", pa.bool_()),  # correct final answer, but a wrong step on the way
+    ("decision_points", pa.list_(pa.int32())),  # steps the answer depends on, in order
 ])
 
 QUARANTINE_SCHEMA = pa.schema([

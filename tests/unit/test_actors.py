@@ -78,3 +78,18 @@ def test_student_step_lowers_loss_and_saves_hf_dir(tiny_model, tmp_path):
 
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt") is not None
     assert (tmp_path / "ckpt" / "model.safetensors").exists()
+
+
+def test_scorer_dissects_traces_and_can_reject_wrong_intermediate_steps():
+    wrong_mid = "12 + 7 = 18\n19 + 5 = 24\nAnswer: 24"  # right answer, wrong step 0 (unused downstream)
+    clean = "12 + 7 = 19\n19 + 5 = 24\nAnswer: 24"
+    rows = score_rows([_trace("p", 0, wrong_mid, ref="24"), _trace("q", 0, clean, ref="24")], SCORER)
+    assert rows[0]["wrong_intermediate"] and rows[0]["first_error_step"] == 0 and not rows[0]["answer_collapsed"]
+    assert "wrong_intermediate" in rows[0]["flags"] and rows[0]["verdict"] == "accepted"  # not rejected by default
+    assert not rows[1]["wrong_intermediate"] and rows[1]["first_error_step"] is None
+    assert rows[1]["decision_points"] == [0, 1, 2]
+    assert [s["role"] for s in rows[1]["steps"]] == ["compute", "compute", "answer"]
+    strict = {**SCORER, "reject_flags": SCORER["reject_flags"] + ["wrong_intermediate"]}
+    rows = score_rows([_trace("p", 0, wrong_mid, ref="24")], strict)
+    assert rows[0]["verdict"] == "rejected" and rows[0]["reason"] == "wrong_intermediate"
+    to_table(rows, TRACE_SCHEMA)  # the anatomy columns fit the schema
