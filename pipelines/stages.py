@@ -12,11 +12,12 @@ from distill.config import RunConfig
 from distill.metrics import RunMetrics
 
 
-def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events):
-    """problems -> teacher pool -> scorer pool -> accepted rows for training (a lazy Ray Dataset)."""
+def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events,
+                      student_path: str | None = None):
+    """problems -> teacher pool -> scorer pool -> the chosen supervision of accepted traces (lazy)."""
     import ray.data
 
-    from actors.scorer import TraceScorer, training_rows
+    from actors.scorer import TraceScorer
     from actors.teacher import BACKENDS
 
     t, s = cfg.teacher, cfg.scorer
@@ -36,10 +37,11 @@ def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, s
     ds = ds.map_batches(
         TraceScorer, batch_size=None,  # whole teacher blocks: all k samples of a problem together
         batch_format="pyarrow",
-        fn_constructor_kwargs=dict(scorer=s.model_dump(), store_root=store_root, events=events),
+        fn_constructor_kwargs=dict(scorer=s.model_dump(), store_root=store_root, events=events,
+                                   supervision=cfg.train.supervision, student_path=student_path),
         compute=ray.data.ActorPoolStrategy(min_size=s.replicas_min, max_size=s.replicas_max),
         num_cpus=s.num_cpus)
-    return ds.map_batches(training_rows, batch_size=None, batch_format="pyarrow", num_cpus=0.1)
+    return ds
 
 
 def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events):

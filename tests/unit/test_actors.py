@@ -3,13 +3,14 @@ import json
 
 import pyarrow as pa
 
-from actors.scorer import TraceScorer, score_rows, training_rows
+from actors.scorer import TraceScorer, score_rows
 from actors.student import StudentStep
 from actors.teacher import HFTeacher
 from distill.config import load_config
 from distill.schema import PROBLEM_SCHEMA, TRACE_SCHEMA, to_table
 from distill.sources import load_problems
 from distill.store import TraceStore
+from distill.variants import VARIANTS
 
 SCORER = load_config("smoke").scorer.model_dump()
 
@@ -38,11 +39,15 @@ def test_score_rows_verdicts_and_reasons():
 def test_scorer_writes_every_row_and_quarantines_unparseable(tmp_path):
     events = []
     scorer = TraceScorer(SCORER, str(tmp_path), events)
-    out = scorer(to_table([_trace("p", 0, "Answer: 5"), _trace("q", 0, "")], TRACE_SCHEMA))
+    out = scorer(to_table([_trace("p", 0, "2 + 3 = 5\nAnswer: 5"), _trace("q", 0, "")], TRACE_SCHEMA))
     store = TraceStore(tmp_path)
     assert store.traces().num_rows == 2 and store.quarantine().column("key").to_pylist() == ["q-0"]
     assert events[0]["count/accepted"] == 1 and events[0]["count/quarantined"] == 1
-    assert training_rows(out).column("trace_id").to_pylist() == ["p-0"]
+    # the accepted trace's variants are stored with lineage; the default supervision (full) is passed on
+    v = store.variants().to_pylist()
+    assert sorted(x["variant"] for x in v) == sorted(VARIANTS) and {x["parent_trace_id"] for x in v} == {"p-0"}
+    assert out.column("trace_id").to_pylist() == ["p-0"] and out.column("variant").to_pylist() == ["full"]
+    assert out.column("text").to_pylist() == ["2 + 3 = 5\nAnswer: 5"]
 
 
 def test_hf_teacher_generates_k_samples_and_quarantines_long_prompts(tiny_model, tmp_path):

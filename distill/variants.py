@@ -1,0 +1,147 @@
+"""Supervision granularity variants of one accepted trace: which parts of the teacher's text we train on.
+
+answer_only      `Answer: {answer}` and nothing else.
+decision_points  the steps on the decision path (the answer and, transitively, the steps producing the
+                 values it uses), joined with "\\n". No decision path -> the answer_only text.
+plan             the plan steps, then the teacher's last answer statement.
+full             the teacher's trace verbatim (the baseline of the sweep; never edited).
+full_no_filler   every step but role=filler, original separators between steps that were adjacent.
+
+`choose_variant` picks one variant per trace for a supervision mixture.
+
+Every variant but `full` ends in a final-answer statement that extracts to the verified answer: when
+the kept steps do not, a line `Answer: {answer}` is appended. `full` is already known to extract to it,
+since the verified answer was extracted from that very text. Pure functions, no torch / ray.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from distill.anatomy import Anatomy, StepAnatomy
+from distill.answers import extract_answer, is_correct, verify
+from distill.schema import require_columns, stable_id
+
+VARIANTS = ("answer_only", "decision_points", "plan", "full", "full_no_filler")
+VARIANT_INPUT = ("trace_id", "text", "answer", "reference_answer", "verifier", "metadata", "question")
+
+Span = dict[str, Any]  # {start, end, role, on_path}: char span of one kept step in the variant text
+
+
+def answer_line(answer: str) -> str:
+    # A multi-line answer (a grid) goes on the lines after "Answer:", where extraction reads a block.
+    return f"Answer:\n{answer}" if "\n" in answer else f"Answer: {answer}"
+
+
+def _same_answer(text: str, answer: str) -> bool:
+    found, _ = extract_answer(text)
+    return found is not None and is_correct(verify(found, answer, "exact", None))
+
+
+def _assemble(text: str, steps: list[StepAnatomy], adjacent_gaps: bool) -> tuple[str, list[Span]]:
+    """Kept steps -> (variant text, spans). Original gap between steps adjacent in the trace, else "\\n"."""
+    parts: list[str] = []
+    spans: list[Span] = []
+    pos, prev = 0, None
+    for s in steps:
+        if prev is not None:
+            gap = text[prev.end:s.start] if adjacent_gaps and s.index == prev.index + 1 else "\n"
+            parts.append(gap)
+            pos += len(gap)
+        parts.append(s.text)
+        spans.append({"start": pos, "end": pos + len(s.text), "role": s.role, "on_path": s.on_path})
+        pos += len(s.text)
+        prev = s
+    return "".join(parts), spans
+
+
+def _ensure_answer(body: str, spans: list[Span], answer: str) -> tuple[str, list[Span]]:
+    """Append `Answer: {answer}` unless the last kept step is an answer statement of the verified answer."""
+    if spans and spans[-1]["role"] == "answer" and _same_answer(body, answer):
+        return body, spans
+    line = answer_line(answer)
+    start = len(body) + 1 if body else 0
+    text = f"{body}\n{line}" if body else line
+    return text, [*spans, {"start": start, "end": start + len(line), "role": "answer", "on_path": True}]
+
+
+def _build(text: str, anatomy: Anatomy, answer: str) -> dict[str, tuple[str, list[Span]]]:
+    steps = anatomy.steps
+    out = {"answer_only": _ensure_answer("", [], answer)}
+    path = [s for s in steps if s.on_path]
+    out["decision_points"] = _ensure_answer(*_assemble(text, path, False), answer) if path else out["answer_only"]
+    # The teacher's own last answer statement closes the plan; _ensure_answer covers its absence.
+    last_answer = [s for s in steps if s.role == "answer"][-1:]
+    plan = [s for s in steps if s.role == "plan"]
+    out["plan"] = _ensure_answer(*_assemble(text, plan + last_answer, False), answer)
+    out["full"] = (text, [{"start": s.start, "end": s.end, "role": s.role, "on_path": s.on_path} for s in steps])
+    kept = [s for s in steps if s.role != "filler"]
+    out["full_no_filler"] = _ensure_answer(*_assemble(text, kept, True), answer)
+    return {name: out[name] for name in VARIANTS}
+
+
+def build_variants(text: str, anatomy: Anatomy, answer: str) -> dict[str, str]:
+    """Variant name -> text, for every name in VARIANTS; `answer` is the verified (extracted) answer."""
+    return {name: variant for name, (variant, _) in _build(text, anatomy, answer).items()}
+
+
+def check_variant(variant_text: str, reference_answer: str, verifier: str, metadata: dict | None,
+                  question: str = "") -> bool:
+    """Does the variant, read on its own, still extract to a correct answer?"""
+    found, _ = extract_answer(variant_text)
+    return is_correct(verify(found, reference_answer, verifier, metadata, question))
+
+
+def choose_variant(trace_id: str, supervision: dict[str, float]) -> str:
+    """The one variant a trace contributes under a mixture {variant: share}; deterministic in trace_id.
+
+    Shares are normalised and laid out in VARIANTS order (not dict order), so the choice survives a
+    re-ordered config; a trace's uniform draw comes from the sha of its id, so every epoch and every
+    rank agree without coordination.
+    """
+    unknown = [v for v in supervision if v not in VARIANTS]
+    total = sum(max(0.0, float(w)) for w in supervision.values())
+    if unknown or total <= 0:
+        raise ValueError(f"supervision {supervision!r}: unknown variant(s) {unknown} or no positive share")
+    u = int(stable_id("choose", trace_id), 16) / 16 ** 16 * total  # uniform in [0, total)
+    chosen = None
+    for name in VARIANTS:
+        share = max(0.0, float(supervision.get(name, 0.0)))
+        if share > 0:
+            chosen = name
+            if u < share:
+                break
+            u -= share
+    return chosen  # the last positive share absorbs float rounding at the top
+
+
+def _metadata(value: Any) -> dict | None:
+    # The trace store keeps metadata as a JSON string; verifiers want the dict.
+    if value is None or isinstance(value, dict):
+        return value
+    return json.loads(value) if value else None
+
+
+def variant_rows(trace_row: dict, anatomy: Anatomy, tokenizer=None) -> list[dict]:
+    """One row per variant, with lineage, size (chars, student tokens), re-check and role spans."""
+    require_columns("variants", trace_row.keys(), VARIANT_INPUT)
+    answer = trace_row["answer"]
+    if answer is None:
+        raise ValueError(f"variants: trace {trace_row['trace_id']!r} has no extracted answer; "
+                         "variants are built from accepted traces only")
+    metadata = _metadata(trace_row["metadata"])
+    rows = []
+    for name, (text, spans) in _build(trace_row["text"], anatomy, str(answer)).items():
+        tokens = None if tokenizer is None else len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        rows.append({
+            "variant_id": stable_id("variant", trace_row["trace_id"], name),
+            "parent_trace_id": trace_row["trace_id"],
+            "variant": name,
+            "text": text,
+            "student_tokens": tokens,
+            "chars": len(text),
+            "ok": check_variant(text, trace_row["reference_answer"], trace_row["verifier"], metadata,
+                                trace_row["question"] or ""),
+            "spans": spans,
+        })
+    return rows
