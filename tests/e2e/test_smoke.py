@@ -12,16 +12,6 @@ from distill.schema import TRACE_SCHEMA
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e")
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}"],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    (d,) = [p for p in out.iterdir() if p.is_dir()]
-    return d
-
-
 def test_summary_has_every_stage_and_overlap(run_dir):
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["run_id"] == run_dir.name and s["wall_s"] > 0
