@@ -17,7 +17,7 @@ from distill.anatomy import analyse, trace_columns
 from distill.answers import extract_answer, is_correct, verify
 from distill.metrics import emit
 from distill.quality import flag_output, select
-from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRACE_SCHEMA, TRAIN_SCHEMA, require_columns, to_table
+from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRAIN_SCHEMA, require_columns, to_table
 from distill.store import TraceStore
 from distill.variants import choose_variant, variant_rows
 

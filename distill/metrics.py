@@ -78,6 +78,11 @@ class RunMetrics:
                     "train/lr": ev.get("lr"), "train/epoch": ev.get("epoch")}
         return {}
 
+    def hparams(self, params: dict, results: dict) -> None:
+        """The resolved config next to headline results, in TensorBoard's HPARAMS tab."""
+        if self._writer is not None:
+            self._writer.add_hparams(params, results, run_name="hparams")
+
     def close(self) -> None:
         self._log.close()
         if self._writer is not None:

@@ -88,14 +88,12 @@ def _yaml(cfg: RunConfig) -> str:
 
 
 def _hparams(metrics: RunMetrics, cfg: RunConfig, summary: dict) -> None:
-    if metrics._writer is None:
-        return
     flat = {f"{k}.{kk}": (vv if isinstance(vv, (int, float, str, bool)) else str(vv))
             for k, v in cfg.model_dump(mode="json").items() if isinstance(v, dict) for kk, vv in v.items()}
     st = summary["stages"]
-    metrics._writer.add_hparams(flat, {"hparam/accept_rate": st["scorer"]["accept_rate"],
-                                       "hparam/final_loss": st["train"]["final_loss"] or float("nan"),
-                                       "hparam/wall_s": summary["wall_s"]}, run_name="hparams")
+    metrics.hparams(flat, {"hparam/accept_rate": st["scorer"]["accept_rate"],
+                           "hparam/final_loss": st["train"]["final_loss"] or float("nan"),
+                           "hparam/wall_s": summary["wall_s"]})
 
 
 def _print_summary(s: dict) -> None:

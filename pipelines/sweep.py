@@ -19,7 +19,6 @@ from distill.store import TraceStore
 
 
 def main(cfg: RunConfig, from_store: str | None = None) -> dict:
-    import ray
     from ray.util.queue import Queue
 
     from cluster.session import ray_session

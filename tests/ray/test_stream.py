@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from distill.config import RunConfig, load_config
+from distill.config import load_config
 from distill.store import TraceStore
 
 pytestmark = pytest.mark.ray
