@@ -1,0 +1,163 @@
+"""BIG-bench `task.json` loader and scorer: related held-out tasks for transfer evaluation.
+
+Generative examples ({"input", "target": str | [str, ...]}) become exact/math problems with every
+acceptable target kept; multiple-choice examples ({"input", "target_scores": {option: score}}) list
+their options in the question as "(A) ..." and are scored by the chosen option's score. A bad example
+is quarantined with its reason (same rows as distill/sources.py); a bad file raises.
+"""
+from __future__ import annotations
+
+import json
+import re
+import string
+from pathlib import Path
+
+from distill.answers import _norm_text, is_correct, verify
+from distill.schema import stable_id
+from distill.sources import LoadedProblems, _as_text, _guess_verifier, _quarantine
+
+LETTERS = string.ascii_uppercase  # more options than letters is quarantined, not guessed at
+_LETTER_ONLY = re.compile(r"\(?([a-z])\)?[.:]?")
+_LETTER_AND_TEXT = re.compile(r"\(([a-z])\)[.:]?\s*(.+)|([a-z])[.):]\s+(.+)", re.DOTALL)
+
+
+def _targets(raw: object) -> list[str]:
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise ValueError("empty target list")
+    out: list[str] = []
+    for t in items:
+        text = _as_text(t, "target").strip()
+        if text not in out:  # BIG-bench lists repeat targets; a repeat is one answer
+            out.append(text)
+    return out
+
+
+def _target_scores(raw: object) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise ValueError(f"target_scores has type {type(raw).__name__}, expected an object")
+    if not raw:
+        raise ValueError("empty target_scores")
+    if len(raw) > len(LETTERS):
+        raise ValueError(f"{len(raw)} options, more than the {len(LETTERS)} option letters")
+    scores: dict[str, float] = {}
+    for option, score in raw.items():
+        text = _as_text(option, "option").strip()
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"score of option {text!r} is not a number")
+        if text in scores:
+            raise ValueError(f"duplicate option {text!r}")
+        scores[text] = float(score)
+    if len(set(scores.values())) < 2:
+        raise ValueError("target_scores do not single out a best option (all scores equal)")
+    return scores
+
+
+def _question(prefix: str, text: str, choices: list[str] | None) -> str:
+    q = f"{prefix.strip()}\n\n{text.strip()}" if prefix.strip() else text.strip()
+    if choices:
+        # Always listed (even with append_choices_to_input: false): we score a generated answer,
+        # not option log-likelihoods, so the student must see the options.
+        q += "\n\nOptions:\n" + "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
+    return q
+
+
+def _to_problem(name: str, prefix: str, example: object) -> dict:
+    if not isinstance(example, dict):
+        raise ValueError(f"expected a JSON object, got {type(example).__name__}")
+    text = _as_text(example.get("input"), "field 'input'")
+    pid = stable_id("bigbench", name, text)
+    source = f"bigbench:{name}"
+    if "target_scores" in example:
+        scores = _target_scores(example["target_scores"])
+        choices = list(scores)
+        best = max(scores.values())
+        reference = next(c for c in choices if scores[c] == best)  # first best option
+        meta = {"choices": choices, "target_scores": scores, "mc": True}
+        return {"problem_id": pid, "source": source, "question": _question(prefix, text, choices),
+                "reference_answer": reference, "verifier": "exact", "metadata": json.dumps(meta)}
+    if "target" not in example:
+        raise ValueError("missing field 'target' (and no 'target_scores')")
+    targets = _targets(example["target"])
+    verifier = "math" if all(_guess_verifier(t) == "math" for t in targets) else "exact"
+    meta = {"targets": targets, "mc": False}
+    return {"problem_id": pid, "source": source, "question": _question(prefix, text, None),
+            "reference_answer": targets[0], "verifier": verifier, "metadata": json.dumps(meta)}
+
+
+def load_task(path: str | Path) -> LoadedProblems:
+    """Problems of one BIG-bench task.json; bad examples and repeated inputs go to `quarantined`.
+
+    The question is the optional `task_prefix` plus the example input (plus options for multiple
+    choice); example_input_prefix/example_output_prefix are few-shot completion scaffolding and are
+    left to the prompt styles. problem_id = stable_id("bigbench", task name, input).
+    Raises FileNotFoundError / ValueError when the file itself is unusable.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"BIG-bench task file not found: {path}")
+    try:
+        task = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid JSON task file ({e})") from None
+    if not isinstance(task, dict):
+        raise ValueError(f"{path}: expected a JSON object at top level, got {type(task).__name__}")
+    examples = task.get("examples")
+    if not isinstance(examples, list) or not examples:
+        raise ValueError(f"{path}: no 'examples' list (a task with subtasks? load each subtask's task.json)")
+    name = str(task.get("name") or path.parent.name)
+    prefix = task.get("task_prefix") if isinstance(task.get("task_prefix"), str) else ""
+    out = LoadedProblems()
+    seen: set[str] = set()
+    for i, example in enumerate(examples):
+        key = f"bigbench:{name}#example{i}"
+        try:
+            p = _to_problem(name, prefix, example)
+        except ValueError as e:
+            out.quarantined.append(_quarantine(key, str(e), example))
+            continue
+        if p["problem_id"] in seen:
+            out.quarantined.append(_quarantine(key, f"duplicate problem_id {p['problem_id']}", example))
+            continue
+        seen.add(p["problem_id"])
+        out.problems.append(p)
+    return out
+
+
+def _chosen_option(answer: str, choices: list[str]) -> int | None:
+    """Index of the option an answer picks: its text, its letter ("B", "(b)", "B."), or both
+    ("(B) text", accepted only when the text is that option's). None when nothing matches."""
+    a = _norm_text(answer).strip("*$ ")
+    texts = [_norm_text(c) for c in choices]
+    if a in texts:  # text first: an option whose text is itself a letter keeps its own meaning
+        return texts.index(a)
+    m = _LETTER_ONLY.fullmatch(a)
+    if m:
+        i = ord(m.group(1)) - ord("a")
+        return i if i < len(choices) else None
+    m = _LETTER_AND_TEXT.fullmatch(a)
+    if m:
+        letter, rest = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        i = ord(letter) - ord("a")
+        if i < len(choices) and _norm_text(rest) == texts[i]:
+            return i
+    return None
+
+
+def score_bigbench(answer: str | None, problem: dict) -> bool:
+    """Is an extracted answer right for a problem from `load_task`?
+
+    Generative: any kept target verifies at full credit with `distill.answers.verify` (the problem's
+    exact/math verifier). Multiple choice: the chosen option (see `_chosen_option`, case-insensitive)
+    has the maximum target score, so tied best options all count.
+    """
+    if answer is None or not str(answer).strip():
+        return False
+    meta = json.loads(problem["metadata"]) if isinstance(problem["metadata"], str) else problem["metadata"]
+    if meta.get("mc"):
+        choices, scores = meta["choices"], meta["target_scores"]
+        i = _chosen_option(str(answer), choices)
+        return i is not None and scores[choices[i]] == max(scores.values())
+    targets = meta.get("targets") or [problem["reference_answer"]]
+    return any(is_correct(verify(answer, t, problem["verifier"], None, problem.get("question", "")))
+               for t in targets)
