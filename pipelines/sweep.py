@@ -89,6 +89,9 @@ def held_out_problems(cfg: RunConfig, store: TraceStore) -> dict:
     problems = load_problems(cfg.eval.sources).problems
     trained = set(store.traces().column("problem_id").to_pylist())
     kept = [p for p in problems if p["problem_id"] not in trained]
+    if trained and not kept:
+        raise SystemExit(f"all {len(problems)} held-out problems were also training problems (same problem_id). "
+                         "reasoning-gym draws item i from seed + i: pick an eval seed further from the training seed.")
     return {"problems": kept, "n": len(kept), "dropped_overlap": len(problems) - len(kept)}
 
 
