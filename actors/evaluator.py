@@ -1,65 +1,90 @@
-"""Evaluator actors: greedy answers of a model (student checkpoint or teacher) on held-out problems.
+"""Evaluator: one model (student checkpoint, untrained student or teacher) answering suite requests.
 
-One vLLM engine per actor; the prompt is the student's training prompt under the model's own chat
-template, so evaluation sees what training saw. Pure scoring lives in distill/ (answers, evaluate).
+vLLM (one offline engine, all requests submitted at once so it batches them continuously), or
+transformers `generate` as the fallback for models vLLM cannot load. Each request carries its chat
+messages (from distill/evalsuite.py) and is rendered with the model's own chat template, plus an
+optional assistant prefill. Scoring is pure and lives in distill/evalsuite.py.
 """
 from __future__ import annotations
 
 import os
 import time
 
-from distill.answers import extract_answer, is_correct, verify
-from distill.sources import teacher_messages
-
-
-def score_prediction(problem: dict, text: str, tokens: int, finish_reason: str) -> dict:
-    import json
-
-    answer, rule = extract_answer(text)
-    try:
-        score = verify(answer, problem["reference_answer"], problem["verifier"],
-                       json.loads(problem["metadata"] or "{}"), problem["question"])
-    except Exception:  # a verifier crash scores 0 for this problem, never the whole evaluation
-        score = 0.0
-    return {"problem_id": problem["problem_id"], "text": text, "answer": answer, "answer_rule": rule,
-            "correct": is_correct(score), "tokens": tokens, "finish_reason": finish_reason}
+from distill.evalsuite import prediction
 
 
 class Evaluator:
-    def __init__(self, model_path: str, prompt: dict, max_tokens: int, max_model_len: int,
-                 kv_cache_gib: int = 1, cpu_threads_bind: str | None = None, seed: int = 0):
+    def __init__(self, model_path: str, backend: str = "vllm", max_model_len: int = 1024, kv_cache_gib: int = 1,
+                 cpu_threads_bind: str | None = None, seed: int = 0, trust_remote_code: bool = False):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         if cpu_threads_bind:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         from transformers import AutoTokenizer
-        from vllm import LLM
 
         from distill.tokenize import ensure_chat_template
 
-        self.prompt, self.max_tokens, self.max_model_len = prompt, max_tokens, max_model_len
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.backend, self.max_model_len, self.seed = backend, max_model_len, seed
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         ensure_chat_template(self.tokenizer)
-        self.llm = LLM(model=model_path, max_model_len=max_model_len, seed=seed, enforce_eager=True,
-                       dtype="bfloat16", disable_log_stats=True)
+        if backend == "vllm":
+            from vllm import LLM
 
-    def evaluate(self, problems: list[dict]) -> dict:
-        """-> {"accuracy", "no_answer_rate", "mean_tokens", "wall_s", "predictions": [...]}"""
+            self.llm = LLM(model=model_path, max_model_len=max_model_len, seed=seed, enforce_eager=True,
+                           dtype="bfloat16", disable_log_stats=True, trust_remote_code=trust_remote_code)
+        else:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
+                                                              trust_remote_code=trust_remote_code).eval()
+
+    def prompt_ids(self, request: dict) -> list[int]:
+        text = self.tokenizer.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text + request["prefill"], add_special_tokens=False)["input_ids"]
+
+    def run(self, requests: list[dict]) -> dict:
+        """-> {"predictions": [...], "wall_s", "tokens", "skipped_too_long"} (same order as requests)."""
+        t0 = time.time()
+        ids = [self.prompt_ids(r) for r in requests]
+        fits = [i for i, x in enumerate(ids) if len(x) < self.max_model_len - 1]
+        outs: dict[int, list[tuple[str, int, str]]] = {}
+        if fits:
+            gen = self._vllm if self.backend == "vllm" else self._hf
+            outs = dict(zip(fits, gen([requests[i] for i in fits], [ids[i] for i in fits])))
+        preds = []
+        for i, r in enumerate(requests):
+            # A prompt longer than the context is answered by nobody: scored as no answer, and counted.
+            preds.append(prediction(r, outs.get(i) or [("", 0, "prompt_too_long")] * r["n"]))
+        return {"predictions": preds, "wall_s": round(time.time() - t0, 2),
+                "tokens": sum(p["tokens"] for p in preds), "skipped_too_long": len(requests) - len(fits)}
+
+    def _room(self, r: dict, ids: list[int]) -> int:
+        return max(1, min(r["max_tokens"], self.max_model_len - len(ids)))
+
+    def _vllm(self, requests: list[dict], ids: list[list[int]]) -> list[list[tuple[str, int, str]]]:
         from vllm import SamplingParams
 
-        t0 = time.time()
-        prompts, room = [], []
-        for p in problems:
-            msgs = teacher_messages(p["question"], self.prompt["system"], self.prompt["instruction"])
-            ids = self.tokenizer(self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True),
-                                 add_special_tokens=False)["input_ids"]
-            prompts.append({"prompt_token_ids": ids})
-            room.append(max(1, min(self.max_tokens, self.max_model_len - len(ids))))
-        params = [SamplingParams(temperature=0.0, max_tokens=m) for m in room]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        preds = [score_prediction(p, o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason)
-                 for p, o in zip(problems, outs)]
-        n = max(len(preds), 1)
-        return {"accuracy": sum(x["correct"] for x in preds) / n,
-                "no_answer_rate": sum(x["answer"] is None for x in preds) / n,
-                "mean_tokens": sum(x["tokens"] for x in preds) / n, "n": len(preds),
-                "wall_s": time.time() - t0, "predictions": preds}
+        params = [SamplingParams(n=r["n"], temperature=r["temperature"], max_tokens=self._room(r, x),
+                                 seed=self.seed if r["n"] > 1 else None) for r, x in zip(requests, ids)]
+        outs = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
+        return [[(c.text, len(c.token_ids), c.finish_reason) for c in o.outputs] for o in outs]
+
+    def _hf(self, requests: list[dict], ids: list[list[int]]) -> list[list[tuple[str, int, str]]]:
+        import torch
+
+        tok, out = self.tokenizer, []
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        # One request at a time: the fallback is for correctness on odd models, not for speed.
+        for r, x in zip(requests, ids):
+            inp = torch.tensor([x])
+            with torch.no_grad():
+                g = self.model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=self._room(r, x),
+                                        do_sample=r["temperature"] > 0, temperature=r["temperature"] or None,
+                                        num_return_sequences=r["n"], pad_token_id=pad)
+            res = []
+            for seq in g[:, len(x):].tolist():
+                finish = "stop" if tok.eos_token_id in seq else "length"
+                seq = seq[:seq.index(tok.eos_token_id)] if tok.eos_token_id in seq else seq
+                res.append((tok.decode(seq, skip_special_tokens=True), len(seq), finish))
+            out.append(res)
+        return out

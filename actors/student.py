@@ -123,12 +123,19 @@ def train_loop_per_worker(config: dict) -> None:
                       "epoch": epoch, "count/tokens": m["tokens"], "count/skipped_too_long": m["skipped"]})
         return m
 
-    def checkpoint(epoch: int, last: dict) -> None:
+    def checkpoint(epoch: int, last: dict, final: bool = False) -> None:
+        from ray.train import ValidationTaskConfig
+
         metrics = {"epoch": epoch, "step": student.steps, "loss": last.get("loss", float("nan"))}
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 student.save(tmp)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+                # In-loop evaluation: Ray Train scores this checkpoint in a task while we keep training.
+                # The final checkpoint is scored on the whole suite by the driver instead.
+                validation = (ValidationTaskConfig(fn_kwargs={"step": student.steps, "epoch": epoch})
+                              if config.get("in_loop_eval") and not final else False)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"checkpoint-step{student.steps:06d}", validation=validation)
             else:
                 ray.train.report(metrics)
 
@@ -149,4 +156,4 @@ def train_loop_per_worker(config: dict) -> None:
             if every and student.steps % every == 0:
                 checkpoint(epoch, last)
         if not every or student.steps % every:
-            checkpoint(epoch, last)
+            checkpoint(epoch, last, final=epoch == t["epochs"])

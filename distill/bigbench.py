@@ -8,8 +8,13 @@ is quarantined with its reason (same rows as distill/sources.py); a bad file rai
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
+import shutil
 import string
+import tempfile
+import urllib.request
 from pathlib import Path
 
 from distill.answers import _norm_text, is_correct, verify
@@ -62,13 +67,14 @@ def _question(prefix: str, text: str, choices: list[str] | None) -> str:
     return q
 
 
-def _to_problem(name: str, prefix: str, example: object) -> dict:
+def _to_problem(name: str, prefix: str, example: object, prefer_mc: bool = True) -> dict:
     if not isinstance(example, dict):
         raise ValueError(f"expected a JSON object, got {type(example).__name__}")
     text = _as_text(example.get("input"), "field 'input'")
     pid = stable_id("bigbench", name, text)
     source = f"bigbench:{name}"
-    if "target_scores" in example:
+    # Some tasks (e.g. arithmetic) give both; the task's preferred_score decides which one it is.
+    if "target_scores" in example and (prefer_mc or "target" not in example):
         scores = _target_scores(example["target_scores"])
         choices = list(scores)
         best = max(scores.values())
@@ -85,12 +91,15 @@ def _to_problem(name: str, prefix: str, example: object) -> dict:
             "reference_answer": targets[0], "verifier": verifier, "metadata": json.dumps(meta)}
 
 
-def load_task(path: str | Path) -> LoadedProblems:
+def load_task(path: str | Path, size: int | None = None, seed: int = 0) -> LoadedProblems:
     """Problems of one BIG-bench task.json; bad examples and repeated inputs go to `quarantined`.
 
     The question is the optional `task_prefix` plus the example input (plus options for multiple
     choice); example_input_prefix/example_output_prefix are few-shot completion scaffolding and are
-    left to the prompt styles. problem_id = stable_id("bigbench", task name, input).
+    left to the prompt styles. problem_id = stable_id("bigbench", task name, input). An example with
+    both `target` and `target_scores` is generative unless the task's preferred_score is
+    multiple_choice_grade. With `size`, a sample of that many usable examples is drawn in an order
+    fixed by `seed` (tasks list their examples in a structured order, so the first N would be biased).
     Raises FileNotFoundError / ValueError when the file itself is unusable.
     """
     path = Path(path).expanduser()
@@ -107,12 +116,19 @@ def load_task(path: str | Path) -> LoadedProblems:
         raise ValueError(f"{path}: no 'examples' list (a task with subtasks? load each subtask's task.json)")
     name = str(task.get("name") or path.parent.name)
     prefix = task.get("task_prefix") if isinstance(task.get("task_prefix"), str) else ""
+    prefer_mc = task.get("preferred_score") in (None, "multiple_choice_grade")
+    order = list(range(len(examples)))
+    if size is not None:
+        random.Random(seed).shuffle(order)
     out = LoadedProblems()
     seen: set[str] = set()
-    for i, example in enumerate(examples):
+    for i in order:
+        if size is not None and len(out.problems) >= size:
+            break
+        example = examples[i]
         key = f"bigbench:{name}#example{i}"
         try:
-            p = _to_problem(name, prefix, example)
+            p = _to_problem(name, prefix, example, prefer_mc)
         except ValueError as e:
             out.quarantined.append(_quarantine(key, str(e), example))
             continue
@@ -161,3 +177,69 @@ def score_bigbench(answer: str | None, problem: dict) -> bool:
     targets = meta.get("targets") or [problem["reference_answer"]]
     return any(is_correct(verify(answer, t, problem["verifier"], None, problem.get("question", "")))
                for t in targets)
+
+
+# -- the BIG-bench release: fetched once, verified, one task.json extracted per task -------------------
+# The PyPI sdist of bigbench 1.0.0 carries every task.json. We do not pip-install it (it pulls
+# TensorFlow, and its metadata cannot even be prepared by pip); we download the archive itself, check
+# its sha256 and extract the task files we are asked for.
+SDIST_URL = ("https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cf"
+             "c721c157/bigbench-1.0.0.tar.gz")
+SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+TASKS_PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DISTILL_DATA_CACHE", "~/.cache/distill/data")).expanduser() / "bigbench"
+
+
+def fetch_task(task: str, progress: bool = True) -> Path:
+    """Local path of BIG-bench task `task` (a dir under benchmark_tasks, e.g. arithmetic/3_digit_addition).
+
+    First use downloads the 358 MB release archive (sha256-verified; kept in the cache so more tasks
+    need no new download) and extracts that task's task.json. Raises FileNotFoundError for a task
+    the release does not have.
+    """
+    from distill.models import _lock, verify_sha256
+
+    task = task.strip("/")
+    if ".." in task.split("/"):
+        raise ValueError(f"bad BIG-bench task name {task!r}")
+    root = cache_dir()
+    dest = root / "tasks" / task / "task.json"
+    if dest.is_file():
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "bigbench-1.0.0.tar.gz"
+    with _lock(root / ".fetch.lock"):
+        if dest.is_file():
+            return dest
+        if not archive.is_file():
+            if progress:
+                print(f"[distill.bigbench] downloading the BIG-bench release (358 MB) -> {archive}", flush=True)
+            tmp = archive.with_suffix(".part")
+            with urllib.request.urlopen(SDIST_URL, timeout=120) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f, 8 << 20)
+            verify_sha256(tmp, SDIST_SHA256)  # deletes it on mismatch
+            os.replace(tmp, archive)
+        import tarfile
+
+        member = f"{TASKS_PREFIX}{task}/task.json"
+        with tarfile.open(archive) as t:
+            try:
+                info = t.getmember(member)
+            except KeyError:
+                raise FileNotFoundError(f"BIG-bench has no task {task!r} (no {member} in the release)") from None
+            src = t.extractfile(info)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_path = tempfile.mkstemp(dir=dest.parent, prefix=".task.json.")
+            with os.fdopen(fd, "wb") as f:
+                shutil.copyfileobj(src, f)
+            os.replace(tmp_path, dest)
+    return dest
+
+
+def load_source(src) -> LoadedProblems:
+    """A `kind: bigbench` source: `path` to a task.json, or `task` fetched from the release."""
+    path = Path(src.path).expanduser() if src.path else fetch_task(src.task)
+    return load_task(path, size=src.size, seed=src.seed)

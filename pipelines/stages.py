@@ -44,15 +44,32 @@ def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, s
     return ds
 
 
-def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events):
+def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events,
+                    in_loop_requests: str | None = None):
+    """Ray Train TorchTrainer of the student; with `in_loop_requests` (a JSON file of eval requests),
+    every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks."""
+    from functools import partial
+
     from ray.train import CheckpointConfig, DataConfig, RunConfig as TrainRunConfig, ScalingConfig
+    from ray.train import ValidationConfig, ValidationTaskConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from actors.student import train_loop_per_worker
+    from pipelines.evaluate import evaluator_options, remote_options, validate_checkpoint
 
     tr = cfg.train
     loop_config = {"train": tr.model_dump(), "prompt": cfg.prompt.model_dump(), "seed": cfg.seed,
-                   "student_path": student_path, "store_root": store_root, "events": events}
+                   "student_path": student_path, "store_root": store_root, "events": events,
+                   "in_loop_eval": in_loop_requests is not None}
+    validation = None
+    if in_loop_requests is not None:
+        validation = ValidationConfig(
+            fn=partial(validate_checkpoint, events=events),
+            task_config=ValidationTaskConfig(fn_kwargs={
+                "requests_file": in_loop_requests, "out_dir": str(run_dir / "eval" / "in_loop"),
+                "options": evaluator_options(cfg.eval, cfg.seed, tr.trust_remote_code),
+                "resources": remote_options(cfg.eval)}),
+            ray_remote_kwargs={"num_cpus": 0})  # it only waits on the evaluator task it starts
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -63,16 +80,19 @@ def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str
         dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits per rank
         run_config=TrainRunConfig(name="train", storage_path=str((run_dir / "ray_train").resolve()),
                                   checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        validation_config=validation,
     )
 
 
 class EventPump:
     """Drains stage events from the Ray queue into RunMetrics (TensorBoard) and progress bars."""
 
-    def __init__(self, queue, metrics: RunMetrics, n_problems: int, samples: int, interval: float = 0.5):
+    def __init__(self, queue, metrics: RunMetrics, n_problems: int, samples: int, interval: float = 0.5,
+                 on_teacher_done=None):
         from tqdm import tqdm
 
         self.queue, self.metrics, self.interval = queue, metrics, interval
+        self.n_problems, self.on_teacher_done = n_problems, on_teacher_done
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distill-events", daemon=True)
         self.bars = {
@@ -98,9 +118,17 @@ class EventPump:
             return
         for ev in self.queue.get_nowait_batch(n):
             self.metrics.add(ev)
-            bar, c = self.bars[ev["stage"]], self.metrics.counters
+            c = self.metrics.counters
+            if ev["stage"] == "eval":
+                accs = ", ".join(f"{k[4:]} {v:.3f}" for k, v in ev.items() if k.startswith("acc/"))
+                self.bars["train"].write(f"[distill] eval {ev['model']} (step {ev['step']}): {accs}")
+                continue
+            bar = self.bars[ev["stage"]]
             if ev["stage"] == "teacher":
                 bar.update(ev["rows_in"])
+                if self.on_teacher_done and c["teacher/problems"] >= self.n_problems:  # quarantined included
+                    callback, self.on_teacher_done = self.on_teacher_done, None
+                    callback()  # once: e.g. start the baseline evaluations on the freed cores
             elif ev["stage"] == "scorer":
                 bar.update(ev["rows_in"])
                 seen = c["scorer/accepted"] + c["scorer/rejected"]

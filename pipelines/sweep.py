@@ -84,9 +84,9 @@ def _share(flags: list) -> float:
 
 def held_out_problems(cfg: RunConfig, store: TraceStore) -> dict:
     """Eval problems minus any problem the student could have trained on (checked by problem_id)."""
-    if not cfg.eval.sources:
-        raise SystemExit("distill sweep needs eval.sources (held-out problems) in the recipe")
-    problems = load_problems(cfg.eval.sources).problems
+    if not cfg.eval.in_distribution:
+        raise SystemExit("distill sweep needs eval.in_distribution (held-out problems) in the recipe")
+    problems = load_problems(cfg.eval.in_distribution).problems
     trained = set(store.traces().column("problem_id").to_pylist())
     kept = [p for p in problems if p["problem_id"] not in trained]
     if trained and not kept:
@@ -144,27 +144,24 @@ def train_students(cfg: RunConfig, store_root: str, student_path: str, run_dir: 
 
 
 def evaluate_models(cfg: RunConfig, models: dict[str, str], problems: list[dict]) -> dict:
-    """Evaluator actors, `sweep.parallel` at a time; each loads one model into its own vLLM engine."""
-    import ray
+    """Every model on the same held-out problems (training prompt, greedy), one after another."""
+    from distill.evalmetrics import split_metrics
+    from distill.evalsuite import build_requests
+    from pipelines.evaluate import EvalRunner
 
-    from actors.evaluator import Evaluator
-
-    e = cfg.eval
-    Remote = ray.remote(num_cpus=e.num_cpus, num_gpus=e.num_gpus)(Evaluator)
-    results, pending = {}, list(models.items())
-    running: dict = {}
-    while pending or running:
-        while pending and len(running) < cfg.sweep.parallel:
-            name, path = pending.pop(0)
-            actor = Remote.remote(path, cfg.prompt.model_dump(), e.max_tokens, e.max_model_len,
-                                  cpu_threads_bind=e.cpu_threads_bind, seed=cfg.seed)
-            running[actor.evaluate.remote(problems)] = (name, actor)
-        done, _ = ray.wait(list(running), num_returns=1)
-        name, actor = running.pop(done[0])
-        results[name] = ray.get(done[0])
-        ray.kill(actor)
-        print(f"[distill] eval {name}: accuracy {results[name]['accuracy']:.3f} on {results[name]['n']} problems")
-    return results
+    requests = build_requests({"problems": {"in_distribution": problems}}, cfg.eval, cfg.prompt, ["in_distribution"])
+    runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code)
+    for name, path in models.items():
+        runner.submit(name, str(path), requests)
+    results = runner.wait()
+    if runner.errors:
+        raise RuntimeError(f"evaluation failed: {runner.errors}")
+    out = {}
+    for name, r in results.items():
+        out[name] = {**split_metrics([p for p in r["predictions"] if p["split"] == "in_distribution"]),
+                     "predictions": r["predictions"]}
+        print(f"[distill] eval {name}: accuracy {out[name]['accuracy']:.3f} on {out[name]['n']} problems")
+    return out
 
 
 def frontier_rows(store: TraceStore, trials: dict, evals: dict) -> list[dict]:

@@ -77,3 +77,79 @@ def test_tensorboard_timeline_and_config(run_dir):
     assert len(acc.Scalars("train/loss")) == json.loads((run_dir / "summary.json").read_text())["stages"]["train"]["steps"]
     assert (run_dir / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     assert "teacher:" in (run_dir / "config.yaml").read_text()
+
+
+def test_run_ends_with_the_eval_object_and_report(run_dir):
+    from distill.report import SECTIONS
+
+    s = json.loads((run_dir / "summary.json").read_text())
+    ev = s["eval"]
+    models = {"teacher", "untrained", "student"}
+    assert set(ev["models"]) == models and not ev.get("errors")
+    assert ev["models"]["student"] == str(run_dir / "student")
+    expected_n = {"in_distribution": 4, "prompt_style": 10, "related": 6, "difficulty_shift": 2}  # smoke.yaml
+    for split, n in expected_n.items():
+        assert set(ev["splits"][split]) == models, split
+        for m in models:
+            x = ev["splits"][split][m]
+            assert x["n"] == n and 0 <= x["accuracy"] <= 1 and 0 <= x["no_answer_rate"] <= 1 and x["mean_tokens"] > 0
+    assert all(ev["splits"]["in_distribution"][m]["k"] == 2 and "pass@k" in ev["splits"]["in_distribution"][m]
+               and "maj@k" in ev["splits"]["in_distribution"][m] for m in models)
+    assert set(ev["splits"]["related"]["student"]["by_source"]) == {
+        "reasoning_gym:products", "bigbench:arithmetic/3_digit_addition", "bigbench:simple_arithmetic_json_multiple_choice"}
+    for m in models:
+        st = ev["prompt_style"][m]
+        assert set(st["per_style"]) == {"terse", "verbose", "boxed_answer", "system_prompt", "few_shot"}
+        assert st["sensitivity"] >= 0 and 0 <= st["consistency"] <= 1 and st["n_shared"] == 2
+        rh = ev["reasoning_help"][m]
+        assert rh["n"] == 4 and abs(rh["delta"] - (rh["reasoning_accuracy"] - rh["direct_accuracy"])) < 1e-9
+        assert rh["direct_mean_tokens"] <= 16 < rh["reasoning_mean_tokens"] + 16
+    assert set(ev["imitation_fidelity"]) == {"untrained", "student"}
+    assert all(0 <= f["rouge_l"] <= 1 and f["n"] == 4 for f in ev["imitation_fidelity"].values())
+    # in-loop: the epoch-1 checkpoint was scored by a Ray Train validation task; the last point is the final student
+    steps = [p["step"] for p in ev["in_loop"]]
+    assert len(steps) == 2 and steps[-1] == s["stages"]["train"]["steps"] and steps[0] < steps[-1]
+    assert (run_dir / "eval" / "in_loop" / f"step-{steps[0]:06d}.json").is_file()
+    assert ev["in_loop"][-1]["in_distribution_accuracy"] == ev["splits"]["in_distribution"]["student"]["accuracy"]
+    for m in models:
+        lines = (run_dir / "eval" / f"{m}.jsonl").read_text().splitlines()
+        assert len(lines) == 4 + 4 + 10 + 6 + 2 + 4  # in_dist, sampled, styles, related, shift, direct
+    page = (run_dir / "report.html").read_text()
+    for sec in SECTIONS:
+        assert f">{sec}</h2>" in page, sec
+    assert page.count("data:image/png;base64,") == 4  # heat map, accuracy vs tokens, curves, timeline
+    assert page.count('class="sample"') >= 1 and "distilled student" in page
+    assert "## Sample traces" in (run_dir / "report.md").read_text()
+
+
+def test_eval_scalars_in_tensorboard(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for m in ("teacher", "untrained", "student"):
+        assert f"eval/{m}/in_distribution_accuracy" in tags
+    assert len(acc.Scalars("eval/student/in_distribution_accuracy")) == 2  # in-loop checkpoint + final student
+
+
+def test_standalone_eval_of_the_checkpoint(run_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "eval", str(run_dir / "student"), "--suite", "smoke",
+                        "--baselines", "none", "--set", f"output_dir={tmp_path}", "--set", "eval.samples=1",
+                        "--set", "eval.related=[]", "--set", "eval.prompt_styles={}"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    (d,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    s = json.loads((d / "summary.json").read_text())
+    assert set(s["eval"]["models"]) == {"student"} and s["eval"]["problems"]["in_distribution"]["dropped_overlap"] == 0
+    assert s["eval"]["splits"]["in_distribution"]["student"]["n"] == 4 and "related" not in s["eval"]["splits"]
+    assert (d / "report.html").is_file() and (d / "eval" / "student.jsonl").is_file()
+
+
+def test_standalone_eval_rejects_bad_input(run_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "eval", str(tmp_path), "--suite", "smoke"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not an HF model directory" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "eval", str(run_dir / "student"), "--suite", "smoke",
+                        "--baselines", "teacher,oracle"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown ['oracle']" in r.stderr

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 def test_sweep_trains_one_student_per_variant_and_writes_the_frontier(run_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "distill.cli", "sweep", "smoke", "--variants", "answer_only,full",
                         "--from-store", str(run_dir / "store"), "--set", f"output_dir={tmp_path}",
-                        "--set", "train.epochs=1", "--set", "eval.sources.0.size=6"],
+                        "--set", "train.epochs=1", "--set", "eval.in_distribution.0.size=6"],
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     (d,) = [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -98,3 +98,26 @@ def test_scorer_dissects_traces_and_can_reject_wrong_intermediate_steps():
     rows = score_rows([_trace("p", 0, wrong_mid, ref="24")], strict)
     assert rows[0]["verdict"] == "rejected" and rows[0]["reason"] == "wrong_intermediate"
     to_table(rows, TRACE_SCHEMA)  # the anatomy columns fit the schema
+
+
+def test_evaluator_transformers_fallback_answers_every_request(tiny_model):
+    from actors.evaluator import Evaluator
+    from distill.config import EvalConfig, PromptConfig
+    from distill.evalsuite import build_requests
+
+    probs = [{"problem_id": f"p{i}", "source": "reasoning_gym:chain_sum", "question": f"{i} + 1 =" + " x" * (400 * i),
+              "reference_answer": str(i + 1), "verifier": "math", "metadata": "{}"} for i in range(3)]
+    ev = EvalConfig.model_validate({"in_distribution": [{"kind": "reasoning_gym", "task": "chain_sum"}],
+                                    "samples": 2, "max_tokens": 6, "direct_max_tokens": 3})
+    reqs = build_requests({"problems": {"in_distribution": probs}}, ev, PromptConfig())
+    out = Evaluator(tiny_model, backend="transformers", max_model_len=512).run(reqs)
+    preds = out["predictions"]
+    assert [(p["split"], p["problem_id"]) for p in preds] == [(r["split"], r["problem"]["problem_id"]) for r in reqs]
+    # p1 (about 420 tokens) fits in 512, p2 (about 820) does not: skipped in every split, and counted
+    assert out["skipped_too_long"] == 3
+    assert all(p["finish_reason"] == "prompt_too_long" and p["tokens"] == 0 and not p["correct"]
+               for p in preds if p["problem_id"] == "p2")
+    fit = [p for p in preds if p["problem_id"] != "p2"]
+    assert all(0 < p["tokens"] <= (3 if p["split"] == "direct" else 6) for p in fit)
+    assert all(p["text"].startswith("The answer is") for p in fit if p["split"] == "direct")
+    assert all(len(p["samples"]) == 2 for p in preds if p["split"] == "in_distribution_sampled")

@@ -114,3 +114,75 @@ def test_unusable_files_raise(tmp_path):
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="not a valid JSON task file"):
         load_task(bad)
+
+
+def test_preferred_score_decides_when_an_example_has_both(tmp_path):
+    both = {"input": "What is 1 plus 2?", "target": "3", "target_scores": {"3": 1.0, "4": 0.0, "banana": 0.0}}
+    gen = load_task(_write(tmp_path, {"name": "a", "preferred_score": "exact_str_match", "examples": [both]}))
+    mc = load_task(_write(tmp_path, {"name": "b", "preferred_score": "multiple_choice_grade", "examples": [both]},
+                          "mc.json"))
+    (g,), (m,) = gen.problems, mc.problems
+    assert g["question"] == "What is 1 plus 2?" and json.loads(g["metadata"]) == {"targets": ["3"], "mc": False}
+    assert "Options:\n(A) 3" in m["question"] and json.loads(m["metadata"])["mc"] is True
+    assert score_bigbench("3", g) and score_bigbench("(A)", m) and not score_bigbench("(A)", g)
+
+
+def test_sample_of_size_is_fixed_by_seed_and_skips_bad_examples(tmp_path):
+    examples = [{"input": f"{i} + 1 =", "target": str(i + 1)} for i in range(40)] + [{"input": ""}] * 10
+    f = _write(tmp_path, {"name": "big", "examples": examples})
+    a, b, c = load_task(f, size=12, seed=1), load_task(f, size=12, seed=1), load_task(f, size=12, seed=2)
+    ids = [p["problem_id"] for p in a.problems]
+    assert len(ids) == 12 and ids == [p["problem_id"] for p in b.problems]
+    assert ids != [p["problem_id"] for p in c.problems]
+    assert [p["question"] for p in a.problems] != [f"{i} + 1 =" for i in range(12)]  # not just the first 12
+    whole = load_task(f, size=100, seed=1)
+    assert len(whole.problems) == 40 and len(whole.quarantined) == 10
+
+
+def test_bigbench_source_through_load_problems(tmp_path):
+    from distill.config import SourceConfig
+    from distill.sources import load_problems
+
+    f = _write(tmp_path, GENERATIVE)
+    out = load_problems([SourceConfig(kind="bigbench", path=str(f), size=3, seed=0)])
+    assert len(out.problems) == 3 and all(p["source"] == "bigbench:toy_arith" for p in out.problems)
+    with pytest.raises(ValueError, match="kind=bigbench needs"):
+        SourceConfig(kind="bigbench")
+
+
+def _release(tmp_path, tasks: dict) -> tuple:
+    import hashlib
+    import io
+    import tarfile
+
+    path = tmp_path / "bigbench-1.0.0.tar.gz"
+    with tarfile.open(path, "w:gz") as t:
+        for name, task in tasks.items():
+            data = json.dumps(task).encode()
+            info = tarfile.TarInfo(f"bigbench-1.0.0/bigbench/benchmark_tasks/{name}/task.json")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_fetch_task_verifies_the_release_and_extracts_one_task(tmp_path, monkeypatch):
+    import distill.bigbench as bb
+
+    archive, digest = _release(tmp_path, {"toy/sub": GENERATIVE, "other": MC})
+    monkeypatch.setenv("DISTILL_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bb, "SDIST_URL", archive.as_uri())
+    monkeypatch.setattr(bb, "SDIST_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        bb.fetch_task("toy/sub", progress=False)
+    assert not list((tmp_path / "cache" / "bigbench").glob("*.tar.gz*"))  # nothing unverified is kept
+    monkeypatch.setattr(bb, "SDIST_SHA256", digest)
+    got = bb.fetch_task("toy/sub", progress=False)
+    assert got == tmp_path / "cache" / "bigbench" / "tasks" / "toy" / "sub" / "task.json"
+    assert json.loads(got.read_text()) == GENERATIVE
+    assert not (tmp_path / "cache" / "bigbench" / "tasks" / "other").exists()  # only what was asked for
+    archive.unlink()  # the cached copy serves later tasks
+    assert json.loads(bb.fetch_task("other", progress=False).read_text()) == MC
+    with pytest.raises(FileNotFoundError, match="BIG-bench has no task 'nope'"):
+        bb.fetch_task("nope", progress=False)
+    with pytest.raises(ValueError, match="bad BIG-bench task name"):
+        bb.fetch_task("../etc", progress=False)

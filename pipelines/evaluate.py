@@ -1,0 +1,196 @@
+"""Evaluation on the transfer suite: evaluator tasks, in-loop checkpoint validation, `distill eval`.
+
+  - EvalRunner: evaluates models one after another as Ray tasks from a background thread, so the
+    driver (and training) go on while baselines are scored.
+  - validate_checkpoint: Ray Train's asynchronous validation function (ValidationConfig): each
+    checkpoint reported during training is scored on the in-loop splits by a Ray task while the
+    workers keep training. We use Train's own mechanism rather than a watcher of our own.
+  - main: `distill eval CHECKPOINT --suite RECIPE`, the standalone form with the same report.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+
+from distill.config import EvalConfig, RunConfig
+from distill.evalsuite import build_requests, load_suite, summarize
+from distill.metrics import emit
+
+
+def evaluator_options(ev: EvalConfig, seed: int, trust_remote_code: bool = False) -> dict:
+    return {"backend": ev.backend, "max_model_len": ev.max_model_len, "kv_cache_gib": ev.kv_cache_gib,
+            "cpu_threads_bind": ev.cpu_threads_bind, "seed": seed, "trust_remote_code": trust_remote_code}
+
+
+def remote_options(ev: EvalConfig) -> dict:
+    return {"num_cpus": ev.num_cpus, "num_gpus": ev.num_gpus}
+
+
+def _evaluate(model_path: str, requests: list[dict], options: dict) -> dict:
+    from actors.evaluator import Evaluator
+
+    return Evaluator(model_path, **options).run(requests)
+
+
+def evaluate_task(ev: EvalConfig):
+    """`_evaluate` as a Ray task with the evaluator's resources. max_calls=1: the worker process exits
+    after one evaluation, so the engine's memory goes with it."""
+    import ray
+
+    return ray.remote(max_calls=1)(_evaluate).options(**remote_options(ev))
+
+
+def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | None = None) -> dict:
+    """A stage event (TensorBoard `eval/<model>/<split>_accuracy`, timeline lane) for one evaluation."""
+    s = summarize({model: result["predictions"]})["splits"]
+    ev = {"stage": "eval", "actor": f"eval {model}", "model": model, "t0": t0, "t1": time.time(), "step": step,
+          "epoch": epoch, "rows_in": len(result["predictions"]), "rows_out": len(result["predictions"]),
+          "count/tokens": result["tokens"]}
+    for split, by_model in s.items():
+        ev[f"acc/{split}"] = by_model[model]["accuracy"]
+    return ev
+
+
+class EvalRunner:
+    """Models evaluated in submission order, one at a time, by Ray tasks driven from a thread."""
+
+    def __init__(self, ev: EvalConfig, seed: int, events=None, trust_remote_code: bool = False):
+        self.options = evaluator_options(ev, seed, trust_remote_code)
+        self.task = evaluate_task(ev)
+        self.events, self.results, self.errors, self.submitted = events, {}, {}, set()
+        self._q: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="distill-eval", daemon=True)
+        self._thread.start()
+
+    def submit(self, name: str, model_path: str, requests: list[dict]) -> None:
+        """Queue `name` for evaluation; a name already submitted is ignored."""
+        if name not in self.submitted:
+            self.submitted.add(name)
+            self._q.put((name, model_path, requests))
+
+    def _loop(self) -> None:
+        import ray
+
+        while (item := self._q.get()) is not None:
+            name, path, reqs = item
+            t0 = time.time()
+            print(f"[distill] evaluating {name} on {len(reqs)} requests ({path})", flush=True)
+            try:
+                res = ray.get(self.task.remote(path, reqs, self.options))
+            except Exception as e:  # one model failing to evaluate must not lose the others
+                self.errors[name] = f"{type(e).__name__}: {e}"
+                print(f"[distill] evaluation of {name} failed: {self.errors[name]}", flush=True)
+                continue
+            self.results[name] = res
+            emit(self.events, eval_event(name, res, t0))
+            print(f"[distill] evaluated {name} in {time.time() - t0:.0f}s", flush=True)
+
+    def wait(self) -> dict:
+        self._q.put(None)
+        self._thread.join()
+        return self.results
+
+
+def validate_checkpoint(checkpoint, requests_file: str, out_dir: str, options: dict, resources: dict,
+                        step: int = 0, epoch: int = 0, events=None) -> dict:
+    """Ray Train validation fn: score one reported checkpoint on the in-loop requests.
+
+    Runs in Train's validation task (which reserves nothing); the engine itself runs in an evaluator
+    task with `resources` and max_calls=1, so its memory is freed as soon as it is done.
+    """
+    import ray
+
+    t0 = time.time()
+    requests = json.loads(Path(requests_file).read_text())
+    with checkpoint.as_directory() as d:
+        res = ray.get(ray.remote(max_calls=1)(_evaluate).options(**resources).remote(d, requests, options))
+    s = summarize({"student": res["predictions"]})["splits"]
+    metrics = {f"eval/{split}/accuracy": m["student"]["accuracy"] for split, m in s.items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"step-{step:06d}.json").write_text(json.dumps(
+        {"step": step, "epoch": epoch, "wall_s": round(time.time() - t0, 1), "splits": {k: v["student"] for k, v in s.items()}},
+        indent=1))
+    emit(events, eval_event("student", res, t0, step, epoch))
+    return metrics
+
+
+def in_loop_curve(out_dir: Path) -> list[dict]:
+    rows = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("step-*.json"))]
+    return [{"step": r["step"], "epoch": r["epoch"], **{f"{k}_accuracy": v["accuracy"] for k, v in r["splits"].items()}}
+            for r in rows]
+
+
+def eval_summary(suite: dict, results: dict, models: dict, errors: dict | None = None) -> dict:
+    """The summary.json `eval` object from finished evaluations."""
+    out = summarize({m: r["predictions"] for m, r in results.items()},
+                    reference="teacher" if "teacher" in results else next(iter(results), "teacher"))
+    out["models"] = {m: str(p) for m, p in models.items()}
+    out["problems"] = suite["checks"]
+    out["wall_s"] = {m: r["wall_s"] for m, r in results.items()}
+    out["skipped_too_long"] = {m: r["skipped_too_long"] for m, r in results.items()}
+    if errors:
+        out["errors"] = errors
+    return out
+
+
+def write_predictions(run_dir: Path, results: dict) -> None:
+    d = Path(run_dir) / "eval"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, r in results.items():
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in r["predictions"]))
+
+
+def train_problem_ids(cfg: RunConfig, store_root: Path | None) -> set[str]:
+    """What a student of this recipe could have trained on: the recipe's problems and its store's traces."""
+    from distill.sources import load_problems
+    from distill.store import TraceStore
+
+    ids = {p["problem_id"] for p in load_problems(cfg.sources).problems}
+    if store_root is not None and Path(store_root).is_dir():
+        ids |= set(TraceStore(store_root).traces().column("problem_id").to_pylist())
+    return ids
+
+
+def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, train_store: str | None = None) -> dict:
+    """`distill eval`: the suite on one checkpoint (and baselines) -> runs/eval-.../report.html."""
+    from cluster.session import ray_session
+    from distill.metrics import RunMetrics, write_json
+    from distill.models import resolve_model
+    from distill.report import write_report
+    from pipelines.run import _yaml, new_run_dir
+
+    ckpt = Path(checkpoint).expanduser().resolve()
+    if not (ckpt / "config.json").is_file():
+        raise FileNotFoundError(f"{ckpt} is not an HF model directory (no config.json)")
+    run_id, run_dir = new_run_dir(cfg, prefix="eval")
+    t_start = time.time()
+    (run_dir / "config.yaml").write_text(_yaml(cfg))
+    store = Path(train_store) if train_store else ckpt.parent / "store"
+    suite = load_suite(cfg.eval, train_problem_ids(cfg, store))
+    requests = build_requests(suite, cfg.eval, cfg.prompt)
+    baselines = cfg.eval.baselines if baselines is None else baselines
+    models = {b: resolve_model(cfg.teacher.model if b == "teacher" else cfg.train.student) for b in baselines}
+    models["student"] = str(ckpt)
+    print(f"[distill] eval {run_id}: {len(requests)} requests per model, models: {', '.join(models)}")
+    metrics = RunMetrics(run_dir, t_start)
+    with ray_session(cfg.ray):
+        runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code)
+        for name, path in models.items():
+            runner.submit(name, str(path), requests)
+        results = runner.wait()
+    for name, res in results.items():
+        metrics.add(eval_event(name, res, t_start))
+    wall = time.time() - t_start
+    summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s": round(wall, 1), "checkpoint": str(ckpt),
+               "eval": eval_summary(suite, results, models, runner.errors)}
+    write_predictions(run_dir, results)
+    metrics.plot_timeline(run_dir / "timeline.png", wall)
+    metrics.close()
+    write_json(run_dir / "summary.json", summary)
+    write_report(run_dir, summary, {m: r["predictions"] for m, r in results.items()}, cfg.eval.samples_in_report)
+    print(f"[distill] report: {run_dir / 'report.html'}")
+    return summary
