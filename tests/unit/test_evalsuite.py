@@ -83,7 +83,7 @@ def test_prediction_keeps_prefill_and_scores_samples():
     assert [(s["answer"], s["correct"]) for s in out["samples"]] == [("1", True), ("7", False), (None, False)]
     cut = prediction(dict(req, n=1, prefill=""), [("1 + 1 makes 2 and then 3", 5, "length")])
     assert (cut["answer"], cut["answer_rule"], cut["correct"]) == (None, "truncated", False)
-    stated = prediction(dict(req, n=1, prefill=""), [("Answer: 1. Then more wor", 9, "length")])
+    stated = prediction(dict(req, n=1, prefill=""), [("Answer: 1\nThen more wor", 9, "length")])
     assert (stated["answer"], stated["correct"]) == ("1", True)
 
 
