@@ -142,7 +142,8 @@ class RunMetrics:
             for e in self.events.get(stage, []):
                 by_actor[str(e.get("actor", stage))].append((e["t0"] - self.t0, e["t1"] - e["t0"]))
             for i, (actor, spans) in enumerate(sorted(by_actor.items())):
-                lanes.append((f"{stage} {i}" if len(by_actor) > 1 else stage, spans, colors[stage]))
+                label = actor if stage == "eval" else f"{stage} {i}" if len(by_actor) > 1 else stage
+                lanes.append((label, spans, colors[stage]))
         fig, ax = plt.subplots(figsize=(10, 1.0 + 0.5 * max(len(lanes), 1)))
         for y, (label, spans, color) in enumerate(reversed(lanes)):
             ax.broken_barh(spans, (y - 0.35, 0.7), color=color)

@@ -149,7 +149,8 @@ def evaluate_models(cfg: RunConfig, models: dict[str, str], problems: list[dict]
     from distill.evalsuite import build_requests
     from pipelines.evaluate import EvalRunner
 
-    requests = build_requests({"problems": {"in_distribution": problems}}, cfg.eval, cfg.prompt, ["in_distribution"])
+    greedy = cfg.eval.model_copy(update={"samples": 1})  # the frontier is greedy accuracy
+    requests = build_requests({"problems": {"in_distribution": problems}}, greedy, cfg.prompt, ["in_distribution"])
     runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code)
     for name, path in models.items():
         runner.submit(name, str(path), requests)
