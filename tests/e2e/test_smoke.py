@@ -96,7 +96,7 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
     assert all(ev["splits"]["in_distribution"][m]["k"] == 2 and "pass@k" in ev["splits"]["in_distribution"][m]
                and "maj@k" in ev["splits"]["in_distribution"][m] for m in models)
     assert set(ev["splits"]["related"]["student"]["by_source"]) == {
-        "reasoning_gym:products", "bigbench:arithmetic/3_digit_addition", "bigbench:simple_arithmetic_json_multiple_choice"}
+        "reasoning_gym:products", "bigbench:3_digit_addition", "bigbench:simple_arithmetic_json_multiple_choice"}
     for m in models:
         st = ev["prompt_style"][m]
         assert set(st["per_style"]) == {"terse", "verbose", "boxed_answer", "system_prompt", "few_shot"}
