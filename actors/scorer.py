@@ -70,6 +70,7 @@ class TraceScorer:
         self.events = events
         self.supervision = supervision or {"full": 1.0}
         self.actor = f"scorer@{socket.gethostname()}:{os.getpid()}"
+        self.committed = self.store.trace_ids()  # the ledger: committed traces are passed on, not rewritten
         self.tokenizer = None
         if student_path:  # variant lengths are counted in the student's tokens
             from transformers import AutoTokenizer
@@ -92,10 +93,14 @@ class TraceScorer:
                         "reason": "unparseable teacher output: no final answer found",
                         "payload": json.dumps({"text": (r["text"] or "")[-1000:]}), "at": time.time()}
                        for r in rows if r["answer"] is None]
-        self.store.append_traces(rows)
-        self.store.append_variants(variants)
-        if unparseable:
-            self.store.append_quarantine(unparseable)
+        # Exactly once: rows already in the store (replayed by the teacher from the ledger) still go on to
+        # the trainer, but are not written again.
+        fresh = {r["trace_id"] for r in rows if r["trace_id"] not in self.committed}
+        self.store.append_traces([r for r in rows if r["trace_id"] in fresh])
+        self.store.append_variants([v for v in variants if v["parent_trace_id"] in fresh])
+        if any(q["key"] in fresh for q in unparseable):
+            self.store.append_quarantine([q for q in unparseable if q["key"] in fresh])
+        self.committed |= fresh
         accepted = sum(r["verdict"] == "accepted" for r in rows)
         emit(self.events, {"stage": "scorer", "actor": self.actor, "t0": t0, "t1": time.time(),
                            "rows_in": len(rows), "rows_out": accepted, "count/accepted": accepted,

@@ -19,6 +19,10 @@ from distill.sources import teacher_messages
 from distill.tokenize import IGNORE, ensure_chat_template
 from distill.weights import collate_weighted, token_weights, weighted_loss
 
+STATE_FILE = "trainer_state.pt"  # optimizer + scheduler (torch.save of tensors; loaded weights_only)
+POSITION_FILE = "trainer_position.json"  # epoch, batches done in it, epoch-1 trace ids trained
+TRAINING_STATE_FILES = (STATE_FILE, POSITION_FILE)  # not part of the exported HF model directory
+
 
 def store_epoch_rows(store_root: str, supervision: dict[str, float], rank: int, world: int) -> list[dict]:
     """The chosen supervision of every accepted trace, from the store; an equal shard per rank
@@ -98,6 +102,31 @@ class StudentStep:
         self.base.save_pretrained(directory)  # safetensors
         self.tokenizer.save_pretrained(directory)
 
+    def save_state(self, directory: str, position: dict) -> None:
+        """Optimizer, scheduler and data position next to the weights, so training can resume exactly."""
+        import json
+
+        import torch
+
+        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                   os.path.join(directory, STATE_FILE))
+        with open(os.path.join(directory, POSITION_FILE), "w") as f:
+            json.dump({**position, "steps": self.steps}, f)
+
+    def load_state(self, directory: str) -> dict:
+        """Restore what save_state wrote; returns the data position. Tensors only: weights_only=True."""
+        import json
+
+        import torch
+
+        state = torch.load(os.path.join(directory, STATE_FILE), weights_only=True, map_location=self.device)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        with open(os.path.join(directory, POSITION_FILE)) as f:
+            position = json.load(f)
+        self.steps = position["steps"]
+        return position
+
 
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
@@ -112,8 +141,19 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     events = config["events"] if rank == 0 else None
     actor = f"train@{socket.gethostname()}:{os.getpid()}"
-    # prepare_model moves the model to this worker's device and wraps it in DDP when world > 1.
-    student = StudentStep(config, config["student_path"], wrap=ray.train.torch.prepare_model)
+    # Resume (a restarted worker group, or `distill run --resume`): weights, optimizer and data position
+    # from the latest checkpoint Ray Train reports for this run's storage path.
+    resume_ckpt = ray.train.get_checkpoint()
+    position = {"epoch": 1, "epoch_done": False, "batches": 0, "trained_ids": []}
+    if resume_ckpt is not None:
+        with resume_ckpt.as_directory() as d:
+            # prepare_model moves the model to this worker's device and wraps it in DDP when world > 1.
+            student = StudentStep(config, d, wrap=ray.train.torch.prepare_model)
+            position = student.load_state(d)
+        print(f"[distill] train: resumed at step {student.steps} (epoch {position['epoch']}, "
+              f"{'done' if position['epoch_done'] else str(position['batches']) + ' batches in'})")
+    else:
+        student = StudentStep(config, config["student_path"], wrap=ray.train.torch.prepare_model)
 
     def run_step(rows: list[dict], epoch: int) -> dict:
         t0 = time.time()
@@ -123,13 +163,16 @@ def train_loop_per_worker(config: dict) -> None:
                       "epoch": epoch, "count/tokens": m["tokens"], "count/skipped_too_long": m["skipped"]})
         return m
 
-    def checkpoint(epoch: int, last: dict, final: bool = False) -> None:
+    def checkpoint(epoch: int, last: dict, batches: int, trained_ids: list[str], final: bool = False,
+                   epoch_done: bool = False) -> None:
         from ray.train import ValidationTaskConfig
 
         metrics = {"epoch": epoch, "step": student.steps, "loss": last.get("loss", float("nan"))}
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 student.save(tmp)
+                student.save_state(tmp, {"epoch": epoch, "epoch_done": epoch_done, "batches": batches,
+                                         "trained_ids": trained_ids if epoch == 1 and not epoch_done else []})
                 # In-loop evaluation: Ray Train scores this checkpoint in a task while we keep training.
                 # The final checkpoint is scored on the whole suite by the driver instead.
                 validation = (ValidationTaskConfig(fn_kwargs={"step": student.steps, "epoch": epoch})
@@ -141,19 +184,36 @@ def train_loop_per_worker(config: dict) -> None:
 
     every = t["checkpoint_every"]
     last: dict = {}
-    for epoch in range(1, t["epochs"] + 1):
+    start = position["epoch"] + 1 if position["epoch_done"] else position["epoch"]
+    for epoch in range(start, t["epochs"] + 1):
+        resuming = epoch == position["epoch"] and not position["epoch_done"]
+        trained: list[str] = list(position["trained_ids"]) if resuming else []
+        done_ids = set(trained)
+        skip = position["batches"] if resuming and epoch > 1 else 0
         if epoch == 1:
             shard = ray.train.get_dataset_shard("train")
             batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"], batch_format="pyarrow"))
+            if done_ids and world == 1:
+                # Rows trained before the restart come round again (replayed from the ledger): skip
+                # them. With several ranks, skipping would give ranks unequal steps (a DDP deadlock),
+                # so epoch 1 is then trained again from its start.
+                batches = (kept for b in batches if (kept := [r for r in b if r["trace_id"] not in done_ids]))
+            elif world > 1:
+                trained = []
         else:
             if t["torch_threads_later"]:  # the live stream is over: the teacher's cores are free now
                 torch.set_num_threads(t["torch_threads_later"])
-            batches = _batches(store_epoch_rows(config["store_root"], t["supervision"], rank, world), t["batch_size"])
+            rows = store_epoch_rows(config["store_root"], t["supervision"], rank, world)
+            batches = _batches(rows[skip * t["batch_size"]:], t["batch_size"])
+        n_batches = skip
         for rows in batches:
             if rows:
                 require_columns("train", rows[0].keys(), TRAIN_INPUT)
             last = run_step(rows, epoch)
+            n_batches += 1
+            if epoch == 1:
+                trained += [r["trace_id"] for r in rows]
             if every and student.steps % every == 0:
-                checkpoint(epoch, last)
+                checkpoint(epoch, last, n_batches, trained)
         if not every or student.steps % every:
-            checkpoint(epoch, last, final=epoch == t["epochs"])
+            checkpoint(epoch, last, n_batches, trained, final=epoch == t["epochs"], epoch_done=True)

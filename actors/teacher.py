@@ -21,6 +21,11 @@ import pyarrow as pa
 
 from distill.metrics import emit
 from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
+
+# What the teacher stage adds to a problem row (the rest of TRACE_SCHEMA is the scorer's).
+TEACHER_OUTPUT = TEACHER_INPUT + ("schema_version", "trace_id", "prompt", "teacher_model", "sampling", "sample_index",
+                                  "text", "prompt_tokens", "completion_tokens", "finish_reason", "topk_logprobs",
+                                  "generated_at")
 from distill.sources import teacher_messages
 from distill.store import TraceStore
 
@@ -40,6 +45,26 @@ class _TeacherBase:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=teacher["trust_remote_code"])
         # The settings that, with problem and sample index, define what a trace is (its trace_id).
         self.sampling = {k: teacher[k] for k in ("temperature", "top_p", "max_tokens", "stop", "seed", "logprobs")}
+        # The ledger: traces already committed to the store (a resumed run, a restarted actor, a
+        # re-executed stream) are replayed from it, never generated twice.
+        committed = self.store.traces()
+        self.ledger = {r["trace_id"]: {k: r[k] for k in TEACHER_OUTPUT} for r in committed.select(list(TEACHER_OUTPUT)).to_pylist()}
+
+    def _trace_ids(self, problem_id: str) -> list[str]:
+        return [trace_id(problem_id, self.model_name, self.sampling, j) for j in range(self.cfg["samples"])]
+
+    def _split_replayed(self, batch: pa.Table) -> tuple[pa.Table, list[dict]]:
+        """-> (problems still to generate, committed trace rows of the others)."""
+        if not self.ledger:
+            return batch, []
+        todo, replayed = [], []
+        for i, pid in enumerate(batch.column("problem_id").to_pylist()):
+            ids = self._trace_ids(pid)
+            if all(t in self.ledger for t in ids):
+                replayed += [self.ledger[t] for t in ids]
+            else:
+                todo.append(i)
+        return batch.take(todo), replayed
 
     def _generate(self, prompt_ids: list[list[int]], max_new: list[int]) -> list[list[dict]]:
         """-> per prompt, `samples` dicts {text, token_ids, finish_reason, topk}."""
@@ -68,9 +93,10 @@ class _TeacherBase:
             self.store.append_quarantine(quarantined)
         return kept, prompts, prompt_ids, max_new, len(quarantined)
 
-    def _finish(self, t0: float, n_in: int, n_quarantined: int, kept, prompts, prompt_ids, outputs) -> pa.Table:
+    def _finish(self, t0: float, n_in: int, n_quarantined: int, kept, prompts, prompt_ids, outputs,
+                replayed: list[dict] | None = None) -> pa.Table:
         now = time.time()
-        rows = []
+        rows = list(replayed or [])
         for p, text, ids, samples in zip(kept, prompts, prompt_ids, outputs):
             for j, s in enumerate(samples):
                 rows.append({**p, "schema_version": SCHEMA_VERSION,
@@ -82,15 +108,16 @@ class _TeacherBase:
                              "generated_at": now})
         emit(self.events, {"stage": "teacher", "actor": self.actor, "t0": t0, "t1": time.time(),
                            "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
-                           "count/tokens_out": sum(r["completion_tokens"] for r in rows),
-                           "count/quarantined": n_quarantined})
+                           "count/tokens_out": sum(r["completion_tokens"] for r in rows[len(replayed or []):]),
+                           "count/replayed": len(replayed or []), "count/quarantined": n_quarantined})
         return to_table(rows, TRACE_SCHEMA)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         t0 = time.time()
-        kept, prompts, ids, max_new, nq = self._prepare(batch)
+        todo, replayed = self._split_replayed(batch)
+        kept, prompts, ids, max_new, nq = self._prepare(todo)
         outputs = self._generate(ids, max_new) if kept else []
-        return self._finish(t0, batch.num_rows, nq, kept, prompts, ids, outputs)
+        return self._finish(t0, batch.num_rows, nq, kept, prompts, ids, outputs, replayed)
 
 
 class VLLMTeacher(_TeacherBase):
@@ -146,9 +173,10 @@ class VLLMTeacher(_TeacherBase):
         import asyncio
 
         t0 = time.time()
-        kept, prompts, ids, max_new, nq = self._prepare(batch)
+        todo, replayed = self._split_replayed(batch)
+        kept, prompts, ids, max_new, nq = self._prepare(todo)
         outputs = await asyncio.gather(*(self._one(i, m) for i, m in zip(ids, max_new)))
-        return self._finish(t0, batch.num_rows, nq, kept, prompts, ids, outputs)
+        return self._finish(t0, batch.num_rows, nq, kept, prompts, ids, outputs, replayed)
 
 
 class HFTeacher(_TeacherBase):

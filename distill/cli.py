@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from distill.config import RECIPE_DIR, ConfigError, load_config
 
@@ -18,6 +19,7 @@ RECIPE is a shipped recipe name (see below) or a path to a YAML file. Override a
   distill run smoke
   distill run quickstart --set teacher.samples=2 --set train.epochs=3
   distill run my.yaml --set sources.0.size=256 --set ray.address=auto
+  distill run --resume quickstart-20261124-080955-a702c1     # finish an interrupted run
 
 Writes runs/<run_id>/: config.yaml (resolved), store/ (Parquet traces + quarantine), tensorboard/,
 timeline.png, summary.json and student/ (an HF model directory that transformers and vLLM load).
@@ -32,9 +34,28 @@ def _recipes() -> str:
     return ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
 
 
+def _resume_dir(ref: str) -> Path:
+    """A run directory, or a run id under runs/."""
+    for cand in (Path(ref), Path("runs") / ref):
+        if (cand / "config.yaml").is_file():
+            return cand
+    raise ConfigError(f"--resume: no run directory {ref!r} (expected a path or a run id under runs/ "
+                      "with its config.yaml)")
+
+
 def cmd_run(args) -> int:
     try:
-        cfg = load_config(args.recipe, args.set)
+        if args.resume:
+            if args.recipe:
+                raise ConfigError("--resume takes the run's own config.yaml; give no RECIPE (use --set to "
+                                  "override fields)")
+            resume = _resume_dir(args.resume)
+            cfg = load_config(str(resume / "config.yaml"), args.set)
+        elif not args.recipe:
+            raise ConfigError("RECIPE_OR_YAML is required (or --resume RUN_ID)")
+        else:
+            resume = None
+            cfg = load_config(args.recipe, args.set)
     except ConfigError as e:
         print(f"distill: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -43,7 +64,7 @@ def cmd_run(args) -> int:
     from pipelines.run import main
 
     try:
-        main(cfg)
+        main(cfg, resume_dir=resume)
     except FileNotFoundError as e:
         print(f"distill: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -158,7 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the streaming pipeline (teacher -> scorer -> student)",
                          description=RUN_HELP + f"\nShipped recipes: {_recipes()}",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("recipe", metavar="RECIPE_OR_YAML", help=f"recipe name ({_recipes()}) or YAML path")
+    run.add_argument("recipe", metavar="RECIPE_OR_YAML", nargs="?", help=f"recipe name ({_recipes()}) or YAML path")
+    run.add_argument("--resume", default=None, metavar="RUN_ID", help="finish an interrupted run (a run id under "
+                     "runs/ or its directory): committed traces are not generated again, training resumes from "
+                     "its last checkpoint with its data position")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field, e.g. teacher.temperature=0.5 (repeatable)")
     run.add_argument("--address", default=None, help="Ray address of a running cluster ('auto' after "

@@ -151,6 +151,8 @@ class TrainConfig(_Strict):
                              "never cut: a cut completion would lose its end-of-turn token.")
     bf16: bool = Field(True, description="bf16 autocast (about 2x faster than fp32 on these CPUs).")
     checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0: each epoch end).")
+    max_failures: int = Field(3, ge=-1, description="Worker-group failures Ray Train recovers from (restart "
+                              "from the latest checkpoint with its data position); -1: no limit.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
 
     @model_validator(mode="after")

@@ -78,6 +78,16 @@ class TraceStore:
             t = t.filter(pc.equal(t.column("ok"), True))
         return t.sort_by([("problem_id", "ascending"), ("parent_trace_id", "ascending"), ("variant", "ascending")])
 
+    def trace_ids(self) -> set[str]:
+        """The ledger: every committed trace_id (reads one column)."""
+        parts = sorted(self.traces_dir.glob("part-*.parquet")) if self.traces_dir.exists() else []
+        return {t for p in parts for t in pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()}
+
+    def physical_trace_rows(self) -> int:
+        """Rows in all trace parts, before dedupe (equal to len(trace_ids()) when nothing is stored twice)."""
+        parts = sorted(self.traces_dir.glob("part-*.parquet")) if self.traces_dir.exists() else []
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+
     def quarantine(self) -> pa.Table:
         return self._read_dir(self.quarantine_dir, QUARANTINE_SCHEMA)
 

@@ -30,7 +30,9 @@ def new_run_dir(cfg: RunConfig, prefix: str | None = None) -> tuple[str, Path]:
     return run_id, run_dir
 
 
-def main(cfg: RunConfig) -> dict:
+def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
+    """Run a recipe; with `resume_dir`, finish that run instead (the trace store is the ledger:
+    committed traces are replayed, not generated again; training resumes from its last checkpoint)."""
     from ray.util.queue import Queue
 
     from cluster.session import ray_session
@@ -39,10 +41,14 @@ def main(cfg: RunConfig) -> dict:
     from pipelines.stages import EventPump, generation_stream, student_trainer
 
     # 1. Set up: run dir, resolved config, models, problems, the held-out eval suite.
-    run_id, run_dir = new_run_dir(cfg)
+    if resume_dir is None:
+        run_id, run_dir = new_run_dir(cfg)
+        (run_dir / "config.yaml").write_text(_yaml(cfg))
+    else:
+        run_dir = Path(resume_dir).resolve()
+        run_id = run_dir.name
     t_start = time.time()
-    (run_dir / "config.yaml").write_text(_yaml(cfg))
-    print(f"[distill] run {run_id} -> {run_dir}")
+    print(f"[distill] {'resuming' if resume_dir else 'run'} {run_id} -> {run_dir}")
     teacher_path = resolve_model(cfg.teacher.model)
     student_path = resolve_model(cfg.train.student)
     store = TraceStore(run_dir / "store")
@@ -86,8 +92,11 @@ def main(cfg: RunConfig) -> dict:
             checkpoint = result.checkpoint
             if checkpoint is not None:
                 # 3. The student as a plain HF directory (transformers and vLLM load it as it is).
+                from actors.student import TRAINING_STATE_FILES
+
                 with checkpoint.as_directory() as d:
-                    shutil.copytree(d, student_dir)
+                    shutil.rmtree(student_dir, ignore_errors=True)  # a resumed run replaces it
+                    shutil.copytree(d, student_dir, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
             if runner:
                 start_baselines()  # no-op when already started
                 if checkpoint is not None:
@@ -102,7 +111,9 @@ def main(cfg: RunConfig) -> dict:
         "problems": len(loaded.problems),
         "quarantined": {"source": len(loaded.quarantined), "teacher": int(metrics.counters["teacher/quarantined"]),
                         "scorer": int(metrics.counters["scorer/quarantined"])},
+        "resumed": resume_dir is not None, "replayed_traces": int(metrics.counters["teacher/replayed"]),
         "trace_store": str(store.root), "stored_traces": store.traces().num_rows,
+        "stored_trace_rows": store.physical_trace_rows(),
         "quarantine_rows": store.quarantine().num_rows,
         "student_checkpoint": str(student_dir) if checkpoint is not None else None,
         "eval_after_training_s": round(time.time() - t_trained, 1)})

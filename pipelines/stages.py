@@ -50,7 +50,7 @@ def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str
     every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks."""
     from functools import partial
 
-    from ray.train import CheckpointConfig, DataConfig, RunConfig as TrainRunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
     from ray.train import ValidationConfig, ValidationTaskConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -79,7 +79,9 @@ def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str
         datasets={"train": train_ds},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits per rank
         run_config=TrainRunConfig(name="train", storage_path=str((run_dir / "ray_train").resolve()),
-                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                  # a failed worker group restarts from the latest checkpoint
+                                  failure_config=FailureConfig(max_failures=tr.max_failures)),
         validation_config=validation,
     )
 

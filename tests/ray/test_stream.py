@@ -19,7 +19,11 @@ def _cfg(tmp_path, teacher, student, extra=()):
         f"output_dir={tmp_path / 'runs'}", "sources=[{kind: file, path: '%s', size: 100}]" % problems,
         "source_blocks=4", "teacher.backend=transformers", f"teacher.model={teacher}", "teacher.samples=2",
         "teacher.temperature=1.0", "teacher.max_tokens=8", "teacher.max_model_len=256", "teacher.batch_size=3",
-        f"train.student={student}", "train.epochs=2", "ray.num_cpus=4", *extra])
+        f"train.student={student}", "train.epochs=2", "ray.num_cpus=4", *NO_EVAL, *extra])
+
+
+# The eval suite (vLLM engines per model) is covered end to end by tests/e2e; these tests are about the stream.
+NO_EVAL = ("eval.in_distribution=[]", "eval.related=[]", "eval.difficulty_shift=[]", "eval.prompt_styles={}")
 
 
 def test_stream_stores_every_sample_once_and_counts_rejects(tiny_model, tmp_path):

@@ -1,0 +1,107 @@
+"""Real kills on `distill run smoke`: a training worker, then the driver itself.
+
+Processes are killed by their ids with SIGKILL. The uninterrupted `run_dir` fixture run of the same
+recipe is the reference: same set of trace_ids, each stored exactly once.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill.store import TraceStore
+
+pytestmark = pytest.mark.e2e
+
+NO_EVAL = ["--set", "eval.in_distribution=[]", "--set", "eval.related=[]", "--set", "eval.difficulty_shift=[]",
+           "--set", "eval.prompt_styles={}"]
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    log = open(out / "driver.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}",
+                             *NO_EVAL, *extra], stdout=log, stderr=subprocess.STDOUT)
+
+
+def _run_dir(out: Path, timeout: float = 120) -> Path:
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        dirs = [p for p in out.iterdir() if p.is_dir()]
+        if dirs:
+            return dirs[0]
+        time.sleep(0.5)
+    raise AssertionError("the run directory never appeared")
+
+
+def _wait_for(cond, proc: subprocess.Popen, timeout: float, what: str):
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        got = cond()
+        if got:
+            return got
+        assert proc.poll() is None, f"the run ended before {what}"
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _train_pids(run: Path) -> list[int]:
+    f = run / "events.jsonl"
+    if not f.is_file():
+        return []
+    pids = []
+    for line in f.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:  # a line being written
+            continue
+        if ev["stage"] == "train":
+            pid = int(ev["actor"].rsplit(":", 1)[1])
+            if pid not in pids:
+                pids.append(pid)
+    return pids
+
+
+def test_training_worker_killed_restarts_from_checkpoint_and_completes(run_dir, tmp_path):
+    proc = _start(tmp_path)
+    run = _run_dir(tmp_path)
+    # Kill the worker after its first epoch's checkpoint, while it trains epoch 2.
+    ckpts = run / "ray_train" / "train"
+    _wait_for(lambda: list(ckpts.glob("checkpoint-*")) if ckpts.exists() else [], proc, 600, "the first checkpoint")
+    (pid,) = _wait_for(lambda: _train_pids(run), proc, 60, "a training step")
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
+    s = json.loads((run / "summary.json").read_text())
+    pids = _train_pids(run)
+    assert pid in pids and len(pids) == 2, "a new worker must have taken over"
+    log = (tmp_path / "driver.log").read_text()
+    assert "resumed at step" in log  # the new worker loaded the checkpoint (weights, optimizer, position)
+    reference = json.loads((run_dir / "summary.json").read_text())
+    assert s["stages"]["train"]["steps"] >= reference["stages"]["train"]["steps"]
+    assert s["student_checkpoint"] and (run / "student" / "config.json").is_file()
+    assert TraceStore(run / "store").trace_ids() == TraceStore(run_dir / "store").trace_ids()
+
+
+def test_driver_killed_then_resume_matches_an_uninterrupted_run(run_dir, tmp_path):
+    proc = _start(tmp_path)
+    run = _run_dir(tmp_path)
+    store = TraceStore(run / "store")
+    _wait_for(lambda: len(store.trace_ids()) >= 8, proc, 600, "8 committed traces")
+    os.kill(proc.pid, signal.SIGKILL)  # the driver; embedded Ray's processes share its fate
+    proc.wait()
+    before = store.trace_ids()
+    assert 8 <= len(before) < 24, f"killed too late: {len(before)} traces committed"
+    time.sleep(3)
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--resume", str(run)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    s = json.loads((run / "summary.json").read_text())
+    after = store.trace_ids()
+    assert after == TraceStore(run_dir / "store").trace_ids() and len(after) == 24
+    assert store.physical_trace_rows() == 24  # each trace stored exactly once
+    assert s["resumed"] and s["replayed_traces"] == len(before)  # committed problems never reached the teacher
+    assert s["stages"]["teacher"]["problems"] == 24 and s["stored_traces"] == 24
+    assert (run / "student" / "config.json").is_file() and not (run / "student" / "trainer_state.pt").exists()
