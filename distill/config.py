@@ -106,6 +106,13 @@ class TeacherConfig(_ActorPool):
                                 "of ~80 s on 2 CPU cores; turn off for long runs on GPUs.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
 
+    @model_validator(mode="after")
+    def _k_samples(self) -> "TeacherConfig":
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"samples={self.samples} at temperature 0: greedy samples are all the same; "
+                             "set temperature > 0 or samples: 1")
+        return self
+
 
 class ScorerConfig(_ActorPool):
     policy: Literal["all_correct", "first_correct", "shortest_correct"] = Field(
@@ -229,6 +236,8 @@ class EvalConfig(_Strict):
 
     @model_validator(mode="after")
     def _styles(self) -> "EvalConfig":
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"samples={self.samples} at temperature 0: greedy samples are all the same")
         if self.prompt_styles and not self.in_distribution:
             raise ValueError("prompt_styles ask the in_distribution problems: set eval.in_distribution")
         return self

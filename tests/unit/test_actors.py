@@ -121,3 +121,45 @@ def test_evaluator_transformers_fallback_answers_every_request(tiny_model):
     assert all(0 < p["tokens"] <= (3 if p["split"] == "direct" else 6) for p in fit)
     assert all(p["text"].startswith("The answer is") for p in fit if p["split"] == "direct")
     assert all(len(p["samples"]) == 2 for p in preds if p["split"] == "in_distribution_sampled")
+
+
+def test_teacher_replays_committed_traces_and_scorer_writes_them_once(tiny_model, tmp_path):
+    from actors.scorer import TraceScorer
+
+    cfg = load_config("smoke", ["teacher.backend=transformers", "teacher.samples=2", "teacher.max_tokens=6",
+                                "teacher.temperature=1.0", "teacher.max_model_len=256"])
+    problems = load_problems(cfg.sources).problems[:3]
+    batch = pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA)
+    first = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path))
+    out = first(batch.slice(0, 2))  # problems 0 and 1 generated and committed
+    scorer = TraceScorer(cfg.scorer.model_dump(), str(tmp_path))
+    scorer(out)
+    store = TraceStore(tmp_path)
+    assert len(store.trace_ids()) == 4 and store.physical_trace_rows() == 4
+    events = []  # a restarted teacher (new actor) sees the ledger
+    again = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
+    out2 = again(batch).to_pylist()
+    assert [r["problem_id"] for r in out2] == [p["problem_id"] for p in problems for _ in range(2)]
+    committed = {r["trace_id"]: r["text"] for r in out.to_pylist()}
+    assert all(r["text"] == committed[r["trace_id"]] for r in out2[:4])  # replayed, not regenerated
+    assert events[0]["count/replayed"] == 4 and events[0]["rows_in"] == 3
+    assert events[0]["count/tokens_out"] == sum(r["completion_tokens"] for r in out2[4:])
+    TraceScorer(cfg.scorer.model_dump(), str(tmp_path))(pa.Table.from_pylist(out2, schema=out.schema))
+    assert len(store.trace_ids()) == 6 and store.physical_trace_rows() == 6  # only the new problem was written
+
+
+def test_student_state_round_trip(tiny_model, tmp_path):
+    cfg = load_config("smoke", ["train.bf16=false"]).model_dump()
+    rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}]
+    a = StudentStep(cfg, tiny_model)
+    for _ in range(3):
+        a.step(rows)
+    a.save(str(tmp_path))
+    a.save_state(str(tmp_path), {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"]})
+    b = StudentStep(cfg, str(tmp_path))
+    pos = b.load_state(str(tmp_path))
+    assert pos == {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"], "steps": 3} and b.steps == 3
+    assert b.sched.get_last_lr() == a.sched.get_last_lr()
+    sa, sb = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
+    assert sa.keys() == sb.keys() and all((sa[k]["exp_avg"] == sb[k]["exp_avg"]).all() for k in sa)
+    assert a.step(rows)["loss"] == b.step(rows)["loss"]  # the same next step: exact resume
