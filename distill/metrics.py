@@ -41,7 +41,7 @@ class RunMetrics:
         self.counters: dict[str, float] = defaultdict(float)
         self._writer = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.run_dir / "events.jsonl", "a")  # raw stage events, for later analysis
+        self._log = open(self.run_dir / "events.jsonl", "a", buffering=1)  # raw stage events, line by line (tail -f)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
