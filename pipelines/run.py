@@ -41,6 +41,8 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     from pipelines.stages import EventPump, generation_stream, student_trainer
 
     # 1. Set up: run dir, resolved config, models, problems, the held-out eval suite.
+    teacher_path = resolve_model(cfg.teacher.model)  # a bad model path fails before any run dir exists
+    student_path = resolve_model(cfg.train.student)
     if resume_dir is None:
         run_id, run_dir = new_run_dir(cfg)
         (run_dir / "config.yaml").write_text(_yaml(cfg))
@@ -49,8 +51,6 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
         run_id = run_dir.name
     t_start = time.time()
     print(f"[distill] {'resuming' if resume_dir else 'run'} {run_id} -> {run_dir}")
-    teacher_path = resolve_model(cfg.teacher.model)
-    student_path = resolve_model(cfg.train.student)
     store = TraceStore(run_dir / "store")
     loaded = load_problems(cfg.sources)
     store.append_quarantine(loaded.quarantined)

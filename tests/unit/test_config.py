@@ -65,6 +65,28 @@ def test_cli_exits_2_naming_the_field():
 
 def test_every_command_has_help():
     for argv in (["--help"], ["run", "--help"], ["models", "--help"], ["models", "fetch", "--help"],
-                 ["models", "list", "--help"]):
+                 ["models", "list", "--help"], ["eval", "--help"], ["sweep", "--help"]):
         r = subprocess.run([sys.executable, "-m", "distill.cli", *argv], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: distill" in r.stdout
+
+
+def test_missing_model_path_exits_2_before_creating_a_run(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", "teacher.model=/no/such/model",
+                        "--set", f"output_dir={tmp_path}"], capture_output=True, text=True)
+    assert r.returncode == 2 and "model path '/no/such/model' does not exist" in r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_resume_needs_a_run_directory(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--resume", str(tmp_path / "nope")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--resume: no run directory" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "run"], capture_output=True, text=True)
+    assert r.returncode == 2 and "RECIPE_OR_YAML is required" in r.stderr
+
+
+def test_k_greedy_samples_are_rejected():
+    with pytest.raises(ConfigError, match="samples=2 at temperature 0"):
+        load_config("smoke", ["teacher.samples=2", "teacher.temperature=0"])
+    with pytest.raises(ConfigError, match="samples=3 at temperature 0"):
+        load_config("smoke", ["eval.samples=3", "eval.temperature=0"])
