@@ -64,7 +64,7 @@ class _TeacherBase:
                 replayed += [self.ledger[t] for t in ids]
             else:
                 todo.append(i)
-        return batch.take(todo), replayed
+        return batch.take(pa.array(todo, type=pa.int64())), replayed
 
     def _generate(self, prompt_ids: list[list[int]], max_new: list[int]) -> list[list[dict]]:
         """-> per prompt, `samples` dicts {text, token_ids, finish_reason, topk}."""

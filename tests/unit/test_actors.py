@@ -163,3 +163,15 @@ def test_student_state_round_trip(tiny_model, tmp_path):
     sa, sb = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
     assert sa.keys() == sb.keys() and all((sa[k]["exp_avg"] == sb[k]["exp_avg"]).all() for k in sa)
     assert a.step(rows)["loss"] == b.step(rows)["loss"]  # the same next step: exact resume
+
+
+def test_teacher_replays_a_batch_with_nothing_left_to_generate(tiny_model, tmp_path):
+    cfg = load_config("smoke", ["teacher.backend=transformers", "teacher.max_tokens=4", "teacher.max_model_len=256"])
+    batch = pa.Table.from_pylist(load_problems(cfg.sources).problems[:2], schema=PROBLEM_SCHEMA)
+    first = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path))
+    from actors.scorer import TraceScorer
+
+    TraceScorer(cfg.scorer.model_dump(), str(tmp_path))(first(batch))
+    events = []
+    again = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
+    assert again(batch).num_rows == 2 and events[0]["count/replayed"] == 2 and events[0]["count/tokens_out"] == 0
