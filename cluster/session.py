@@ -28,6 +28,9 @@ def ray_session(cfg: RayConfig):
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
+        if cfg.stream_buffer_mib is not None:  # backpressure: a slow trainer pauses the teacher
+            ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+                object_store_memory=int(cfg.stream_buffer_mib * 2**20))
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         yield ray

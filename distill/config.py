@@ -265,6 +265,10 @@ class RayConfig(_Strict):
                                  "small machine; threads are pinned per stage instead.")
     dashboard: bool = Field(True, description="Start the Ray dashboard (embedded Ray).")
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")
+    stream_buffer_mib: float | None = Field(
+        512, gt=0, description="Object-store budget of the trace stream (Ray Data resource limit): when the "
+        "trainer is slower than the teacher, finished traces wait in at most about this much memory and the "
+        "teacher pauses (backpressure) instead of buffering without bound. None: Ray Data's default share.")
 
 
 class RunConfig(_Strict):

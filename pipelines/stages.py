@@ -15,12 +15,17 @@ from distill.metrics import RunMetrics
 def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events,
                       student_path: str | None = None):
     """problems -> teacher pool -> scorer pool -> the chosen supervision of accepted traces (lazy)."""
+    return scored_stream(cfg, teacher_stream(cfg, problems, teacher_path, store_root, events), store_root, events,
+                         student_path)
+
+
+def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events):
+    """problems -> teacher pool -> k trace rows per problem (lazy)."""
     import ray.data
 
-    from actors.scorer import TraceScorer
     from actors.teacher import BACKENDS
 
-    t, s = cfg.teacher, cfg.scorer
+    t = cfg.teacher
     # Several blocks, or the stream degenerates into one batch that finishes all at once.
     ds = ray.data.from_items(problems, override_num_blocks=min(cfg.source_blocks, max(len(problems), 1)))
     ds = ds.map_batches(
@@ -34,14 +39,23 @@ def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, s
                                            max_concurrent_calls_per_actor=t.concurrent_batches
                                            if t.backend == "vllm" else None),
         num_cpus=t.num_cpus, num_gpus=t.num_gpus, resources=t.resources or None)
-    ds = ds.map_batches(
+    return ds
+
+
+def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str | None = None):
+    """teacher rows -> scorer pool (verify, dissect, store) -> the supervision of accepted traces (lazy)."""
+    import ray.data
+
+    from actors.scorer import TraceScorer
+
+    s = cfg.scorer
+    return ds.map_batches(
         TraceScorer, batch_size=None,  # whole teacher blocks: all k samples of a problem together
         batch_format="pyarrow",
         fn_constructor_kwargs=dict(scorer=s.model_dump(), store_root=store_root, events=events,
                                    supervision=cfg.train.supervision, student_path=student_path),
         compute=ray.data.ActorPoolStrategy(min_size=s.replicas_min, max_size=s.replicas_max),
         num_cpus=s.num_cpus)
-    return ds
 
 
 def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events,
