@@ -30,6 +30,20 @@ An invalid config exits with code 2 and names the field.
 """
 
 
+def _error(e: Exception | str) -> int:
+    """Bad input from the user: one clear line on stderr, exit code 2."""
+    print(f"distill: {e}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _config(recipe: str, overrides: list[str], address: str | None):
+    """The validated config of a recipe with --set overrides and --address (raises ConfigError)."""
+    cfg = load_config(recipe, overrides)
+    if address:
+        cfg.ray.address = address
+    return cfg
+
+
 def _recipes() -> str:
     return ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
 
@@ -50,24 +64,20 @@ def cmd_run(args) -> int:
                 raise ConfigError("--resume takes the run's own config.yaml; give no RECIPE (use --set to "
                                   "override fields)")
             resume = _resume_dir(args.resume)
-            cfg = load_config(str(resume / "config.yaml"), args.set)
+            cfg = _config(str(resume / "config.yaml"), args.set, args.address)
         elif not args.recipe:
             raise ConfigError("RECIPE_OR_YAML is required (or --resume RUN_ID)")
         else:
             resume = None
-            cfg = load_config(args.recipe, args.set)
+            cfg = _config(args.recipe, args.set, args.address)
     except ConfigError as e:
-        print(f"distill: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.address:
-        cfg.ray.address = args.address
+        return _error(e)
     from pipelines.run import main
 
     try:
         main(cfg, resume_dir=resume)
     except FileNotFoundError as e:
-        print(f"distill: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _error(e)
     return 0
 
 
@@ -92,12 +102,9 @@ def cmd_sweep(args) -> int:
     if args.variants:
         overrides.append("sweep.variants=[" + args.variants + "]")
     try:
-        cfg = load_config(args.recipe, overrides)
+        cfg = _config(args.recipe, overrides, args.address)
     except ConfigError as e:
-        print(f"distill: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.address:
-        cfg.ray.address = args.address
+        return _error(e)
     from pipelines.sweep import main
 
     main(cfg, from_store=args.from_store)
@@ -125,30 +132,24 @@ eval/<model>.jsonl (every prediction) and timeline.png.
 
 def cmd_eval(args) -> int:
     try:
-        cfg = load_config(args.suite, args.set)
+        cfg = _config(args.suite, args.set, args.address)
     except ConfigError as e:
-        print(f"distill: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.address:
-        cfg.ray.address = args.address
+        return _error(e)
     if not cfg.eval.has_suite():
-        print(f"distill: recipe {args.suite!r} has no eval suite (eval.in_distribution / related / "
-              "difficulty_shift are all empty)", file=sys.stderr)
-        return EXIT_CONFIG
+        return _error(f"recipe {args.suite!r} has no eval suite (eval.in_distribution / related / "
+                      "difficulty_shift are all empty)")
     baselines = None
     if args.baselines is not None:
         baselines = [] if args.baselines in ("", "none") else args.baselines.split(",")
         bad = [b for b in baselines if b not in ("teacher", "untrained")]
         if bad:
-            print(f"distill: --baselines: unknown {bad}; expected teacher, untrained or none", file=sys.stderr)
-            return EXIT_CONFIG
+            return _error(f"--baselines: unknown {bad}; expected teacher, untrained or none")
     from pipelines.evaluate import main
 
     try:
         main(cfg, args.checkpoint, baselines=baselines, train_store=args.train_store)
     except (FileNotFoundError, ValueError) as e:
-        print(f"distill: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _error(e)
     return 0
 
 
@@ -165,8 +166,7 @@ def cmd_models_fetch(args) -> int:
     from distill.models import EMBEDDED, fetch
 
     if args.name not in EMBEDDED:
-        print(f"distill: unknown model {args.name!r}; embedded models: {', '.join(EMBEDDED)}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _error(f"unknown model {args.name!r}; embedded models: {', '.join(EMBEDDED)}")
     print(fetch(args.name, progress=True))
     return 0
 
