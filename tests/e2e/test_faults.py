@@ -68,9 +68,11 @@ def _train_pids(run: Path) -> list[int]:
 def test_training_worker_killed_restarts_from_checkpoint_and_completes(run_dir, tmp_path):
     proc = _start(tmp_path)
     run = _run_dir(tmp_path)
-    # Kill the worker after its first epoch's checkpoint, while it trains epoch 2.
-    ckpts = run / "ray_train" / "train"
-    _wait_for(lambda: list(ckpts.glob("checkpoint-*")) if ckpts.exists() else [], proc, 600, "the first checkpoint")
+    # Kill the worker once Ray Train has registered its first checkpoint (the controller's snapshot
+    # names it), while it trains epoch 2.
+    snapshot = run / "ray_train" / "train" / "checkpoint_manager_snapshot.json"
+    _wait_for(lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(), proc, 600,
+              "the first registered checkpoint")
     (pid,) = _wait_for(lambda: _train_pids(run), proc, 60, "a training step")
     os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
@@ -78,7 +80,10 @@ def test_training_worker_killed_restarts_from_checkpoint_and_completes(run_dir, 
     pids = _train_pids(run)
     assert pid in pids and len(pids) == 2, "a new worker must have taken over"
     log = (tmp_path / "driver.log").read_text()
-    assert "resumed at step" in log  # the new worker loaded the checkpoint (weights, optimizer, position)
+    assert "resumed at step 7 (epoch 1, done)" in log  # the new worker loaded the checkpoint
+    steps = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    after = [e["step"] for e in steps if e["stage"] == "train" and e["actor"].endswith(f":{pids[1]}")]
+    assert after[0] == 8, "the new worker must continue after the checkpoint, not from step 1"
     reference = json.loads((run_dir / "summary.json").read_text())
     assert s["stages"]["train"]["steps"] >= reference["stages"]["train"]["steps"]
     assert s["student_checkpoint"] and (run / "student" / "config.json").is_file()
