@@ -25,6 +25,20 @@ def _plasma_mib() -> float:
     return float(m.group(1)) if m else 0.0
 
 
+def _ray_rss_mib() -> float:
+    """Host RAM of this driver and every Ray worker process (actors and tasks) right now."""
+    import psutil
+
+    total = psutil.Process().memory_info().rss
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if (p.info["name"] or "").startswith("ray::") or any("ray::" in c for c in p.info["cmdline"] or []):
+                total += p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
 def _stream_lead(tiny_model, tmp_path, buffer_mib):
     from ray.util.queue import Queue
 
@@ -41,7 +55,7 @@ def _stream_lead(tiny_model, tmp_path, buffer_mib):
         "teacher.temperature=1.0", "teacher.max_model_len=512", "teacher.batch_size=4", f"train.student={tiny_model}",
         "ray.num_cpus=4", f"ray.stream_buffer_mib={'null' if buffer_mib is None else buffer_mib}"])
     loaded = load_problems(cfg.sources).problems
-    leads, plasma = [], []
+    leads, plasma, rss = [], [], []
     with ray_session(cfg.ray):
         q = Queue(actor_options={"num_cpus": 0})
         # The teacher stage alone: its every row reaches the consumer (a random tiny model's traces would
@@ -56,14 +70,17 @@ def _stream_lead(tiny_model, tmp_path, buffer_mib):
             generated += sum(e["rows_out"] for e in (q.get_nowait_batch(n) if n else []) if e["stage"] == "teacher")
             leads.append(generated - consumed)
             plasma.append(_plasma_mib())
+            rss.append(_ray_rss_mib())
             time.sleep(0.5)
-    return consumed, max(leads), max(plasma)
+    # host RAM: growth from the first sample (engines loaded, stream started) to the peak
+    return consumed, max(leads), max(plasma), max(rss) - rss[0]
 
 
 def test_slow_trainer_pauses_the_teacher_and_memory_stays_bounded(tiny_model, tmp_path):
     # A 10 KB stream budget is about four blocks of these traces (2.4 KB each).
-    consumed, lead, plasma = _stream_lead(tiny_model, tmp_path, buffer_mib=0.01)
-    print(f"backpressure: max teacher lead {lead} traces of {N}, peak plasma {plasma} MiB")
+    consumed, lead, plasma, rss_growth = _stream_lead(tiny_model, tmp_path, buffer_mib=0.01)
+    print(f"backpressure: max teacher lead {lead} traces of {N}, peak plasma {plasma} MiB, "
+          f"host RAM growth {rss_growth:.0f} MiB")
     assert consumed == N  # nothing lost to the pauses
     assert lead <= 32, f"the teacher ran {lead} traces ahead of a slow trainer: no backpressure"
-    assert plasma < 64
+    assert plasma < 64 and rss_growth < 512
