@@ -74,9 +74,11 @@ def cmd_run(args) -> int:
         return _error(e)
     from pipelines.run import main
 
+    from cluster.planner import PlanError
+
     try:
         main(cfg, resume_dir=resume)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, PlanError) as e:
         return _error(e)
     return 0
 

@@ -74,7 +74,10 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     metrics = RunMetrics(run_dir, t_start)
     results, eval_errors = {}, {}
     student_dir = run_dir / "student"
-    with ray_session(cfg.ray):
+    with ray_session(cfg.ray) as ray:
+        from cluster.planner import ensure_fits
+
+        ensure_fits(cfg, ray.nodes())  # every stage runs at once: the cluster must hold them all
         events = Queue(actor_options={"num_cpus": 0})
         runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code) if suite else None
 
