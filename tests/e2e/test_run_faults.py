@@ -4,6 +4,7 @@ Processes are killed by their ids with SIGKILL. The uninterrupted `run_dir` fixt
 recipe is the reference: same set of trace_ids, each stored exactly once.
 """
 import json
+import math
 import os
 import signal
 import subprocess
@@ -79,13 +80,17 @@ def test_training_worker_killed_restarts_from_checkpoint_and_completes(run_dir, 
     s = json.loads((run / "summary.json").read_text())
     pids = _train_pids(run)
     assert pid in pids and len(pids) == 2, "a new worker must have taken over"
+    # Steps per epoch come from this run's own accepted traces: greedy decoding on CPU is not
+    # bit-stable across batch compositions, so the accepted count may differ from the reference's.
+    per_epoch = math.ceil(s["stages"]["scorer"]["accepted"] / 2)  # smoke: train.batch_size 2
     log = (tmp_path / "driver.log").read_text()
-    assert "resumed at step 7 (epoch 1, done)" in log  # the new worker loaded the checkpoint
+    assert f"resumed at step {per_epoch} (epoch 1, done)" in log  # the new worker loaded the checkpoint
     steps = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     after = [e["step"] for e in steps if e["stage"] == "train" and e["actor"].endswith(f":{pids[1]}")]
-    assert after[0] == 8, "the new worker must continue after the checkpoint, not from step 1"
-    reference = json.loads((run_dir / "summary.json").read_text())
-    assert s["stages"]["train"]["steps"] >= reference["stages"]["train"]["steps"]
+    assert after[0] == per_epoch + 1, "the new worker must continue after the checkpoint, not from step 1"
+    assert after == list(range(per_epoch + 1, 2 * per_epoch + 1))  # the rest of epoch 2, once each
+    # Steps the killed worker took after the checkpoint are counted too: they were done, then lost.
+    assert s["stages"]["train"]["steps"] >= 2 * per_epoch
     assert s["student_checkpoint"] and (run / "student" / "config.json").is_file()
     assert TraceStore(run / "store").trace_ids() == TraceStore(run_dir / "store").trace_ids()
 
