@@ -7,7 +7,8 @@ engine cannot be split over two 1-GPU nodes; a custom resource such as `teacher_
 some node with enough of the rest beside it).
 
 Nodes are given as Ray reports them (`ray.nodes()`): {"Alive": bool, "Resources": {"CPU": 8, "GPU": 1,
-"memory": ..., "node:10.0.0.1": 1, "teacher_node": 1}}. Only resources a stage asks for are checked.
+"memory": ..., "node:10.0.0.1": 1, "teacher_node": 1}, "Labels": {"role": "teacher"}}. Only resources a
+stage asks for are checked; a stage with a label selector may only use the nodes whose labels match.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Demand:
     stage: str
     replicas: int
     per_replica: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # node-label selector of each replica
 
     def total(self) -> dict[str, float]:
         return {k: v * self.replicas for k, v in self.per_replica.items() if v}
@@ -41,12 +43,34 @@ def plan(cfg: RunConfig) -> list[Demand]:
     """The demands of `distill run` with this config (pools at their maximum size)."""
     t, s, tr, ev = cfg.teacher, cfg.scorer, cfg.train, cfg.eval
     gpu_per_worker = 1.0 if tr.use_gpu else 0.0
-    demands = [Demand("teacher", t.replicas_max, _res(t.num_cpus, t.num_gpus, t.resources)),
-               Demand("scorer", s.replicas_max, _res(s.num_cpus, 0, {})),
-               Demand("train", tr.workers, _res(tr.num_cpus_per_worker, gpu_per_worker, {}))]
+    demands = [Demand("teacher", t.replicas_max, _res(t.num_cpus, t.num_gpus, t.resources), dict(t.labels)),
+               Demand("scorer", s.replicas_max, _res(s.num_cpus, 0, s.resources), dict(s.labels)),
+               Demand("train", tr.workers, _res(tr.num_cpus_per_worker, gpu_per_worker, tr.resources), dict(tr.labels))]
     if ev.has_suite():
-        demands.append(Demand("eval", 1, _res(ev.num_cpus, ev.num_gpus, {})))
+        demands.append(Demand("eval", 1, _res(ev.num_cpus, ev.num_gpus, ev.resources), dict(ev.labels)))
     return demands
+
+
+def label_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Ray's label-selector semantics: 'v' equals, '!v' differs (or is absent), 'in(a,b)' is one of,
+    '!in(a,b)' is none of (or absent)."""
+    for key, want in selector.items():
+        have = labels.get(key)
+        negate = want.startswith("!")
+        want = want[1:] if negate else want
+        if want.startswith("in(") and want.endswith(")"):
+            ok = have in [x.strip() for x in want[3:-1].split(",")]
+        else:
+            ok = have == want
+        if ok == negate:
+            return False
+    return True
+
+
+def _hosts(node: dict, d: Demand) -> bool:
+    res = node.get("Resources", {})
+    return (all(res.get(k, 0.0) >= v for k, v in d.per_replica.items() if v)
+            and label_matches(d.labels, node.get("Labels", {})))
 
 
 def cluster_totals(nodes: list[dict]) -> dict[str, float]:
@@ -60,12 +84,20 @@ def cluster_totals(nodes: list[dict]) -> dict[str, float]:
 
 def check(demands: list[Demand], nodes: list[dict]) -> list[str]:
     """Every way the plan does not fit, as sentences naming the stage and the shortfall; [] if it fits."""
-    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    alive = [n for n in nodes if n.get("Alive", True)]
     problems = []
-    for d in demands:  # each replica must fit on a single node
-        if d.replicas and not any(all(node.get(k, 0.0) >= v for k, v in d.per_replica.items() if v) for node in alive):
-            want = ", ".join(f"{k}={v:g}" for k, v in d.per_replica.items() if v)
+    for d in demands:  # each replica must fit on a single node whose labels match
+        if d.replicas and not any(_hosts(node, d) for node in alive):
+            want = ", ".join([f"{k}={v:g}" for k, v in d.per_replica.items() if v] +
+                             [f"label {k}={v}" for k, v in d.labels.items()])
             problems.append(f"{d.stage}: no node can host one replica ({want})")
+        elif d.labels:  # the replicas can only use the matching nodes
+            pool = cluster_totals([n for n in alive if label_matches(d.labels, n.get("Labels", {}))])
+            for k, v in d.total().items():
+                if v > pool.get(k, 0.0) + 1e-9:
+                    sel = ",".join(f"{a}={b}" for a, b in d.labels.items())
+                    problems.append(f"{d.stage}: {d.replicas} x {k}={d.per_replica[k]:g} need {v:g} {k} on nodes "
+                                    f"labelled {sel}, which have {pool.get(k, 0.0):g}")
     totals = cluster_totals(nodes)
     need: dict[str, float] = {}
     for d in demands:
@@ -86,3 +118,36 @@ def ensure_fits(cfg: RunConfig, nodes: list[dict]) -> list[Demand]:
     if problems:
         raise PlanError("the run does not fit the cluster:\n  " + "\n  ".join(problems))
     return demands
+
+
+STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def node_view(node: dict) -> dict:
+    """What a user needs to recognise a node: id, address, labels and custom resources."""
+    res = node.get("Resources", {})
+    return {"node_id": node.get("NodeID"), "address": node.get("NodeManagerAddress"),
+            "labels": {k: v for k, v in node.get("Labels", {}).items() if not k.startswith("ray.io/")},
+            "custom_resources": {k: v for k, v in res.items()
+                                 if k not in STANDARD_RESOURCES and not k.startswith(("node:", "accelerator_type:"))},
+            "head": "node:__internal_head__" in res}
+
+
+def observed_placement(events: dict[str, list[dict]], nodes: list[dict]) -> dict[str, list[dict]]:
+    """Where each stage actually ran, from its events' `node` ids: per stage, one entry per node with
+    the node's labels/custom resources, how many events it emitted and which actors emitted them."""
+    by_id = {n.get("NodeID"): n for n in nodes}
+    out: dict[str, list[dict]] = {}
+    for stage, evs in events.items():
+        per: dict[str, dict] = {}
+        for e in evs:
+            node = e.get("node")
+            if not node:
+                continue
+            p = per.setdefault(node, {**node_view(by_id.get(node, {"NodeID": node})), "events": 0, "actors": []})
+            p["events"] += 1
+            if e.get("actor") and e["actor"] not in p["actors"]:
+                p["actors"].append(e["actor"])
+        if per:
+            out[stage] = sorted(per.values(), key=lambda p: -p["events"])
+    return out

@@ -12,14 +12,22 @@ WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.ge
               "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
 
 
+def alive_nodes(ray) -> list[dict]:
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
 @contextlib.contextmanager
 def ray_session(cfg: RayConfig):
     import ray
 
     kwargs = dict(runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True, configure_logging=True,
                   logging_level="WARNING")
-    if cfg.address:
-        ray.init(address=cfg.address, **kwargs)
+    # Under `ray job submit` the job's driver has RAY_ADDRESS set: join that cluster (the job's
+    # runtime_env -- its working_dir -- is merged with ours by Ray). Otherwise no address means embedded.
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+        print(f"[distill] joined the Ray cluster at {address}: {len(alive_nodes(ray))} node(s)", flush=True)
     else:
         # Token authentication stays on (Ray's default); the dashboard binds to loopback unless configured.
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host=cfg.dashboard_host,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
 
@@ -62,7 +62,27 @@ class PromptConfig(_Strict):
         "format demand 3-6/16 (the model then skips its reasoning).")
 
 
-class _ActorPool(_Strict):
+class _Placement(_Strict):
+    """Where a stage's replicas may run: custom Ray resources and a node-label selector."""
+
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per replica, e.g. {teacher_node: 1} when "
+        "inference nodes are started with `ray start --resources '{\"teacher_node\": 8}'`.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Node-label selector per replica, e.g. {role: teacher} for nodes "
+        "started with `ray start --labels role=teacher`. Values: 'v', '!v', 'in(a,b)', '!in(a,b)'.")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_only(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if x < 0 or k in ("CPU", "GPU", "memory", "object_store_memory")]
+        if bad:
+            raise ValueError(f"{bad} must be custom resources with amounts >= 0 (CPUs and GPUs have their "
+                             "own fields)")
+        return v
+
+
+class _ActorPool(_Placement):
     """An actor pool: size min..max, autoscaled by Ray Data between the two."""
 
     replicas_min: int = Field(1, ge=1, description="Actor pool minimum size.")
@@ -94,8 +114,6 @@ class TeacherConfig(_ActorPool):
                                     "batch_size x concurrent_batches x replicas.")
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs reserved per teacher actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per teacher actor (engine).")
-    resources: dict[str, float] = Field(default_factory=dict,
-                                        description="Custom Ray resources per actor (node placement).")
     max_model_len: int = Field(1024, ge=64, description="Engine context length; longer prompts are quarantined.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="Engine dtype.")
     kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache in GiB (VLLM_CPU_KVCACHE_SPACE).")
@@ -131,7 +149,7 @@ VARIANT_NAMES = ("answer_only", "decision_points", "plan", "full", "full_no_fill
 ROLE_NAMES = ("plan", "compute", "check", "answer", "filler")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(_Placement):
     student: str = Field(description="Embedded model name, HF model id, or local path of the student.")
     supervision: dict[str, float] = Field(
         default_factory=lambda: {"full": 1.0},
@@ -191,7 +209,7 @@ class PromptStyle(_Strict):
                          "a direct answer); kept in the scored text.")
 
 
-class EvalConfig(_Strict):
+class EvalConfig(_Placement):
     in_distribution: list[SourceConfig] = Field(
         default_factory=list, description="Held-out problems of the training tasks. Any problem_id also in "
         "the training problems is dropped and counted (the split is checked by problem_id).")
@@ -271,9 +289,33 @@ class RayConfig(_Strict):
         "teacher pauses (backpressure) instead of buffering without bound. None: Ray Data's default share.")
 
 
+class StorageConfig(_Strict):
+    uri: str | None = Field(
+        None, description="Shared storage for the run's metrics: a path or any fsspec URL (s3://bucket/distill, "
+        "gs://..., file:///mnt/shared). TensorBoard logs, summary.json, events, timeline, report and the "
+        "resolved config are mirrored to <uri>/<run_id>/ while the run goes (every sync_every_s) and at its "
+        "end, so they do not stay on whichever node the driver ran on. None: only output_dir.")
+    sync_every_s: float = Field(30.0, gt=0, description="Seconds between mirror passes during a run.")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_protocol(cls, v: str | None) -> str | None:
+        if v:
+            import fsspec
+
+            protocol = fsspec.utils.get_protocol(v)
+            try:
+                fsspec.get_filesystem_class(protocol)
+            except (ValueError, ImportError) as e:
+                raise ValueError(f"fsspec cannot open {protocol}:// here ({e})") from None
+        return v
+
+
 class RunConfig(_Strict):
     name: str = Field("run", description="Recipe name; prefix of the run id.")
-    output_dir: str = Field("runs", description="Where runs/<run_id>/ is written.")
+    output_dir: str = Field("runs", description="Where <run_id>/ is written. On a multi-node cluster, an absolute "
+                            "path every node mounts (the trace store is written by scorers on any node and "
+                            "read by trainers on any node).")
     seed: int = Field(0, description="Seed for everything that draws random numbers.")
     sources: list[SourceConfig] = Field(min_length=1, description="Problem sources, concatenated.")
     source_blocks: int = Field(8, ge=1, description="Blocks the problem dataset is cut into; one block "
@@ -285,6 +327,7 @@ class RunConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation of students.")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="`distill sweep`: one student per variant.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Where metrics are mirrored.")
 
 
 class ConfigError(ValueError):

@@ -45,7 +45,7 @@ class RunMetrics:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), flush_secs=10)
 
     # -- ingest ----------------------------------------------------------------------------
     def add(self, ev: dict) -> None:
@@ -163,6 +163,19 @@ def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+_NODE_ID: str | None = None
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on (events say where each stage ran: summary["placement"])."""
+    global _NODE_ID
+    if _NODE_ID is None:
+        import ray
+
+        _NODE_ID = ray.get_runtime_context().get_node_id()
+    return _NODE_ID
+
+
 def emit(sink, ev: dict) -> None:
     """Send a stage event: `sink` is a ray.util.queue.Queue (in a run), a list (tests) or None."""
     if sink is None:
@@ -171,6 +184,8 @@ def emit(sink, ev: dict) -> None:
         sink.append(ev)
         return
     try:
+        if "node" not in ev:
+            ev = {**ev, "node": _node_id()}
         sink.put_nowait(ev)
     except Exception as e:  # metrics must never take a stage down
         print(f"[distill] dropped a metrics event ({type(e).__name__}: {e})")

@@ -26,21 +26,33 @@ def evaluator_options(ev: EvalConfig, seed: int, trust_remote_code: bool = False
 
 
 def remote_options(ev: EvalConfig) -> dict:
-    return {"num_cpus": ev.num_cpus, "num_gpus": ev.num_gpus}
+    """Ray options of an evaluator task: its CPUs/GPUs and placement (custom resources, node labels)."""
+    from pipelines.stages import placement
+
+    return {"num_cpus": ev.num_cpus, "num_gpus": ev.num_gpus, **placement(ev)}
 
 
-def _evaluate(model_path: str, requests: list[dict], options: dict) -> dict:
-    from actors.evaluator import Evaluator
-
-    return Evaluator(model_path, **options).run(requests)
-
-
-def evaluate_task(ev: EvalConfig):
-    """`_evaluate` as a Ray task with the evaluator's resources. max_calls=1: the worker process exits
-    after one evaluation, so the engine's memory goes with it."""
+def _evaluate(model, requests: list[dict], options: dict) -> dict:
+    """Score `model` (an HF directory path, or a ray.train.Checkpoint fetched here, on the evaluator's
+    own node) on `requests`; the result says which node did it."""
     import ray
 
-    return ray.remote(max_calls=1)(_evaluate).options(**remote_options(ev))
+    from actors.evaluator import Evaluator
+
+    if isinstance(model, str):
+        res = Evaluator(model, **options).run(requests)
+    else:
+        with model.as_directory() as d:
+            res = Evaluator(d, **options).run(requests)
+    return {**res, "node": ray.get_runtime_context().get_node_id()}
+
+
+def evaluate_task(resources: dict):
+    """`_evaluate` as a Ray task with these Ray options (see remote_options). max_calls=1: the worker
+    process exits after one evaluation, so the engine's memory goes with it."""
+    import ray
+
+    return ray.remote(max_calls=1)(_evaluate).options(**resources)
 
 
 def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | None = None) -> dict:
@@ -49,6 +61,8 @@ def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | 
     ev = {"stage": "eval", "actor": f"eval {model}", "model": model, "t0": t0, "t1": time.time(), "step": step,
           "epoch": epoch, "rows_in": len(result["predictions"]), "rows_out": len(result["predictions"]),
           "count/tokens": result["tokens"]}
+    if result.get("node"):
+        ev["node"] = result["node"]
     for split, by_model in s.items():
         ev[f"acc/{split}"] = by_model[model]["accuracy"]
     return ev
@@ -59,7 +73,7 @@ class EvalRunner:
 
     def __init__(self, ev: EvalConfig, seed: int, events=None, trust_remote_code: bool = False):
         self.options = evaluator_options(ev, seed, trust_remote_code)
-        self.task = evaluate_task(ev)
+        self.task = evaluate_task(remote_options(ev))
         self.events, self.results, self.errors, self.submitted = events, {}, {}, set()
         self._q: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="distill-eval", daemon=True)
@@ -105,8 +119,7 @@ def validate_checkpoint(checkpoint, requests_file: str, out_dir: str, options: d
 
     t0 = time.time()
     requests = json.loads(Path(requests_file).read_text())
-    with checkpoint.as_directory() as d:
-        res = ray.get(ray.remote(max_calls=1)(_evaluate).options(**resources).remote(d, requests, options))
+    res = ray.get(evaluate_task(resources).remote(checkpoint, requests, options))
     s = summarize({"student": res["predictions"]})["splits"]
     metrics = {f"eval/{split}/accuracy": m["student"]["accuracy"] for split, m in s.items()}
     out = Path(out_dir)

@@ -33,16 +33,10 @@ def new_run_dir(cfg: RunConfig, prefix: str | None = None) -> tuple[str, Path]:
 def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     """Run a recipe; with `resume_dir`, finish that run instead (the trace store is the ledger:
     committed traces are replayed, not generated again; training resumes from its last checkpoint)."""
-    from ray.util.queue import Queue
-
-    from cluster.session import ray_session
-    from distill.evalsuite import build_requests, load_suite
-    from pipelines.evaluate import EvalRunner, eval_summary, in_loop_curve, write_predictions
-    from pipelines.stages import EventPump, generation_stream, student_trainer
-
     # 1. Set up: run dir, resolved config, models, problems, the held-out eval suite.
     teacher_path = resolve_model(cfg.teacher.model)  # a bad model path fails before any run dir exists
     student_path = resolve_model(cfg.train.student)
+    check_output_dir(cfg)
     if resume_dir is None:
         run_id, run_dir = new_run_dir(cfg)
         (run_dir / "config.yaml").write_text(_yaml(cfg))
@@ -51,6 +45,42 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
         run_id = run_dir.name
     t_start = time.time()
     print(f"[distill] {'resuming' if resume_dir else 'run'} {run_id} -> {run_dir}")
+    mirror = None
+    if cfg.storage.uri:
+        from distill.mirror import Mirror
+
+        mirror = Mirror(cfg.storage.uri, run_dir, run_id, cfg.storage.sync_every_s).start()
+        print(f"[distill] metrics mirrored to {mirror.url}")
+    try:
+        return _pipeline(cfg, run_id, run_dir, t_start, teacher_path, student_path, resume_dir, mirror)
+    finally:
+        if mirror is not None:  # also after a failure: the metrics so far reach shared storage
+            print(f"[distill] metrics mirror: {mirror.close()} file(s) in the final pass -> {mirror.url}")
+
+
+def check_output_dir(cfg: RunConfig) -> None:
+    """A relative output_dir under `ray job submit` would land in the job's temporary copy of the
+    working dir, on whichever node runs the driver: refuse it (exit 2) before anything is written."""
+    import os
+
+    from distill.config import ConfigError
+
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and not Path(cfg.output_dir).is_absolute():
+        raise ConfigError(f"output_dir: {cfg.output_dir!r} is relative, and this is a Ray job: its working dir "
+                          "is a temporary copy. Use an absolute path on storage every node shares "
+                          "(--set output_dir=/mnt/shared/runs), and storage.uri for metrics.")
+
+
+def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teacher_path, student_path,
+              resume_dir, mirror) -> dict:
+    from ray.util.queue import Queue
+
+    from cluster.planner import ensure_fits, node_view, observed_placement
+    from cluster.session import alive_nodes, ray_session
+    from distill.evalsuite import build_requests, load_suite
+    from pipelines.evaluate import EvalRunner, eval_summary, in_loop_curve, write_predictions
+    from pipelines.stages import EventPump, generation_stream, student_trainer
+
     store = TraceStore(run_dir / "store")
     loaded = load_problems(cfg.sources)
     store.append_quarantine(loaded.quarantined)
@@ -75,9 +105,11 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     results, eval_errors = {}, {}
     student_dir = run_dir / "student"
     with ray_session(cfg.ray) as ray:
-        from cluster.planner import ensure_fits
-
-        ensure_fits(cfg, ray.nodes())  # every stage runs at once: the cluster must hold them all
+        nodes = alive_nodes(ray)
+        ensure_fits(cfg, nodes)  # every stage runs at once: the cluster must hold them all
+        if len(nodes) > 1 and not Path(cfg.output_dir).is_absolute():
+            print(f"[distill] warning: output_dir {cfg.output_dir!r} is relative on a {len(nodes)}-node cluster; "
+                  "scorers and trainers on other nodes need it on shared storage", flush=True)
         events = Queue(actor_options={"num_cpus": 0})
         runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code) if suite else None
 
@@ -106,6 +138,7 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
                     runner.submit("student", str(student_dir), requests)
                 results = runner.wait()
                 eval_errors = runner.errors
+        nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
     wall_s = time.time() - t_start
 
     # 4. Finish: summary, eval object, timeline, TensorBoard hparams, report.
@@ -119,7 +152,10 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
         "stored_trace_rows": store.physical_trace_rows(),
         "quarantine_rows": store.quarantine().num_rows,
         "student_checkpoint": str(student_dir) if checkpoint is not None else None,
-        "eval_after_training_s": round(time.time() - t_trained, 1)})
+        "eval_after_training_s": round(time.time() - t_trained, 1),
+        "placement": observed_placement(metrics.events, nodes),
+        "cluster_nodes": [node_view(n) for n in nodes if n.get("Alive")],
+        "metrics_uri": mirror.url if mirror else None})
     if suite is not None:
         models = {**baselines, **({"student": student_dir} if checkpoint is not None else {})}
         summary["eval"] = eval_summary(suite, results, models, eval_errors)
@@ -171,6 +207,11 @@ def _print_summary(s: dict) -> None:
           f"{st['train']['tokens_per_s']} tok/s, first step at {st['train']['first_step_at']}s, "
           f"final loss {st['train']['final_loss']}")
     print(f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   student: {s['student_checkpoint']}")
+    if len(s.get("cluster_nodes", [])) > 1:  # on a cluster: where each stage ran
+        for stage, where in s["placement"].items():
+            print(f"  {stage:<7}ran on " + "; ".join(
+                f"{p['node_id'][:8]} {p['labels'] or ''}{p['custom_resources'] or ''} ({p['events']} events)".replace("  ", " ")
+                for p in where))
     ev = s.get("eval")
     if ev:
         models = [m for m in ("teacher", "untrained", "student") if m in ev["models"]]

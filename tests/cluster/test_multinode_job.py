@@ -1,0 +1,141 @@
+"""A real multi-node Ray cluster on one machine, and `distill run smoke` submitted to it as a Ray job.
+
+Three separate `ray start` processes: a head with no room for any stage, a node labelled role=teacher
+(custom resource teacher_node) and a node labelled role=trainer (custom resource trainer_node). The job
+is submitted with `ray job submit --working-dir <repo>` and placement comes only from config overrides:
+teacher and training by node label, the evaluator by custom resource. What the job reports about where
+each stage ran is checked against the node ids Ray's state API gives for the nodes this test started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # the venv whose `ray` and `distill` the cluster runs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"ray {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # A short temp dir: Ray's unix sockets live under it and their paths are limited to 107 bytes.
+    temp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")
+    # Token authentication on, as on a real cluster, with this cluster's own token: every `ray start`,
+    # the job CLI and the clients below carry it in their environment.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = _free_port(), _free_port()
+    common = ["--disable-usage-stats"]
+    try:
+        _ray("start", "--head", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}", *common, env=env)
+        address = f"127.0.0.1:{gcs}"
+        _ray("start", f"--address={address}", "--num-cpus=2", "--labels=role=teacher",
+             '--resources={"teacher_node": 1}', *common, env=env)
+        _ray("start", f"--address={address}", "--num-cpus=4", "--labels=role=trainer",
+             '--resources={"trainer_node": 4}', *common, env=env)
+        dashboard = f"http://127.0.0.1:{dash}"
+        t_end = time.time() + 120
+        nodes = []
+        while time.time() < t_end:
+            r = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", dashboard, "--format", "json"],
+                               env=env, capture_output=True, text=True, timeout=60)
+            if r.returncode == 0:  # else the dashboard is still starting
+                nodes = [n for n in json.loads(r.stdout) if n["state"] == "ALIVE"]
+                if len(nodes) == 3:
+                    break
+            time.sleep(1)
+        assert len(nodes) == 3, f"the cluster never had 3 live nodes: {nodes}"
+        yield {"dashboard": dashboard, "env": env, "nodes": nodes}
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _node_with(nodes, key: str, value: str) -> str:
+    (node,) = [n for n in nodes if n["labels"].get(key) == value]
+    return node["node_id"]
+
+
+def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
+    """Status, runtime_env and logs of a job, from Ray's job client (run with the cluster's token)."""
+    code = ("import json, sys; from ray.job_submission import JobSubmissionClient as C; c = C(sys.argv[1]); "
+            "i = c.get_job_info(sys.argv[2]); print(json.dumps({'status': str(i.status), "
+            "'runtime_env': i.runtime_env, 'logs': c.get_job_logs(sys.argv[2])}))")
+    r = subprocess.run([sys.executable, "-c", code, dashboard, job_id], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_path):
+    out, shared = tmp_path / "runs", tmp_path / "shared-metrics"
+    job_id = f"distill-multinode-{uuid.uuid4().hex[:8]}"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO),
+           "--submission-id", job_id, "--",
+           "distill", "run", "smoke", "--set", f"output_dir={out}", "--set", f"storage.uri=file://{shared}",
+           "--set", "teacher.labels.role=teacher", "--set", "train.labels.role=trainer",
+           "--set", "eval.resources.trainer_node=1",
+           # A smaller suite than the recipe's: placement, not evaluation, is under test here.
+           "--set", "eval.related=[]", "--set", "eval.prompt_styles={}"]
+    t0 = time.time()
+    r = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    wall = time.time() - t0
+    logs = r.stdout + r.stderr
+    assert r.returncode == 0, logs[-6000:]
+
+    info = _job_info(cluster["dashboard"], job_id, cluster["env"])
+    assert info["status"] == "SUCCEEDED"
+    # The project went to the cluster as a runtime_env package, not from this checkout's path.
+    assert info["runtime_env"]["working_dir"].startswith("gcs://")
+    assert re.search(r"\[distill\] joined the Ray cluster at \S+: 3 node\(s\)", info["logs"]), info["logs"][-3000:]
+
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    s = json.loads((run / "summary.json").read_text())
+    teacher_node = _node_with(cluster["nodes"], "role", "teacher")
+    trainer_node = _node_with(cluster["nodes"], "role", "trainer")
+    place = s["placement"]
+    print(f"\nsmoke via ray job submit: {wall:.0f}s wall (summary wall_s {s['wall_s']}); placement "
+          + json.dumps({st: [(p["node_id"][:8], p["labels"], p["events"]) for p in ps] for st, ps in place.items()}))
+    assert len(s["cluster_nodes"]) == 3
+    assert [p["node_id"] for p in place["teacher"]] == [teacher_node]  # every teacher event, one node
+    assert place["teacher"][0]["labels"] == {"role": "teacher"}
+    assert sum(p["events"] for p in place["teacher"]) >= 6  # 24 problems in batches of 4
+    assert [p["node_id"] for p in place["train"]] == [trainer_node]
+    assert place["train"][0]["events"] == s["stages"]["train"]["steps"] > 0
+    assert {p["node_id"] for p in place["eval"]} == {trainer_node}  # by custom resource trainer_node
+    assert {m for m in s["eval"]["models"]} >= {"teacher", "untrained", "student"}
+    assert s["stages"]["teacher"]["problems"] == 24 and s["stored_traces"] == 24
+    assert (run / "student" / "config.json").is_file()
+
+    # Metrics reached the shared storage named by config, not only the driver's run dir.
+    mirrored = shared / run.name
+    assert json.loads((mirrored / "summary.json").read_text())["run_id"] == s["run_id"]
+    assert s["metrics_uri"] == f"file://{shared}/{run.name}"
+    assert list((mirrored / "tensorboard").glob("events.out.tfevents.*"))
+    assert (mirrored / "report.html").is_file() and (mirrored / "events.jsonl").is_file()
