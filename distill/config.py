@@ -114,6 +114,8 @@ class TeacherConfig(_ActorPool):
                                     "batch_size x concurrent_batches x replicas.")
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs reserved per teacher actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per teacher actor (engine).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of its GPU's memory a teacher "
+                                          "engine may take (weights + KV cache); GPU engines only.")
     max_model_len: int = Field(1024, ge=64, description="Engine context length; longer prompts are quarantined.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="Engine dtype.")
     kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache in GiB (VLLM_CPU_KVCACHE_SPACE).")
@@ -302,13 +304,12 @@ class StorageConfig(_Strict):
     def _known_protocol(cls, v: str | None) -> str | None:
         if v:
             import fsspec
+            from fsspec.registry import known_implementations, registry
 
             protocol = fsspec.utils.get_protocol(v)
-            try:
-                fsspec.get_filesystem_class(protocol)
-            except (ValueError, ImportError) as e:
-                raise ValueError(f"fsspec cannot open {protocol}:// here ({e})") from None
-        return v
+            if protocol not in known_implementations and protocol not in registry:
+                raise ValueError(f"fsspec knows no protocol {protocol!r}") from None
+        return v  # the protocol's package (s3fs, gcsfs, ...) is checked when the run starts
 
 
 class RunConfig(_Strict):

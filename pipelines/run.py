@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from distill.config import RunConfig
+from distill.config import ConfigError, RunConfig
 from distill.metrics import RunMetrics, write_json
 from distill.models import resolve_model
 from distill.sources import load_problems
@@ -49,7 +49,10 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     if cfg.storage.uri:
         from distill.mirror import Mirror
 
-        mirror = Mirror(cfg.storage.uri, run_dir, run_id, cfg.storage.sync_every_s).start()
+        try:
+            mirror = Mirror(cfg.storage.uri, run_dir, run_id, cfg.storage.sync_every_s).start()
+        except ImportError as e:  # e.g. s3:// without s3fs installed
+            raise ConfigError(f"storage.uri: {e}") from None
         print(f"[distill] metrics mirrored to {mirror.url}")
     try:
         return _pipeline(cfg, run_id, run_dir, t_start, teacher_path, student_path, resume_dir, mirror)
@@ -62,8 +65,6 @@ def check_output_dir(cfg: RunConfig) -> None:
     """A relative output_dir under `ray job submit` would land in the job's temporary copy of the
     working dir, on whichever node runs the driver: refuse it (exit 2) before anything is written."""
     import os
-
-    from distill.config import ConfigError
 
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and not Path(cfg.output_dir).is_absolute():
         raise ConfigError(f"output_dir: {cfg.output_dir!r} is relative, and this is a Ray job: its working dir "

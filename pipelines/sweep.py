@@ -128,7 +128,8 @@ def train_students(cfg: RunConfig, store_root: str, student_path: str, run_dir: 
                    "prompt": cfg.prompt.model_dump(), "seed": cfg.seed, "threads": sw.threads_per_trial,
                    "store_root": store_root, "student_path": student_path, "out_dir": str(run_dir / "students")}
     tuner = tune.Tuner(
-        tune.with_resources(train_variant, {"cpu": cfg.train.num_cpus_per_worker}),
+        # Trials honour train.resources (custom resources); Tune has no node-label selector per trial.
+        tune.with_resources(train_variant, {"cpu": cfg.train.num_cpus_per_worker, **cfg.train.resources}),
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=sw.parallel),
         run_config=tune.RunConfig(name="sweep", storage_path=str((run_dir / "ray_tune").resolve()), verbose=1))

@@ -55,3 +55,49 @@ def test_ensure_fits_raises_with_every_shortfall():
     with pytest.raises(PlanError, match="does not fit the cluster:\n  teacher: no node can host one replica"):
         ensure_fits(cfg, [_node(8)])
     assert [d.stage for d in ensure_fits(cfg, [_node(8, 1)])] == ["teacher", "scorer", "train", "eval"]
+
+
+def _labelled(cpu, gpu, **labels):
+    return {**_node(cpu, gpu), "Labels": labels}
+
+
+def test_label_selectors_follow_rays_syntax():
+    from cluster.planner import label_matches
+
+    node = {"role": "teacher", "zone": "a"}
+    assert label_matches({}, node) and label_matches({"role": "teacher"}, node)
+    assert not label_matches({"role": "trainer"}, node) and not label_matches({"gpu": "a10g"}, node)
+    assert label_matches({"role": "!trainer"}, node) and not label_matches({"role": "!teacher"}, node)
+    assert label_matches({"role": "!trainer", "gpu": "!x"}, node)  # absent counts as "not x"
+    assert label_matches({"zone": "in(a, b)"}, node) and not label_matches({"zone": "in(b,c)"}, node)
+    assert label_matches({"zone": "!in(b,c)"}, node) and not label_matches({"zone": "!in(a)"}, node)
+
+
+def test_stages_sharing_a_label_selector_must_fit_together_on_those_nodes():
+    cfg = load_config("quickstart", ["teacher.num_gpus=1", "teacher.replicas_max=3", "teacher.labels.role=teacher",
+                                     "eval.num_gpus=1", "eval.labels.role=teacher",
+                                     "train.use_gpu=true", "train.labels.role=trainer"])
+    nodes = [_labelled(16, 4, role="teacher"), _labelled(16, 2, role="trainer")]
+    assert check(plan(cfg), nodes) == []  # 3 + 1 GPUs on the teacher node, 1 on the trainer node
+    cfg.teacher.replicas_max = 4  # 5 GPUs wanted where there are 4, though the cluster has 6 in all
+    assert check(plan(cfg), nodes) == ["GPU on nodes labelled role=teacher: the stages need 5 (teacher 4 x 1 "
+                                       "+ eval 1 x 1) but those nodes have 4"]
+    cfg.train.labels = {"role": "gpu-box"}
+    assert "train: no node can host one replica (CPU=1, GPU=1, label role=gpu-box)" in check(plan(cfg), nodes)
+
+
+def test_observed_placement_names_each_stages_nodes():
+    from cluster.planner import observed_placement
+
+    nodes = [{"NodeID": "n1", "NodeManagerAddress": "10.0.0.1", "Alive": True,
+              "Resources": {"CPU": 4, "teacher_node": 1, "node:10.0.0.1": 1}, "Labels": {"role": "teacher",
+                                                                                     "ray.io/node-id": "n1"}},
+             {"NodeID": "n2", "NodeManagerAddress": "10.0.0.2", "Alive": False,
+              "Resources": {"CPU": 4, "node:__internal_head__": 1}, "Labels": {}}]
+    events = {"teacher": [{"actor": "t@h:1", "node": "n1"}, {"actor": "t@h:2", "node": "n1"}],
+              "train": [{"actor": "w@h:3", "node": "n2"}, {"actor": "w@h:3", "node": "n2"}, {"actor": "x"}]}
+    got = observed_placement(events, nodes)
+    assert got["teacher"] == [{"node_id": "n1", "address": "10.0.0.1", "labels": {"role": "teacher"},
+                               "custom_resources": {"teacher_node": 1}, "head": False, "events": 2,
+                               "actors": ["t@h:1", "t@h:2"]}]
+    assert got["train"][0]["node_id"] == "n2" and got["train"][0]["head"] and got["train"][0]["events"] == 2
