@@ -27,6 +27,11 @@ With an eval suite in the recipe, every checkpoint is evaluated while training g
 and untrained student are evaluated as baselines once generation ends, the final student on the
 whole suite, and the run ends with report.html / report.md (see `distill eval --help`).
 An invalid config exits with code 2 and names the field.
+
+On a cluster: `distill run RECIPE --address auto` after `ray start --head`, or as a Ray job,
+  ray job submit --address http://<head>:8265 --working-dir . -- distill run RECIPE --set output_dir=/shared/runs
+(the job's driver joins the cluster by RAY_ADDRESS). Stages are placed by `resources` and `labels` in
+each stage's config; `distill plan RECIPE --cluster FILE` checks the fit first.
 """
 
 
