@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 EXTRA   ?= cpu
 STAMP   := $(VENV)/.distill-installed
 
-.PHONY: setup models quickstart smoke test test-unit clean
+.PHONY: setup models quickstart smoke test test-unit bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: models
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
+
+# smoke on embedded Ray vs `ray job submit` to a 3-node cluster on this machine, side by side
+bench-cluster: models
+	$(BIN)/python benchmarks/submit_vs_embedded.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,6 +1,6 @@
 """A real multi-node Ray cluster on one machine, and `distill run smoke` submitted to it as a Ray job.
 
-Three separate `ray start` processes: a head with no room for any stage, a node labelled role=teacher
+Three separate `ray start` processes (cluster/local.py): a 1-CPU head, a node labelled role=teacher
 (custom resource teacher_node) and a node labelled role=trainer (custom resource trainer_node). The job
 is submitted with `ray job submit --working-dir <repo>` and placement comes only from config overrides:
 teacher and training by node label, the evaluator by custom resource. What the job reports about where
@@ -9,18 +9,16 @@ each stage ran is checked against the node ids Ray's state API gives for the nod
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from cluster.local import NodeSpec, local_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 
@@ -28,58 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv whose `ray` and `distill` the cluster runs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray(*args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, f"ray {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    # A short temp dir: Ray's unix sockets live under it and their paths are limited to 107 bytes.
-    temp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")
-    # Token authentication on, as on a real cluster, with this cluster's own token: every `ray start`,
-    # the job CLI and the clients below carry it in their environment.
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash = _free_port(), _free_port()
-    common = ["--disable-usage-stats"]
-    try:
-        _ray("start", "--head", f"--port={gcs}", "--num-cpus=1", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}", *common, env=env)
-        address = f"127.0.0.1:{gcs}"
-        _ray("start", f"--address={address}", "--num-cpus=2", "--labels=role=teacher",
-             '--resources={"teacher_node": 1}', *common, env=env)
-        _ray("start", f"--address={address}", "--num-cpus=4", "--labels=role=trainer",
-             '--resources={"trainer_node": 4}', *common, env=env)
-        dashboard = f"http://127.0.0.1:{dash}"
-        t_end = time.time() + 120
-        nodes = []
-        while time.time() < t_end:
-            r = subprocess.run([str(BIN / "ray"), "list", "nodes", "--address", dashboard, "--format", "json"],
-                               env=env, capture_output=True, text=True, timeout=60)
-            if r.returncode == 0:  # else the dashboard is still starting
-                nodes = [n for n in json.loads(r.stdout) if n["state"] == "ALIVE"]
-                if len(nodes) == 3:
-                    break
-            time.sleep(1)
-        assert len(nodes) == 3, f"the cluster never had 3 live nodes: {nodes}"
-        yield {"dashboard": dashboard, "env": env, "nodes": nodes}
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _node_with(nodes, key: str, value: str) -> str:
-    (node,) = [n for n in nodes if n["labels"].get(key) == value]
-    return node["node_id"]
+    # The head has room for no stage that asks for a label or a custom resource.
+    with local_cluster([NodeSpec(2, {"role": "teacher"}, {"teacher_node": 1}),
+                        NodeSpec(4, {"role": "trainer"}, {"trainer_node": 4})], head_cpus=1, bin_dir=BIN) as c:
+        yield c
 
 
 def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
@@ -96,7 +48,7 @@ def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
 def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_path):
     out, shared = tmp_path / "runs", tmp_path / "shared-metrics"
     job_id = f"distill-multinode-{uuid.uuid4().hex[:8]}"
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO),
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO),
            "--submission-id", job_id, "--",
            "distill", "run", "smoke", "--set", f"output_dir={out}", "--set", f"storage.uri=file://{shared}",
            "--set", "teacher.labels.role=teacher", "--set", "train.labels.role=trainer",
@@ -104,12 +56,12 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
            # A smaller suite than the recipe's: placement, not evaluation, is under test here.
            "--set", "eval.related=[]", "--set", "eval.prompt_styles={}"]
     t0 = time.time()
-    r = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    r = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     wall = time.time() - t0
     logs = r.stdout + r.stderr
     assert r.returncode == 0, logs[-6000:]
 
-    info = _job_info(cluster["dashboard"], job_id, cluster["env"])
+    info = _job_info(cluster.dashboard, job_id, cluster.env)
     assert info["status"] == "SUCCEEDED"
     # The project went to the cluster as a runtime_env package, not from this checkout's path.
     assert info["runtime_env"]["working_dir"].startswith("gcs://")
@@ -117,8 +69,7 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
 
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     s = json.loads((run / "summary.json").read_text())
-    teacher_node = _node_with(cluster["nodes"], "role", "teacher")
-    trainer_node = _node_with(cluster["nodes"], "role", "trainer")
+    teacher_node, trainer_node = cluster.node_id(role="teacher"), cluster.node_id(role="trainer")
     place = s["placement"]
     print(f"\nsmoke via ray job submit: {wall:.0f}s wall (summary wall_s {s['wall_s']}); placement "
           + json.dumps({st: [(p["node_id"][:8], p["labels"], p["events"]) for p in ps] for st, ps in place.items()}))
