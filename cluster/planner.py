@@ -82,44 +82,42 @@ def cluster_totals(nodes: list[dict]) -> dict[str, float]:
     return totals
 
 
+def _want(d: Demand) -> str:
+    """One replica's demand, for people: 'CPU=4, GPU=1, label role=teacher'."""
+    return ", ".join([f"{k}={v:g}" for k, v in d.per_replica.items() if v] +
+                     [f"label {k}={v}" for k, v in d.labels.items()])
+
+
+def _shortfalls(demands: list[Demand], have: dict[str, float], where: str, have_name: str) -> list[str]:
+    """Each resource the demands together need more of than `have`, as a sentence."""
+    need: dict[str, float] = {}
+    for d in demands:
+        for k, v in d.total().items():
+            need[k] = need.get(k, 0.0) + v
+    out = []
+    for k, v in sorted(need.items()):
+        if v > have.get(k, 0.0) + 1e-9:
+            parts = " + ".join(f"{d.stage} {d.replicas} x {d.per_replica[k]:g}" for d in demands if d.per_replica.get(k))
+            out.append(f"{k}{where}: the stages need {v:g} ({parts}) but {have_name} {have.get(k, 0.0):g}")
+    return out
+
+
 def check(demands: list[Demand], nodes: list[dict]) -> list[str]:
     """Every way the plan does not fit, as sentences naming the stage and the shortfall; [] if it fits."""
     alive = [n for n in nodes if n.get("Alive", True)]
-    problems = []
-    for d in demands:  # each replica must fit on a single node whose labels match
-        if d.replicas and not any(_hosts(node, d) for node in alive):
-            want = ", ".join([f"{k}={v:g}" for k, v in d.per_replica.items() if v] +
-                             [f"label {k}={v}" for k, v in d.labels.items()])
-            problems.append(f"{d.stage}: no node can host one replica ({want})")
+    problems = [f"{d.stage}: no node can host one replica ({_want(d)})"  # a replica fits on one matching node
+                for d in demands if d.replicas and not any(_hosts(node, d) for node in alive)]
     # Stages with the same label selector share the matching nodes: their sum must fit there.
     selectors = []
     for d in demands:
         if d.labels and d.labels not in selectors:
             selectors.append(d.labels)
     for sel in selectors:
-        group = [d for d in demands if d.labels == sel]
         pool = cluster_totals([n for n in alive if label_matches(sel, n.get("Labels", {}))])
-        need_here: dict[str, float] = {}
-        for d in group:
-            for k, v in d.total().items():
-                need_here[k] = need_here.get(k, 0.0) + v
-        for k, v in sorted(need_here.items()):
-            if v > pool.get(k, 0.0) + 1e-9:
-                parts = " + ".join(f"{d.stage} {d.replicas} x {d.per_replica[k]:g}" for d in group if d.per_replica.get(k))
-                where = ",".join(f"{a}={b}" for a, b in sel.items())
-                problems.append(f"{k} on nodes labelled {where}: the stages need {v:g} ({parts}) but those "
-                                f"nodes have {pool.get(k, 0.0):g}")
-    totals = cluster_totals(nodes)
-    need: dict[str, float] = {}
-    for d in demands:
-        for k, v in d.total().items():
-            need[k] = need.get(k, 0.0) + v
-    for k, v in sorted(need.items()):
-        have = totals.get(k, 0.0)
-        if v > have + 1e-9:
-            parts = " + ".join(f"{d.stage} {d.replicas} x {d.per_replica[k]:g}" for d in demands if d.per_replica.get(k))
-            problems.append(f"{k}: the stages need {v:g} ({parts}) but the cluster has {have:g}")
-    return problems
+        where = ",".join(f"{a}={b}" for a, b in sel.items())
+        problems += _shortfalls([d for d in demands if d.labels == sel], pool, f" on nodes labelled {where}",
+                                "those nodes have")
+    return problems + _shortfalls(demands, cluster_totals(nodes), "", "the cluster has")
 
 
 def ensure_fits(cfg: RunConfig, nodes: list[dict]) -> list[Demand]:
@@ -213,9 +211,7 @@ def describe(demands: list[Demand], nodes: list[dict]) -> str:
     """The plan and the cluster as a table for people (`distill plan`)."""
     lines = ["stage      replicas  per replica", "-" * 60]
     for d in demands:
-        want = ", ".join([f"{k}={v:g}" for k, v in d.per_replica.items() if v] +
-                         [f"label {k}={v}" for k, v in d.labels.items()])
-        lines.append(f"{d.stage:<10} {d.replicas:>8}  {want}")
+        lines.append(f"{d.stage:<10} {d.replicas:>8}  {_want(d)}")
     totals = cluster_totals(nodes)
     shown = {k: v for k, v in totals.items() if k not in ("memory", "object_store_memory") and not k.startswith("node:")}
     lines.append(f"cluster: {sum(1 for n in nodes if n.get('Alive', True))} node(s); "
