@@ -52,8 +52,13 @@ class TraceStore:
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
-    def _read_dir(directory: Path, schema: pa.Schema) -> pa.Table:
-        parts = sorted(directory.glob("part-*.parquet")) if directory.exists() else []
+    def _parts(directory: Path) -> list[Path]:
+        """The committed parts of a table (temp files of writes in flight are not parts)."""
+        return sorted(directory.glob("part-*.parquet")) if directory.exists() else []
+
+    @classmethod
+    def _read_dir(cls, directory: Path, schema: pa.Schema) -> pa.Table:
+        parts = cls._parts(directory)
         if not parts:
             return schema.empty_table()
         tables = [pq.read_table(p, schema=schema) for p in parts]
@@ -80,13 +85,11 @@ class TraceStore:
 
     def trace_ids(self) -> set[str]:
         """The ledger: every committed trace_id (reads one column)."""
-        parts = sorted(self.traces_dir.glob("part-*.parquet")) if self.traces_dir.exists() else []
-        return {t for p in parts for t in pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()}
+        return {t for p in self._parts(self.traces_dir) for t in pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()}
 
     def physical_trace_rows(self) -> int:
         """Rows in all trace parts, before dedupe (equal to len(trace_ids()) when nothing is stored twice)."""
-        parts = sorted(self.traces_dir.glob("part-*.parquet")) if self.traces_dir.exists() else []
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self._parts(self.traces_dir))
 
     def quarantine(self) -> pa.Table:
         return self._read_dir(self.quarantine_dir, QUARANTINE_SCHEMA)
