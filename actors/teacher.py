@@ -21,13 +21,13 @@ import pyarrow as pa
 
 from distill.metrics import emit
 from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
+from distill.sources import teacher_messages
+from distill.store import TraceStore
 
 # What the teacher stage adds to a problem row (the rest of TRACE_SCHEMA is the scorer's).
 TEACHER_OUTPUT = TEACHER_INPUT + ("schema_version", "trace_id", "prompt", "teacher_model", "sampling", "sample_index",
                                   "text", "prompt_tokens", "completion_tokens", "finish_reason", "topk_logprobs",
                                   "generated_at")
-from distill.sources import teacher_messages
-from distill.store import TraceStore
 
 MIN_NEW_TOKENS = 16  # a prompt leaving fewer than this for the answer is quarantined as too long
 
@@ -96,7 +96,8 @@ class _TeacherBase:
     def _finish(self, t0: float, n_in: int, n_quarantined: int, kept, prompts, prompt_ids, outputs,
                 replayed: list[dict] | None = None) -> pa.Table:
         now = time.time()
-        rows = list(replayed or [])
+        replayed = replayed or []
+        rows = list(replayed)
         for p, text, ids, samples in zip(kept, prompts, prompt_ids, outputs):
             for j, s in enumerate(samples):
                 rows.append({**p, "schema_version": SCHEMA_VERSION,
@@ -108,8 +109,8 @@ class _TeacherBase:
                              "generated_at": now})
         emit(self.events, {"stage": "teacher", "actor": self.actor, "t0": t0, "t1": time.time(),
                            "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
-                           "count/tokens_out": sum(r["completion_tokens"] for r in rows[len(replayed or []):]),
-                           "count/replayed": len(replayed or []), "count/quarantined": n_quarantined})
+                           "count/tokens_out": sum(r["completion_tokens"] for r in rows[len(replayed):]),
+                           "count/replayed": len(replayed), "count/quarantined": n_quarantined})
         return to_table(rows, TRACE_SCHEMA)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

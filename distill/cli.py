@@ -189,11 +189,10 @@ def cmd_plan(args) -> int:
             return _error(f"--cluster: {e}")
         nodes = nodes_from_kuberay(doc) if isinstance(doc, dict) and "apiVersion" in doc else nodes_from_launcher(doc)
     else:
-        import ray
+        from cluster.session import alive_nodes, ray_session
 
-        ray.init(address=args.address or "auto", logging_level="ERROR", log_to_driver=False)
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        ray.shutdown()
+        with ray_session(cfg.ray.model_copy(update={"address": args.address or "auto"})) as ray:
+            nodes = alive_nodes(ray)
     demands = plan(cfg)
     print(describe(demands, nodes))
     problems = check(demands, nodes)

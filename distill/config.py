@@ -62,6 +62,12 @@ class PromptConfig(_Strict):
         "format demand 3-6/16 (the model then skips its reasoning).")
 
 
+def _check_k_samples(samples: int, temperature: float, hint: str = "") -> None:
+    """k samples per problem need sampling: at temperature 0 they would all be the same."""
+    if samples > 1 and temperature == 0:
+        raise ValueError(f"samples={samples} at temperature 0: greedy samples are all the same{hint}")
+
+
 class _Placement(_Strict):
     """Where a stage's replicas may run: custom Ray resources and a node-label selector."""
 
@@ -128,9 +134,7 @@ class TeacherConfig(_ActorPool):
 
     @model_validator(mode="after")
     def _k_samples(self) -> "TeacherConfig":
-        if self.samples > 1 and self.temperature == 0:
-            raise ValueError(f"samples={self.samples} at temperature 0: greedy samples are all the same; "
-                             "set temperature > 0 or samples: 1")
+        _check_k_samples(self.samples, self.temperature, "; set temperature > 0 or samples: 1")
         return self
 
 
@@ -256,8 +260,7 @@ class EvalConfig(_Placement):
 
     @model_validator(mode="after")
     def _styles(self) -> "EvalConfig":
-        if self.samples > 1 and self.temperature == 0:
-            raise ValueError(f"samples={self.samples} at temperature 0: greedy samples are all the same")
+        _check_k_samples(self.samples, self.temperature)
         if self.prompt_styles and not self.in_distribution:
             raise ValueError("prompt_styles ask the in_distribution problems: set eval.in_distribution")
         return self
