@@ -210,9 +210,9 @@ def _print_summary(s: dict) -> None:
     print(f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   student: {s['student_checkpoint']}")
     if len(s.get("cluster_nodes", [])) > 1:  # on a cluster: where each stage ran
         for stage, where in s["placement"].items():
-            print(f"  {stage:<7}ran on " + "; ".join(
-                f"{p['node_id'][:8]} {p['labels'] or ''}{p['custom_resources'] or ''} ({p['events']} events)".replace("  ", " ")
-                for p in where))
+            print(f"  {stage:<8}ran on " + "; ".join(
+                " ".join([p["node_id"][:8], *(str(d) for d in (p["labels"], p["custom_resources"]) if d),
+                          f"({p['events']} events)"]) for p in where))
     ev = s.get("eval")
     if ev:
         models = [m for m in ("teacher", "untrained", "student") if m in ev["models"]]
