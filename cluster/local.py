@@ -81,12 +81,14 @@ def local_cluster(workers: list[NodeSpec], head_cpus: int = 1, bin_dir: Path | N
         dashboard = f"http://127.0.0.1:{dash}"
         nodes: list[dict] = []
         t_end = time.time() + timeout
-        while time.time() < t_end and len(nodes) != 1 + len(workers):
+        while time.time() < t_end:
             try:  # the dashboard answers a little after `ray start` returns
                 out = _ray(bin_dir, "list", "nodes", "--address", dashboard, "--format", "json", env=env, timeout=60)
                 nodes = [n for n in json.loads(out) if n["state"] == "ALIVE"]
             except RuntimeError:
                 nodes = []
+            if len(nodes) == 1 + len(workers):
+                break
             time.sleep(1)
         if len(nodes) != 1 + len(workers):
             raise RuntimeError(f"the cluster never had {1 + len(workers)} live nodes: {nodes}")
