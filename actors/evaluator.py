@@ -15,7 +15,8 @@ from distill.evalsuite import prediction
 
 class Evaluator:
     def __init__(self, model_path: str, backend: str = "vllm", max_model_len: int = 1024, kv_cache_gib: int = 1,
-                 cpu_threads_bind: str | None = None, seed: int = 0, trust_remote_code: bool = False):
+                 cpu_threads_bind: str | None = None, seed: int = 0, trust_remote_code: bool = False,
+                 dtype: str | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         if cpu_threads_bind:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
@@ -24,18 +25,23 @@ class Evaluator:
         from distill.tokenize import ensure_chat_template
 
         self.backend, self.max_model_len, self.seed = backend, max_model_len, seed
+        import torch
+
+        from distill.hardware import engine_dtype
+
+        self.dtype = engine_dtype(dtype, torch.cuda.is_available())
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         ensure_chat_template(self.tokenizer)
         if backend == "vllm":
             from vllm import LLM
 
             self.llm = LLM(model=model_path, max_model_len=max_model_len, seed=seed, enforce_eager=True,
-                           dtype="bfloat16", disable_log_stats=True, trust_remote_code=trust_remote_code)
+                           dtype=self.dtype, disable_log_stats=True, trust_remote_code=trust_remote_code)
         else:
             import torch
             from transformers import AutoModelForCausalLM
 
-            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype),
                                                               trust_remote_code=trust_remote_code).eval()
 
     def prompt_ids(self, request: dict) -> list[int]:

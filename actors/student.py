@@ -1,9 +1,11 @@
 """Student training: `train_loop_per_worker` for Ray Train's TorchTrainer.
 
 Epoch 1 consumes accepted traces as a stream from the live pipeline (`get_dataset_shard`), so training
-starts while the teacher is still generating. Epochs >= 2 read the trace store instead: nothing is
-generated twice. Every rank runs the same number of steps in every epoch (equal streaming splits;
-equal shards of the store), otherwise DDP's collectives deadlock.
+starts while the teacher is still generating. Epochs >= 2 read the trace store instead (nothing is
+generated twice), reshuffled with a seeded permutation. Every rank runs the same number of micro-
+batches and optimizer steps in every epoch (equal streaming splits; equal shards of the store),
+otherwise DDP's collectives deadlock. What to train in which order, and at which learning rate, is
+decided by the pure functions of distill/training.py.
 """
 from __future__ import annotations
 
@@ -11,47 +13,95 @@ import os
 import socket
 import tempfile
 import time
-from typing import Iterator
+from contextlib import nullcontext
+from typing import Callable, Iterable
 
 from distill.metrics import emit
+from distill.prompts import messages_for, pick_style, style_of
 from distill.schema import TRAIN_INPUT, require_columns
-from distill.sources import teacher_messages
 from distill.tokenize import IGNORE, ensure_chat_template
-from distill.weights import collate_weighted, token_weights, weighted_loss
+from distill.training import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
+from distill.weights import collate_weighted, token_weights, weighted_loss_sum
 
-STATE_FILE = "trainer_state.pt"  # optimizer + scheduler (torch.save of tensors; loaded weights_only)
-POSITION_FILE = "trainer_position.json"  # epoch, batches done in it, epoch-1 trace ids trained
+STATE_FILE = "trainer_state.pt"  # optimizer, fp32 master weights (torch.save of tensors; loaded weights_only)
+POSITION_FILE = "trainer_position.json"  # epoch, batches done in it, epoch-1 trace ids trained, steps, horizon
 TRAINING_STATE_FILES = (STATE_FILE, POSITION_FILE)  # not part of the exported HF model directory
 
 
-def store_epoch_rows(store_root: str, supervision: dict[str, float], rank: int, world: int) -> list[dict]:
-    """The chosen supervision of every accepted trace, from the store; an equal shard per rank
-    (the remainder is dropped, so every rank runs the same number of steps)."""
+def store_training_rows(store_root: str, supervision: dict[str, float]) -> list[dict]:
+    """What epochs >= 2 train on: per accepted trace, the variant the mixture picks, if its re-check
+    passed (`ok`): the same rule as the live stream's (actors/scorer.py training_table)."""
     from distill.store import TraceStore
     from distill.variants import choose_variant
 
-    rows = [dict(r, trace_id=r["parent_trace_id"]) for r in TraceStore(store_root).variants().to_pylist()
+    return [dict(r, trace_id=r["parent_trace_id"]) for r in TraceStore(store_root).variants(ok_only=True).to_pylist()
             if r["variant"] == choose_variant(r["parent_trace_id"], supervision)]
-    per_rank = len(rows) // world
-    return rows[rank * per_rank:(rank + 1) * per_rank]
 
 
-def _batches(rows: list[dict], size: int) -> Iterator[list[dict]]:
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
+def store_epoch_batches(rows: list[dict], epoch: int, t: dict, seed: int, rank: int, world: int) -> list[list[dict]]:
+    """One rank's micro-batches of an epoch read from the store (shuffled, optionally length-grouped)."""
+    mine = epoch_rows(rows, epoch, seed, rank, world, t["shuffle"])
+    length = (lambda r: r.get("student_tokens") or len(r["text"])) if t["group_by_length"] else None
+    return micro_batches(mine, t["batch_size"], length, seed=seed * 1000 + epoch)
+
+
+class StreamHorizon:
+    """How many optimizer steps the run will take, estimated while epoch 1 still streams.
+
+    The stream's length is unknown until the teacher is done: the store says how many traces were
+    scored so far and how many training rows they gave, so the rows of the whole epoch are estimated
+    as rows_so_far x expected_traces / scored_so_far. Parts are immutable once committed, so each is
+    read once."""
+
+    def __init__(self, store_root: str, supervision: dict[str, float], expected_traces: int):
+        from distill.store import TraceStore
+
+        self.store, self.supervision, self.expected = TraceStore(store_root), supervision, expected_traces
+        self._trace_parts: dict[str, int] = {}
+        self._variant_parts: dict[str, int] = {}
+
+    def epoch_rows(self) -> float | None:
+        import pyarrow.parquet as pq
+
+        from distill.variants import choose_variant
+
+        for p in self.store._parts(self.store.traces_dir):
+            if p.name not in self._trace_parts:
+                self._trace_parts[p.name] = pq.ParquetFile(p).metadata.num_rows
+        for p in self.store._parts(self.store.variants_dir):
+            if p.name not in self._variant_parts:
+                t = pq.read_table(p, columns=["parent_trace_id", "variant", "ok"]).to_pylist()
+                self._variant_parts[p.name] = sum(1 for r in t if r["ok"] and r["variant"] == choose_variant(
+                    r["parent_trace_id"], self.supervision))
+        scored = sum(self._trace_parts.values())
+        if not scored:
+            return None
+        return sum(self._variant_parts.values()) * max(self.expected, scored) / scored
 
 
 class StudentStep:
-    """Model + optimiser + one `step(rows) -> metrics` (Ray-free, so it is testable on its own)."""
+    """Model + optimiser + one `step(micro_batches) -> metrics` (Ray-free, so it is testable on its own).
 
-    def __init__(self, cfg: dict, student_path: str, wrap=lambda m: m):
+    `reduce` sums a list of floats over all ranks (identity on one process): the trained-token count
+    of an optimizer step is global, so the loss is a token mean over the whole effective batch, and a
+    step in which no rank has a token to train is skipped by every rank alike (no AdamW update, no
+    schedule step: AdamW's momentum and weight decay would otherwise move the weights on nothing)."""
+
+    def __init__(self, cfg: dict, student_path: str, wrap=lambda m: m,
+                 reduce: Callable[[list[float]], list[float]] = lambda xs: xs, world: int = 1):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        t = cfg["train"]
-        self.cfg, self.prompt = t, cfg["prompt"]
+        from distill.hardware import train_bf16
+
+        t = dict(cfg["train"])
+        self.bf16 = t["bf16"] = train_bf16(t.get("bf16"), torch.cuda.is_available() and t.get("use_gpu", False))
+        self.cfg, self.reduce, self.world = t, reduce, world
+        self.prompt = style_of(cfg["prompt"])
+        self.pool = {k: style_of(v) for k, v in (t.get("prompt_pool") or {}).items()}
         self.tokenizer = AutoTokenizer.from_pretrained(student_path, trust_remote_code=t["trust_remote_code"])
         ensure_chat_template(self.tokenizer)
+        # fp32 master weights; bf16 autocast for the compute where native (self.bf16); saved in bf16 then.
         base = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32,
                                                     trust_remote_code=t["trust_remote_code"])
         base.config.use_cache = False
@@ -59,59 +109,106 @@ class StudentStep:
         self.model = wrap(base)
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-        warm = max(t["warmup_steps"], 1)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
         self.device = next(self.model.parameters()).device
-        self.steps = 0
+        self.steps = 0  # optimizer steps taken
+        self.total_steps = 1  # the schedule's horizon: set by the trainer (estimated, then exact)
+
+    def lr(self) -> float:
+        t = self.cfg
+        return t["lr"] * lr_multiplier(self.steps, self.total_steps, t["lr_schedule"], t["warmup_ratio"],
+                                       t["min_lr_ratio"])
 
     def encode(self, rows: list[dict]) -> tuple[list[dict], int]:
         out, skipped = [], 0
         for r in rows:
-            msgs = teacher_messages(r["question"], self.prompt["system"], self.prompt["instruction"])
-            ex = token_weights(self.tokenizer, msgs, r["text"], r.get("spans") or [], self.cfg["role_weights"],
-                               self.cfg["max_seq_len"], self.cfg["path_weight"])
+            _, style = pick_style(r["trace_id"], self.prompt, self.pool, self.cfg.get("prompt_pool_share", 0.0))
+            ex = token_weights(self.tokenizer, messages_for(r["question"], style), r["text"], r.get("spans") or [],
+                               self.cfg["role_weights"], self.cfg["max_seq_len"], self.cfg["path_weight"],
+                               prefill=style["prefill"])
             if ex is None:
                 skipped += 1
             else:
                 out.append(ex)
         return out, skipped
 
-    def step(self, rows: list[dict]) -> dict:
+    def step(self, batches: list[list[dict]] | list[dict], horizon: float = 0.0) -> dict:
+        """One optimizer step over micro-batches (gradient accumulation); a flat list of rows is one
+        micro-batch. `horizon`: this rank's estimate of the run's total steps (0: no news)."""
         import torch
 
-        examples, skipped = self.encode(rows)
-        if not examples:
-            # Every rank must still join the collective: a step with no trained tokens (loss 0).
-            examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE], "weights": [0.0]}]
-        ids, mask, labels, weights = (x.to(self.device) for x in collate_weighted(examples, self.tokenizer.pad_token_id))
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
-            logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
-        # Next-token loss over completion tokens only, weighted per token by role (all 1 by default).
-        loss = weighted_loss(logits.float(), labels, weights)
-        n_tok = (labels[:, 1:] != IGNORE).sum()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if batches and isinstance(batches[0], dict):
+            batches = [batches]
+        encoded = [self.encode(b) for b in batches]
+        local_w = sum(float(sum(w for w, lab in zip(e["weights"][1:], e["labels"][1:]) if lab != IGNORE))
+                      for ex, _ in encoded for e in ex)
+        global_w, horizon_sum = self.reduce([local_w, float(horizon)])
+        if horizon_sum > 0:
+            self.total_steps = max(int(round(horizon_sum)), self.steps + 1)
+        n_rows = sum(len(b) for b in batches)
+        skipped = sum(s for _, s in encoded)
+        tokens = trained = 0
+        if global_w <= 0:  # nothing to train on any rank: no forward, no update, no schedule step
+            return {"loss": float("nan"), "tokens": 0, "trained_tokens": 0, "examples": n_rows - skipped,
+                    "skipped": skipped, "lr": self.lr(), "stepped": False}
+        loss_sum = 0.0
+        for i, (examples, _) in enumerate(encoded):
+            if not examples:  # this rank has nothing here but others do: join the collective with no tokens
+                examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE], "weights": [0.0]}]
+            ids, mask, labels, weights = (x.to(self.device) for x in
+                                          collate_weighted(examples, self.tokenizer.pad_token_id))
+            last = i == len(encoded) - 1
+            sync = self.model.no_sync() if hasattr(self.model, "no_sync") and not last else nullcontext()
+            with sync:
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
+                    logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+                part = weighted_loss_sum(logits, labels, weights)  # sum of w * ce over this micro-batch
+                # DDP averages gradients over ranks: x world makes the result the global token mean.
+                (part * (self.world / global_w)).backward()
+            loss_sum += float(part.detach())
+            tokens += int(mask.sum())
+            trained += int((labels[:, 1:] != IGNORE).sum())
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
-        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        lr = self.opt.param_groups[0]["lr"]
         self.steps += 1
-        return {"loss": float(loss.detach()), "tokens": int(mask.sum()), "trained_tokens": int(n_tok),
-                "examples": len(rows) - skipped, "skipped": skipped, "lr": self.sched.get_last_lr()[0]}
+        return {"loss": loss_sum / local_w if local_w else float("nan"), "tokens": tokens, "trained_tokens": trained,
+                "examples": n_rows - skipped, "skipped": skipped, "lr": lr, "stepped": True}
 
     def save(self, directory: str) -> None:
-        self.base.save_pretrained(directory)  # safetensors
+        """The HF model (safetensors) in the dtype it trained in: bf16 under bf16 autocast (half the
+        size of the fp32 master copy, and what vLLM loads without a cast)."""
+        import torch
+
+        if not self.cfg["bf16"]:
+            self.base.save_pretrained(directory)
+        else:
+            import json
+
+            self.base.save_pretrained(directory, state_dict={k: v.detach().to(torch.bfloat16)
+                                                            for k, v in self.base.state_dict().items()})
+            # save_pretrained records the in-memory (fp32) dtype; the file holds bf16
+            cfg_file = os.path.join(directory, "config.json")
+            with open(cfg_file) as f:
+                hf_cfg = json.load(f)
+            with open(cfg_file, "w") as f:
+                json.dump({**hf_cfg, "dtype": "bfloat16"}, f, indent=2)
         self.tokenizer.save_pretrained(directory)
 
     def save_state(self, directory: str, position: dict) -> None:
-        """Optimizer, scheduler and data position next to the weights, so training can resume exactly."""
+        """Optimizer, fp32 master weights and data position next to the weights: an exact resume."""
         import json
 
         import torch
 
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
-                   os.path.join(directory, STATE_FILE))
+        state = {"optimizer": self.opt.state_dict()}
+        if self.cfg["bf16"]:  # the exported weights are bf16: keep the fp32 ones to continue from
+            state["master"] = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
+        torch.save(state, os.path.join(directory, STATE_FILE))
         with open(os.path.join(directory, POSITION_FILE), "w") as f:
-            json.dump({**position, "steps": self.steps}, f)
+            json.dump({**position, "steps": self.steps, "total_steps": self.total_steps}, f)
 
     def load_state(self, directory: str) -> dict:
         """Restore what save_state wrote; returns the data position. Tensors only: weights_only=True."""
@@ -120,12 +217,29 @@ class StudentStep:
         import torch
 
         state = torch.load(os.path.join(directory, STATE_FILE), weights_only=True, map_location=self.device)
+        if "master" in state:
+            self.base.load_state_dict(state["master"])
         self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
         with open(os.path.join(directory, POSITION_FILE)) as f:
             position = json.load(f)
-        self.steps = position["steps"]
+        self.steps, self.total_steps = position["steps"], position.get("total_steps", 1)
         return position
+
+
+def _ray_reduce(world: int) -> Callable[[list[float]], list[float]]:
+    """Sum floats over all training ranks (gloo / nccl all_reduce); identity on one rank."""
+    if world == 1:
+        return lambda xs: xs
+
+    def reduce(xs: list[float]) -> list[float]:
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(xs, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t)
+        return t.tolist()
+
+    return reduce
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -141,6 +255,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     events = config["events"] if rank == 0 else None
     actor = f"train@{socket.gethostname()}:{os.getpid()}"
+    reduce = _ray_reduce(world)
     # Resume (a restarted worker group, or `distill run --resume`): weights, optimizer and data position
     # from the latest checkpoint Ray Train reports for this run's storage path.
     resume_ckpt = ray.train.get_checkpoint()
@@ -148,19 +263,25 @@ def train_loop_per_worker(config: dict) -> None:
     if resume_ckpt is not None:
         with resume_ckpt.as_directory() as d:
             # prepare_model moves the model to this worker's device and wraps it in DDP when world > 1.
-            student = StudentStep(config, d, wrap=ray.train.torch.prepare_model)
+            student = StudentStep(config, d, wrap=ray.train.torch.prepare_model, reduce=reduce, world=world)
             position = student.load_state(d)
         print(f"[distill] train: resumed at step {student.steps} (epoch {position['epoch']}, "
               f"{'done' if position['epoch_done'] else str(position['batches']) + ' batches in'})")
     else:
-        student = StudentStep(config, config["student_path"], wrap=ray.train.torch.prepare_model)
+        student = StudentStep(config, config["student_path"], wrap=ray.train.torch.prepare_model, reduce=reduce,
+                              world=world)
+    horizon = StreamHorizon(config["store_root"], t["supervision"], config["expected_traces"]) if rank == 0 else None
 
-    def run_step(rows: list[dict], epoch: int) -> dict:
+    def run_step(group: list[list[dict]], epoch: int, estimate: bool) -> dict:
         t0 = time.time()
-        m = student.step(rows)
+        est = 0.0
+        if estimate and horizon is not None and (rows := horizon.epoch_rows()):
+            est = t["epochs"] * steps_per_epoch(int(rows), world, t["batch_size"], t["grad_accum"])
+        m = student.step(group, horizon=est)
         emit(events, {"stage": "train", "actor": actor, "t0": t0, "t1": time.time(), "step": student.steps,
-                      "rows_in": len(rows), "rows_out": m["examples"], "loss": m["loss"], "lr": m["lr"],
-                      "epoch": epoch, "count/tokens": m["tokens"], "count/skipped_too_long": m["skipped"]})
+                      "rows_in": sum(len(b) for b in group), "rows_out": m["examples"], "loss": m["loss"],
+                      "lr": m["lr"], "epoch": epoch, "count/tokens": m["tokens"], "count/skipped_too_long": m["skipped"],
+                      "count/empty_steps": int(not m["stepped"]), "horizon": student.total_steps})
         return m
 
     def checkpoint(epoch: int, last: dict, batches: int, trained_ids: list[str], final: bool = False,
@@ -171,8 +292,11 @@ def train_loop_per_worker(config: dict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 student.save(tmp)
+                if epoch == 1 and epoch_done:
+                    position["epoch1_steps"] = student.steps
                 student.save_state(tmp, {"epoch": epoch, "epoch_done": epoch_done, "batches": batches,
-                                         "trained_ids": trained_ids if epoch == 1 and not epoch_done else []})
+                                         "trained_ids": trained_ids if epoch == 1 and not epoch_done else [],
+                                         "epoch1_steps": position.get("epoch1_steps")})
                 # In-loop evaluation: Ray Train scores this checkpoint in a task while we keep training.
                 # The final checkpoint is scored on the whole suite by the driver instead.
                 validation = (ValidationTaskConfig(fn_kwargs={"step": student.steps, "epoch": epoch})
@@ -185,6 +309,7 @@ def train_loop_per_worker(config: dict) -> None:
     every = t["checkpoint_every"]
     last: dict = {}
     start = position["epoch"] + 1 if position["epoch_done"] else position["epoch"]
+    store_rows: list[dict] | None = None
     for epoch in range(start, t["epochs"] + 1):
         resuming = epoch == position["epoch"] and not position["epoch_done"]
         trained: list[str] = list(position["trained_ids"]) if resuming else []
@@ -192,7 +317,8 @@ def train_loop_per_worker(config: dict) -> None:
         skip = position["batches"] if resuming and epoch > 1 else 0
         if epoch == 1:
             shard = ray.train.get_dataset_shard("train")
-            batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"], batch_format="pyarrow"))
+            batches: Iterable[list[dict]] = (b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"],
+                                                                                       batch_format="pyarrow"))
             if done_ids and world == 1:
                 # Rows trained before the restart come round again (replayed from the ledger): skip
                 # them. With several ranks, skipping would give ranks unequal steps (a DDP deadlock),
@@ -203,16 +329,22 @@ def train_loop_per_worker(config: dict) -> None:
         else:
             if t["torch_threads_later"]:  # the live stream is over: the teacher's cores are free now
                 torch.set_num_threads(t["torch_threads_later"])
-            rows = store_epoch_rows(config["store_root"], t["supervision"], rank, world)
-            batches = _batches(rows[skip * t["batch_size"]:], t["batch_size"])
+            if store_rows is None:
+                store_rows = store_training_rows(config["store_root"], t["supervision"])
+                # The run's length is now exact: epoch 1's steps, plus the later epochs of known size.
+                later = steps_per_epoch(len(store_rows), world, t["batch_size"], t["grad_accum"])
+                epoch1 = position.get("epoch1_steps") or student.steps
+                student.total_steps = max(epoch1 + (t["epochs"] - 1) * later, student.steps + 1)
+            batches = store_epoch_batches(store_rows, epoch, t, config["seed"], rank, world)[skip:]
         n_batches = skip
-        for rows in batches:
-            if rows:
-                require_columns("train", rows[0].keys(), TRAIN_INPUT)
-            last = run_step(rows, epoch)
-            n_batches += 1
+        for group in optimizer_steps(batches, t["grad_accum"]):
+            for b in group:
+                if b:
+                    require_columns("train", b[0].keys(), TRAIN_INPUT)
+            last = run_step(group, epoch, estimate=epoch == 1)
+            n_batches += len(group)
             if epoch == 1:
-                trained += [r["trace_id"] for r in rows]
+                trained += [r["trace_id"] for b in group for r in b]
             if every and student.steps % every == 0:
                 checkpoint(epoch, last, n_batches, trained)
         if not every or student.steps % every:

@@ -19,9 +19,10 @@ import time
 
 import pyarrow as pa
 
+from distill.hardware import engine_dtype
 from distill.metrics import emit
 from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
-from distill.sources import teacher_messages
+from distill.prompts import messages_for, style_of
 from distill.store import TraceStore
 
 # What the teacher stage adds to a problem row (the rest of TRACE_SCHEMA is the scorer's).
@@ -37,7 +38,7 @@ class _TeacherBase:
                  events=None):
         from transformers import AutoTokenizer
 
-        self.cfg, self.prompt_cfg = teacher, prompt
+        self.cfg, self.style = teacher, style_of(prompt)
         self.model_path, self.model_name = model_path, model_name
         self.store = TraceStore(store_root)
         self.events = events
@@ -76,7 +77,7 @@ class _TeacherBase:
         problems = batch.to_pylist()
         kept, prompts, prompt_ids, max_new, quarantined = [], [], [], [], []
         for p in problems:
-            msgs = teacher_messages(p["question"], self.prompt_cfg["system"], self.prompt_cfg["instruction"])
+            msgs = messages_for(p["question"], self.style)
             text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             room = self.cfg["max_model_len"] - len(ids)
@@ -140,7 +141,7 @@ class VLLMTeacher(_TeacherBase):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(model=model_path, dtype=teacher["dtype"], max_model_len=teacher["max_model_len"],
+        args = AsyncEngineArgs(model=model_path, dtype=engine_dtype(teacher["dtype"], bool(teacher.get("num_gpus"))), max_model_len=teacher["max_model_len"],
                                seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
                                enforce_eager=teacher["enforce_eager"], trust_remote_code=teacher["trust_remote_code"],
                                disable_log_stats=True,
@@ -189,7 +190,7 @@ class HFTeacher(_TeacherBase):
         from transformers import AutoModelForCausalLM
 
         dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16,
-                 "float32": torch.float32}[teacher["dtype"]]
+                 "float32": torch.float32}[engine_dtype(teacher["dtype"], torch.cuda.is_available())]
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
                                                           trust_remote_code=teacher["trust_remote_code"]).eval()
         if self.tokenizer.pad_token_id is None:

@@ -53,13 +53,31 @@ class SourceConfig(_Strict):
         return self
 
 
-class PromptConfig(_Strict):
-    system: str | None = Field(None, description="Optional system message for teacher and student.")
+class FewShotExample(_Strict):
+    question: str = Field(description="A demonstration problem (user turn).")
+    answer: str = Field(description="Its worked answer (assistant turn).")
+
+
+class PromptStyle(_Strict):
+    """One way of asking a problem: system message, instruction, few-shot turns, assistant prefill."""
+
+    system: str | None = Field(None, description="System message (None: none).")
+    instruction: str = Field("", description="Appended to the question after a blank line ('' = bare question).")
+    examples: list[FewShotExample] = Field(default_factory=list, description="Few-shot demonstrations, "
+                                           "given as earlier user/assistant turns.")
+    prefill: str = Field("", description="Text the assistant turn starts with (e.g. 'The answer is' to force "
+                         "a direct answer); kept in the scored text.")
+
+
+class PromptConfig(PromptStyle):
+    """The task prompt: what the student is asked at inference, so what it trains on and what the
+    in_distribution split asks. The teacher is asked the same unless `teacher.prompt` says otherwise."""
+
     instruction: str = Field(
         "Let's think step by step.",
-        description="Appended to every question (teacher prompt and student training prompt). Measured on "
-        "chain_sum with the Qwen 0.5B teacher: this wording got 10/16 right, an explicit 'Answer: <answer>' "
-        "format demand 3-6/16 (the model then skips its reasoning).")
+        description="Appended to every question. Measured on chain_sum with the Qwen 0.5B teacher: this wording "
+        "got 10/16 right, an explicit 'Answer: <answer>' format demand 3-6/16 (the model then skips its "
+        "reasoning).")
 
 
 def _check_k_samples(samples: int, temperature: float, hint: str = "") -> None:
@@ -106,6 +124,10 @@ class TeacherConfig(_ActorPool):
         "vllm", description="vllm: one vLLM engine per actor; transformers: batched `generate`, for "
         "models vLLM cannot load.")
     model: str = Field(description="Embedded model name (see `distill models list`), HF model id, or local path.")
+    prompt: PromptConfig | None = Field(
+        None, description="The teacher's own prompt (system, instruction, few-shot examples), when it should be "
+        "asked differently from the student, e.g. for a format that makes good supervision (context "
+        "distillation: the student trains on the plain task prompt `prompt`). None: the same as `prompt`.")
     samples: int = Field(1, ge=1, le=64, description="k: samples per problem.")
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
@@ -123,7 +145,9 @@ class TeacherConfig(_ActorPool):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of its GPU's memory a teacher "
                                           "engine may take (weights + KV cache); GPU engines only.")
     max_model_len: int = Field(1024, ge=64, description="Engine context length; longer prompts are quarantined.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="Engine dtype.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = Field(
+        None, description="Engine dtype. None: bfloat16 where the teacher's machine computes it natively (a GPU, "
+        "or a CPU with AVX-512 BF16 / AMX), else float32 (an AVX2-only CPU emulates bf16 about 4x slower).")
     kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache in GiB (VLLM_CPU_KVCACHE_SPACE).")
     cpu_threads_bind: str | None = Field(
         None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0' to pin the engine to core 0 so the "
@@ -135,6 +159,8 @@ class TeacherConfig(_ActorPool):
     @model_validator(mode="after")
     def _k_samples(self) -> "TeacherConfig":
         _check_k_samples(self.samples, self.temperature, "; set temperature > 0 or samples: 1")
+        if self.prompt is not None and self.prompt.prefill:
+            raise ValueError("prompt.prefill: a teacher prefill is not supported (the trace would not hold it)")
         return self
 
 
@@ -174,13 +200,35 @@ class TrainConfig(_Placement):
     torch_threads_later: int | None = Field(None, ge=1, description="torch threads from epoch 2 on, when the "
                                             "teacher's cores are free (None: keep torch_threads).")
     epochs: int = Field(2, ge=1, description="Epoch 1 streams from the live pipeline; later ones read the store.")
-    batch_size: int = Field(4, ge=1, description="Traces per step per worker.")
-    lr: float = Field(5e-5, gt=0, description="AdamW learning rate.")
+    batch_size: int = Field(4, ge=1, description="Examples per micro-batch per worker.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step: the effective batch is "
+                            "batch_size x grad_accum x workers examples.")
+    lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "cosine", description="Learning-rate shape after warm-up, over all optimizer steps of the run: constant, "
+        "linear decay or cosine decay, down to lr x min_lr_ratio. The run's length is known once epoch 1 ends; "
+        "during epoch 1 (the live stream) it is estimated from the share of the stream consumed.")
+    warmup_ratio: float = Field(0.0, ge=0, le=0.5, description="Share of all optimizer steps spent warming the "
+                                "learning rate up linearly from 0.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of the decay, as a share of lr.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    shuffle: bool = Field(True, description="Reshuffle the examples of every epoch >= 2 (read from the store) "
+                          "with a seeded permutation, the same on every rank. Epoch 1 follows the stream.")
+    group_by_length: bool = Field(False, description="Batch examples of similar length together (less padding): "
+                                  "sorted by length within windows of 64 micro-batches, batch order shuffled.")
+    prompt_pool: dict[str, PromptStyle] = Field(
+        default_factory=dict, description="Prompt styles the student also trains in (robustness is trained, not "
+        "only measured): each example is asked in one of them for a `prompt_pool_share` of examples, else in "
+        "`prompt`, chosen deterministically by trace_id. A style identical to an eval prompt style is an error: "
+        "the prompt_style split must stay unseen.")
+    prompt_pool_share: float = Field(0.5, ge=0, le=1, description="Share of training examples asked in a "
+                                     "prompt_pool style (the rest in the student prompt).")
     max_seq_len: int = Field(512, ge=16, description="Examples longer than this are skipped (counted), "
                              "never cut: a cut completion would lose its end-of-turn token.")
-    bf16: bool = Field(True, description="bf16 autocast (about 2x faster than fp32 on these CPUs).")
+    bf16: bool | None = Field(
+        None, description="bf16 autocast (fp32 master weights; the student is saved in bf16). None: on where the "
+        "training worker's hardware computes bf16 natively (a GPU, or a CPU with AVX-512 BF16 / AMX: about 2x "
+        "faster than fp32 there); an AVX2-only CPU emulates it, 29x slower than fp32 (measured), so off there.")
     checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0: each epoch end).")
     max_failures: int = Field(3, ge=-1, description="Worker-group failures Ray Train recovers from (restart "
                               "from the latest checkpoint with its data position); -1: no limit.")
@@ -199,22 +247,6 @@ class TrainConfig(_Placement):
         return self
 
 
-class FewShotExample(_Strict):
-    question: str = Field(description="A demonstration problem (user turn).")
-    answer: str = Field(description="Its worked answer (assistant turn).")
-
-
-class PromptStyle(_Strict):
-    """One way of asking: the prompt_style split asks the same held-out problems in each style."""
-
-    system: str | None = Field(None, description="System message (None: none).")
-    instruction: str = Field("", description="Appended to the question after a blank line ('' = bare question).")
-    examples: list[FewShotExample] = Field(default_factory=list, description="Few-shot demonstrations, "
-                                           "given as earlier user/assistant turns.")
-    prefill: str = Field("", description="Text the assistant turn starts with (e.g. 'The answer is' to force "
-                         "a direct answer); kept in the scored text.")
-
-
 class EvalConfig(_Placement):
     in_distribution: list[SourceConfig] = Field(
         default_factory=list, description="Held-out problems of the training tasks. Any problem_id also in "
@@ -223,6 +255,10 @@ class EvalConfig(_Placement):
                                         "on from the same family: reasoning-gym tasks and BIG-bench task.json.")
     difficulty_shift: list[SourceConfig] = Field(default_factory=list, description="The training tasks at "
                                                  "harder settings (task_kwargs: more terms, more digits).")
+    validation: list[SourceConfig] = Field(
+        default_factory=list, description="Problems of the training tasks kept for choosing a recipe (`distill "
+        "sweep` compares its arms here, in-loop evaluation may use it): never any of the test splits above, "
+        "which must stay an honest test. Checked by problem_id against training and test problems.")
     prompt_styles: dict[str, PromptStyle] = Field(
         default_factory=dict, description="prompt_style split: the first `style_problems` in_distribution "
         "problems asked in each of these styles (name -> style). Empty: no prompt_style split.")
@@ -241,7 +277,7 @@ class EvalConfig(_Placement):
         description="Reference models evaluated on the same suite as the distilled student.")
     in_loop: bool = Field(True, description="`distill run`: evaluate every saved checkpoint on the `in_loop_splits` "
                           "asynchronously while training goes on (Ray Train validation tasks).")
-    in_loop_splits: list[Literal["in_distribution", "related", "difficulty_shift"]] = Field(
+    in_loop_splits: list[Literal["validation", "in_distribution", "related", "difficulty_shift"]] = Field(
         default_factory=lambda: ["in_distribution"], description="Splits evaluated on each checkpoint in-loop.")
     backend: Literal["vllm", "transformers"] = Field("vllm", description="Evaluator engine; transformers is the "
                                                      "fallback for models vLLM cannot load.")
@@ -249,14 +285,31 @@ class EvalConfig(_Placement):
     max_model_len: int = Field(1024, ge=64, description="Evaluator engine context length (longer prompts are "
                                "skipped and counted).")
     kv_cache_gib: int = Field(1, ge=1, description="vLLM CPU KV cache of an evaluator engine, GiB.")
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        None, description="Evaluator engine dtype. None: bfloat16 where its machine computes it natively, else "
+        "float32 (see teacher.dtype).")
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
     cpu_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
+    teacher_from_generation: bool = Field(
+        True, description="Take the teacher's in_distribution accuracy from the traces it already generated on the "
+        "training problems, when that decoding is the evaluation's (greedy, one sample, the same max_tokens, no "
+        "stop strings): the teacher never trained on them, so they are fresh problems of the same distribution, "
+        "and many more than the split holds. Otherwise the teacher answers the in_distribution split (in its own "
+        "prompt).")
+    cache: bool = Field(True, description="Cache baseline predictions (teacher, untrained student) by the model "
+                        "files' content, the request list, the decoding settings and the engine version, under "
+                        "$DISTILL_EVAL_CACHE or ~/.cache/distill/eval: later runs of a recipe pay only for their "
+                        "student. `--no-eval-cache` turns it off for one run.")
     samples_in_report: int = Field(2, ge=0, description="Side-by-side teacher/student samples per outcome "
                                    "(right, wrong) in the report.")
 
     def has_suite(self) -> bool:
         return bool(self.in_distribution or self.related or self.difficulty_shift)
+
+    def in_loop_wanted(self) -> list[str]:
+        """The in-loop splits this suite has."""
+        return [s for s in self.in_loop_splits if getattr(self, s)]
 
     @model_validator(mode="after")
     def _styles(self) -> "EvalConfig":
@@ -324,7 +377,9 @@ class RunConfig(_Strict):
     sources: list[SourceConfig] = Field(min_length=1, description="Problem sources, concatenated.")
     source_blocks: int = Field(8, ge=1, description="Blocks the problem dataset is cut into; one block "
                                "would defeat streaming.")
-    prompt: PromptConfig = Field(default_factory=PromptConfig, description="Prompt wording.")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="The task prompt: what the student "
+                                 "is asked at inference and trains on, and what the in_distribution split asks. "
+                                 "The teacher is asked the same unless teacher.prompt is set.")
     teacher: TeacherConfig = Field(description="Teacher generation.")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Verification and selection.")
     train: TrainConfig = Field(description="Student training.")
@@ -332,6 +387,21 @@ class RunConfig(_Strict):
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="`distill sweep`: one student per variant.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray connection.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Where metrics are mirrored.")
+
+    def teacher_prompt(self) -> PromptConfig:
+        """How the teacher is asked: its own prompt, or the task prompt."""
+        return self.teacher.prompt or self.prompt
+
+    @model_validator(mode="after")
+    def _pool_unseen(self) -> "RunConfig":
+        from distill.prompts import pool_clashes
+
+        clashes = pool_clashes(self.train.prompt_pool, {**self.eval.prompt_styles, "direct": self.eval.direct})
+        if clashes:
+            raise ValueError("; ".join(
+                f"train.prompt_pool.{p} is identical to eval.{'direct' if e == 'direct' else 'prompt_styles.' + e}"
+                for p, e in clashes) + ": a style trained on would no longer test robustness to an unseen prompt")
+        return self
 
 
 class ConfigError(ValueError):

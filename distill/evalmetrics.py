@@ -13,6 +13,7 @@ import string
 from collections import Counter
 
 from distill.answers import _norm_text, _parse_number, is_correct, verify
+from distill.stats import bootstrap, wilson
 
 ROUGE_MAX_TOKENS = 2000  # the LCS table is O(n*m): 2000 x 2000 cells is about a second in Python
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -93,8 +94,9 @@ def _mean(xs: list[float]) -> float:
 def split_metrics(preds: list[dict]) -> dict:
     """Metrics of one eval split.
 
-    - accuracy: pass@1 of the greedy prediction, accuracy([p["correct"]])
+    - accuracy: pass@1 of the greedy prediction, accuracy([p["correct"]]); ci: its 95% Wilson interval
     - no_answer_rate: share of predictions whose `answer` is None
+    - wrong_steps_rate: share of the right answers reached through a wrong arithmetic step
     - mean_tokens: mean of `tokens`
     - accuracy_per_100_tokens: 100 * accuracy / mean_tokens (0.0 when mean_tokens == 0)
     - n: number of predictions
@@ -105,8 +107,10 @@ def split_metrics(preds: list[dict]) -> dict:
     """
     acc = accuracy([bool(p["correct"]) for p in preds])
     mean_tokens = _mean([float(p["tokens"]) for p in preds])
-    out = {"n": len(preds), "accuracy": acc,
+    out = {"n": len(preds), "accuracy": acc, "ci": list(wilson(sum(bool(p["correct"]) for p in preds), len(preds))),
            "no_answer_rate": accuracy([p.get("answer") is None for p in preds]),
+           # right answers reached through a wrong arithmetic step, as a share of right answers
+           "wrong_steps_rate": accuracy([bool(p.get("wrong_steps")) for p in preds if p["correct"]]),
            "mean_tokens": mean_tokens,
            "accuracy_per_100_tokens": 100.0 * acc / mean_tokens if mean_tokens > 0 else 0.0}
     sampled = [p["samples"] for p in preds if p.get("samples")]
@@ -122,28 +126,35 @@ def split_metrics(preds: list[dict]) -> dict:
     return out
 
 
-def prompt_style_metrics(by_style: dict[str, list[dict]]) -> dict:
+def _pair_agreement(keys: list[str | None]) -> float:
+    """Share of style pairs giving the same normalised answer; a missing answer agrees with nothing."""
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    return sum(1 for a, b in pairs if a is not None and a == b) / len(pairs) if pairs else 1.0
+
+
+def prompt_style_metrics(by_style: dict[str, list[dict]], seed: int = 0) -> dict:
     """Robustness of one model to the prompt style.
 
-    - per_style: {style: accuracy of that style's predictions}
+    - per_style: {style: accuracy of that style's predictions}; per_style_ci: their Wilson intervals
     - mean: mean of the per-style accuracies
     - sensitivity: population standard deviation of the per-style accuracies (0 = style-invariant)
-    - consistency: share of problems present in every style whose normalised extracted answer is the
-      same in all styles; a missing answer (None) is one more value, equal only to another None
-    - n_shared: how many problems that share was taken over
+    - agreement: over problems present in every style, the mean share of style pairs that give the
+      same normalised answer (a missing answer agrees with nothing, so a model that never answers does
+      not look consistent); agreement_ci: bootstrap interval over problems. Unlike "the same answer in
+      all styles", it moves with partial agreement.
+    - n_shared: how many problems that was taken over
     """
     per_style = {s: accuracy([bool(p["correct"]) for p in preds]) for s, preds in by_style.items()}
+    per_style_ci = {s: list(wilson(sum(bool(p["correct"]) for p in preds), len(preds))) for s, preds in by_style.items()}
     accs = list(per_style.values())
     mean = _mean(accs)
     sensitivity = math.sqrt(_mean([(a - mean) ** 2 for a in accs])) if accs else 0.0
     indexed = [_by_id(preds, f"style {s!r}") for s, preds in by_style.items()]
-    shared = set.intersection(*(set(ix) for ix in indexed)) if indexed else set()
-    same = 0
-    for pid in shared:
-        keys = {normalize_answer(ix[pid].get("answer")) for ix in indexed}
-        same += len(keys) == 1
-    return {"per_style": per_style, "mean": mean, "sensitivity": sensitivity,
-            "consistency": same / len(shared) if shared else 0.0, "n_shared": len(shared)}
+    shared = sorted(set.intersection(*(set(ix) for ix in indexed))) if indexed else []
+    agree = [_pair_agreement([normalize_answer(ix[pid].get("answer")) for ix in indexed]) for pid in shared]
+    ci = bootstrap(lambda idx: _mean([agree[i] for i in idx]), len(agree), seed=seed) if agree else None
+    return {"per_style": per_style, "per_style_ci": per_style_ci, "mean": mean, "sensitivity": sensitivity,
+            "agreement": _mean(agree), "agreement_ci": ci, "n_shared": len(shared)}
 
 
 def reasoning_delta(direct: list[dict], reasoning: list[dict]) -> dict:

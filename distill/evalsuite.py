@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
+from distill.anatomy import analyse
 from distill.answers import extract_answer, is_correct, verify
 from distill.config import EvalConfig, PromptConfig, PromptStyle
+from distill.evalcompare import compare
 from distill.evalmetrics import imitation_fidelity, prompt_style_metrics, reasoning_delta, split_metrics
+from distill.prompts import messages_for, style_of
 from distill.sources import load_problems
 
 SOURCE_SPLITS = ("in_distribution", "related", "difficulty_shift")
@@ -46,24 +49,6 @@ def load_suite(ev: EvalConfig, train_ids: set[str]) -> dict:
     overlap = {p["problem_id"] for ps in problems.values() for p in ps} & train_ids
     assert not overlap, f"held-out splits hold {len(overlap)} training problem(s)"
     return {"problems": problems, "checks": checks}
-
-
-def style_of(prompt: PromptConfig | PromptStyle | dict) -> dict:
-    d = prompt if isinstance(prompt, dict) else prompt.model_dump()
-    return {"system": d.get("system"), "instruction": d.get("instruction", ""),
-            "examples": d.get("examples", []), "prefill": d.get("prefill", "")}
-
-
-def messages_for(question: str, style: dict) -> list[dict]:
-    """Chat messages of one problem in one style: system, few-shot turns, then the question."""
-    def user(q: str) -> dict:
-        q = q.strip()
-        return {"role": "user", "content": f"{q}\n\n{style['instruction']}" if style["instruction"] else q}
-
-    msgs = [{"role": "system", "content": style["system"]}] if style.get("system") else []
-    for ex in style.get("examples") or []:
-        msgs += [user(ex["question"]), {"role": "assistant", "content": ex["answer"]}]
-    return msgs + [user(question)]
 
 
 def _request(split: str, style_name: str, style: dict, problem: dict, max_tokens: int,
@@ -109,11 +94,14 @@ def score_answer(problem: dict, answer: str | None) -> bool:
 
 def score_text(problem: dict, text: str, finish_reason: str = "stop") -> dict:
     """Extract and score. A cut-off output (finish_reason "length") counts as no answer unless it
-    already stated one (answer line or \\boxed{}): its last number is wherever the cut fell."""
+    already stated one (answer line or \\boxed{}): its last number is wherever the cut fell.
+    `wrong_steps`: a right answer reached through a wrong arithmetic step (the scorer's own check)."""
     answer, rule = extract_answer(text)
     if finish_reason == "length" and rule == "last_number":
         answer, rule = None, "truncated"
-    return {"answer": answer, "answer_rule": rule, "correct": bool(answer is not None and score_answer(problem, answer))}
+    correct = bool(answer is not None and score_answer(problem, answer))
+    return {"answer": answer, "answer_rule": rule, "correct": correct,
+            "wrong_steps": correct and analyse(text).first_error_step is not None}
 
 
 def prediction(request: dict, outputs: list[tuple[str, int, str]]) -> dict:
@@ -133,8 +121,6 @@ def _r(x):
     return round(x, 4) if isinstance(x, float) else x
 
 
-def _rounded(d: dict) -> dict:
-    return {k: (_rounded(v) if isinstance(v, dict) else _r(v)) for k, v in d.items()}
 
 
 def summarize(preds: dict[str, list[dict]], reference: str = "teacher") -> dict:
@@ -157,26 +143,34 @@ def summarize(preds: dict[str, list[dict]], reference: str = "teacher") -> dict:
                 by_source: dict[str, list[dict]] = defaultdict(list)
                 for p in rows:
                     by_source[p["source"]].append(p)
-                m["by_source"] = {s: _rounded(split_metrics(r)) for s, r in sorted(by_source.items())}
-            splits[split][model] = _rounded(m)
+                m["by_source"] = {s: split_metrics(r) for s, r in sorted(by_source.items())}
+            splits[split][model] = _rounded_any(m)
         if by_split.get("prompt_style"):
             by_style: dict[str, list[dict]] = defaultdict(list)
             for p in by_split["prompt_style"]:
                 by_style[p["style"]].append(p)
             st = prompt_style_metrics(by_style)
             st["mean_tokens"] = {s: split_metrics(r)["mean_tokens"] for s, r in by_style.items()}
-            styles[model] = _rounded(st)
-            splits["prompt_style"][model] = _rounded(split_metrics(by_split["prompt_style"]))
+            styles[model] = _rounded_any(st)
+            splits["prompt_style"][model] = _rounded_any(split_metrics(by_split["prompt_style"]))
         if by_split.get("direct") and by_split.get("in_distribution"):
-            reasoning[model] = _rounded(reasoning_delta(by_split["direct"], by_split["in_distribution"]))
+            reasoning[model] = _rounded_any(reasoning_delta(by_split["direct"], by_split["in_distribution"]))
     ref = {p["problem_id"]: p["text"] for p in preds.get(reference, []) if p["split"] == "in_distribution"}
     if ref:
         for model, ps in preds.items():
             if model != reference:
                 mine = {p["problem_id"]: p["text"] for p in ps if p["split"] == "in_distribution"}
-                fidelity[model] = _rounded(imitation_fidelity(mine, ref))
+                fidelity[model] = _rounded_any(imitation_fidelity(mine, ref))
     return {"splits": dict(splits), "prompt_style": styles, "reasoning_help": reasoning,
-            "imitation_fidelity": fidelity, "fidelity_reference": reference}
+            "imitation_fidelity": fidelity, "fidelity_reference": reference, "comparisons": _rounded_any(compare(preds))}
+
+
+def _rounded_any(x):
+    if isinstance(x, dict):
+        return {k: _rounded_any(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded_any(v) for v in x]
+    return _r(x)
 
 
 def side_by_side(preds: dict[str, list[dict]], student: str, reference: str, per_outcome: int) -> list[dict]:

@@ -182,10 +182,3 @@ def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
             out.problems.append(p)
             taken += 1
     return out
-
-
-def teacher_messages(question: str, system: str | None, instruction: str) -> list[dict]:
-    """The chat both teacher and student see for a problem."""
-    msgs = [{"role": "system", "content": system}] if system else []
-    user = f"{question.strip()}\n\n{instruction}" if instruction else question.strip()
-    return msgs + [{"role": "user", "content": user}]

@@ -40,10 +40,14 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def encode_example(tokenizer, messages: list[dict], completion: str, max_len: int) -> dict[str, Any] | None:
-    """-> {input_ids, labels} (lists of equal length), or None when it would not fit in max_len."""
-    prompt_text = render_prompt(tokenizer, messages)
-    full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": completion}],
+def encode_example(tokenizer, messages: list[dict], completion: str, max_len: int,
+                   prefill: str = "") -> dict[str, Any] | None:
+    """-> {input_ids, labels} (lists of equal length), or None when it would not fit in max_len.
+
+    `prefill`: text the assistant turn starts with. It belongs to the prompt (tokenised with it, as the
+    evaluator does at inference) and is not trained; the completion continues after it."""
+    prompt_text = render_prompt(tokenizer, messages) + prefill
+    full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": prefill + completion}],
                                               tokenize=False)
     if not full_text.startswith(prompt_text):
         raise ValueError("chat template renders the prompt differently with and without the reply; "

@@ -13,15 +13,15 @@ from typing import Any, Sequence
 from distill.tokenize import IGNORE, collate, encode_example, render_prompt
 
 
-def _completion_offsets(tokenizer, messages: list[dict], completion: str) -> tuple[list[int], list[int]]:
+def _completion_offsets(tokenizer, messages: list[dict], completion: str, prefill: str = "") -> tuple[list[int], list[int]]:
     """Completion-side token ids (as encode_example makes them) and each token's char position in
     `completion`: its first non-whitespace char, or its first char for a whitespace-only token.
 
     Byte-level BPE glues the leading space to the word (" Great"); keying on that space would put the
     first word of a step in the gap before it.
     """
-    prompt_text = render_prompt(tokenizer, messages)
-    full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": completion}],
+    prompt_text = render_prompt(tokenizer, messages) + prefill
+    full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": prefill + completion}],
                                               tokenize=False)
     comp_text = full_text[len(prompt_text):]
     base = comp_text.find(completion)
@@ -51,17 +51,18 @@ def _span_weight(pos: int, spans: Sequence[dict], starts: list[int], role_weight
 
 
 def token_weights(tokenizer, messages: list[dict], completion: str, spans: Sequence[dict],
-                  role_weights: dict[str, float], max_len: int, path_weight: float | None = None
-                  ) -> dict[str, Any] | None:
+                  role_weights: dict[str, float], max_len: int, path_weight: float | None = None,
+                  prefill: str = "") -> dict[str, Any] | None:
     """-> {input_ids, labels, weights} (equal lengths), or None when it does not fit in max_len.
 
-    `spans` are {start, end, role, on_path} char spans in `completion`, non-overlapping.
+    `spans` are {start, end, role, on_path} char spans in `completion`, non-overlapping. `prefill` is
+    text the assistant turn starts with (part of the prompt, not trained).
     """
-    ex = encode_example(tokenizer, messages, completion, max_len)
+    ex = encode_example(tokenizer, messages, completion, max_len, prefill)
     if ex is None:
         return None
     ids, labels = ex["input_ids"], ex["labels"]
-    comp_ids, positions = _completion_offsets(tokenizer, messages, completion)
+    comp_ids, positions = _completion_offsets(tokenizer, messages, completion, prefill)
     # Trained tokens start right after the prompt, and there is always at least one (end of turn).
     p = next(i for i, lab in enumerate(labels) if lab != IGNORE)
     n = min(len(comp_ids), len(ids) - p)
@@ -81,22 +82,27 @@ def token_weights(tokenizer, messages: list[dict], completion: str, spans: Seque
     return {"input_ids": ids, "labels": labels, "weights": weights}
 
 
-def weighted_loss(logits, labels, weights):
-    """Weighted next-token cross entropy: sum(w * ce) / sum(w) over label tokens.
+def weighted_loss_sum(logits, labels, weights):
+    """sum(w * ce) over label tokens of next-token cross entropy (divide by the weight mass for a mean).
 
     logits [B, T, V]; labels [B, T] aligned with input_ids (IGNORE where untrained); weights [B, T].
     """
-    import torch
     import torch.nn.functional as F
 
     logits = logits[:, :-1, :].float()  # [B, T-1, V]: position t predicts token t+1
     target = labels[:, 1:]  # [B, T-1]
-    w = weights[:, 1:].float()  # [B, T-1]
-    mask = (target != IGNORE).float()
+    w = weights[:, 1:].float() * (target != IGNORE).float()  # [B, T-1]
     ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE,
                          reduction="none").view_as(w)  # [B, T-1]
-    w = w * mask
-    return (ce * w).sum() / torch.clamp(w.sum(), min=1e-8)
+    return (ce * w).sum()
+
+
+def weighted_loss(logits, labels, weights):
+    """Weighted next-token cross entropy: sum(w * ce) / sum(w) over label tokens."""
+    import torch
+
+    w = weights[:, 1:].float() * (labels[:, 1:] != IGNORE).float()
+    return weighted_loss_sum(logits, labels, weights) / torch.clamp(w.sum(), min=1e-8)
 
 
 def collate_weighted(examples: list[dict], pad_id: int):

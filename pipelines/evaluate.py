@@ -22,7 +22,8 @@ from distill.metrics import emit
 
 def evaluator_options(ev: EvalConfig, seed: int, trust_remote_code: bool = False) -> dict:
     return {"backend": ev.backend, "max_model_len": ev.max_model_len, "kv_cache_gib": ev.kv_cache_gib,
-            "cpu_threads_bind": ev.cpu_threads_bind, "seed": seed, "trust_remote_code": trust_remote_code}
+            "cpu_threads_bind": ev.cpu_threads_bind, "seed": seed, "trust_remote_code": trust_remote_code,
+            "dtype": ev.dtype}
 
 
 def remote_options(ev: EvalConfig) -> dict:

@@ -120,7 +120,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
 
         stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
         trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
-                                  str(in_loop_file) if in_loop_file else None)
+                                  str(in_loop_file) if in_loop_file else None,
+                                  expected_traces=len(loaded.problems) * cfg.teacher.samples)
         with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples,
                        on_teacher_done=start_baselines if runner else None):
             result = trainer.fit()

@@ -40,7 +40,7 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
     ds = ray.data.from_items(problems, override_num_blocks=min(cfg.source_blocks, max(len(problems), 1)))
     ds = ds.map_batches(
         BACKENDS[t.backend], batch_size=t.batch_size, batch_format="pyarrow",
-        fn_constructor_kwargs=dict(teacher=t.model_dump(), prompt=cfg.prompt.model_dump(), model_path=teacher_path,
+        fn_constructor_kwargs=dict(teacher=t.model_dump(), prompt=cfg.teacher_prompt().model_dump(), model_path=teacher_path,
                                    model_name=t.model, store_root=store_root, events=events),
         # Several small batches run at once per actor and share its engine: requests in flight are
         # bounded (batch_size x concurrent_batches), and each finished batch streams on at once.
@@ -69,9 +69,10 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
 
 
 def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events,
-                    in_loop_requests: str | None = None):
+                    in_loop_requests: str | None = None, expected_traces: int = 0):
     """Ray Train TorchTrainer of the student; with `in_loop_requests` (a JSON file of eval requests),
-    every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks."""
+    every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks.
+    `expected_traces` (problems x samples) lets the trainer estimate the schedule's horizon in epoch 1."""
     from functools import partial
 
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
@@ -84,7 +85,9 @@ def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str
     tr = cfg.train
     loop_config = {"train": tr.model_dump(), "prompt": cfg.prompt.model_dump(), "seed": cfg.seed,
                    "student_path": student_path, "store_root": store_root, "events": events,
-                   "in_loop_eval": in_loop_requests is not None}
+                   "in_loop_eval": in_loop_requests is not None,
+                   # what the stream will carry, to estimate the run's length while epoch 1 streams
+                   "expected_traces": expected_traces}
     validation = None
     if in_loop_requests is not None:
         validation = ValidationConfig(

@@ -100,18 +100,22 @@ def train_variant(config: dict) -> None:
     import torch
     from ray import tune
 
-    from actors.student import StudentStep, store_epoch_rows
+    from actors.student import StudentStep, store_epoch_batches, store_training_rows
+    from distill.training import optimizer_steps, steps_per_epoch
 
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])
-    variant, t = config["variant"], config["train"]
-    rows = store_epoch_rows(config["store_root"], {variant: 1.0}, 0, 1)
-    student = StudentStep({"train": {**t, "supervision": {variant: 1.0}}, "prompt": config["prompt"]},
-                          config["student_path"])
+    variant, t = config["variant"], {**config["train"], "supervision": {config["variant"]: 1.0}}
+    rows = store_training_rows(config["store_root"], t["supervision"])
+    if not rows:
+        raise ValueError(f"variant {variant}: the trace store {config['store_root']} holds no training rows "
+                         "(no accepted trace with this variant): nothing to train on")
+    student = StudentStep({"train": t, "prompt": config["prompt"]}, config["student_path"])
+    student.total_steps = t["epochs"] * steps_per_epoch(len(rows), 1, t["batch_size"], t["grad_accum"])
     tokens, last = 0, {}
     for epoch in range(1, t["epochs"] + 1):
-        for i in range(0, len(rows), t["batch_size"]):
-            last = student.step(rows[i:i + t["batch_size"]])
+        for group in optimizer_steps(store_epoch_batches(rows, epoch, t, config["seed"], 0, 1), t["grad_accum"]):
+            last = student.step(group)
             tokens += last["tokens"]
             tune.report({"loss": last["loss"], "epoch": epoch, "step": student.steps, "tokens": tokens})
     out = Path(config["out_dir"]) / variant

@@ -2,6 +2,7 @@
 import json
 
 import pyarrow as pa
+import pytest
 
 from actors.scorer import TraceScorer, score_rows
 from actors.student import StudentStep
@@ -71,18 +72,68 @@ def test_hf_teacher_generates_k_samples_and_quarantines_long_prompts(tiny_model,
 
 
 def test_student_step_lowers_loss_and_saves_hf_dir(tiny_model, tmp_path):
-    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false"]).model_dump()
+    import torch
+
+    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false", "train.lr_schedule=constant"]).model_dump()
     student = StudentStep(cfg, tiny_model)
     rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}] * 2
     losses = [student.step(rows)["loss"] for _ in range(8)]
     assert losses[-1] < losses[0] * 0.7
-    empty = student.step([{"trace_id": "b", "question": "x", "text": "y " * 2000}])  # too long: skipped
-    assert empty["skipped"] == 1 and empty["trained_tokens"] == 0
+    # A step with nothing to train (the only example is too long) moves nothing: no AdamW update (its
+    # momentum and weight decay would), no schedule step.
+    before = {k: v.clone() for k, v in student.base.state_dict().items()}
+    opt_before = student.opt.state_dict()["state"][0]["exp_avg"].clone()
+    steps = student.steps
+    empty = student.step([{"trace_id": "b", "question": "x", "text": "y " * 2000}])
+    assert empty["skipped"] == 1 and empty["trained_tokens"] == 0 and not empty["stepped"]
+    assert student.steps == steps and all(torch.equal(v, before[k]) for k, v in student.base.state_dict().items())
+    assert torch.equal(student.opt.state_dict()["state"][0]["exp_avg"], opt_before)
     student.save(str(tmp_path / "ckpt"))
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt") is not None
     assert (tmp_path / "ckpt" / "model.safetensors").exists()
+
+
+def test_gradient_accumulation_equals_one_big_batch(tiny_model):
+    """Two micro-batches accumulated = the same rows in one batch: the loss is a token mean over the
+    whole effective batch, not a mean of micro-batch means."""
+    import torch
+
+    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false", "train.lr_schedule=constant"]).model_dump()
+    rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"},
+            {"trace_id": "b", "question": "12+30?", "text": "12 + 30 = 42, so the sum is 42.\nAnswer: 42"}]
+    grads = []
+    for student, batches in ((StudentStep(cfg, tiny_model), [rows]), (StudentStep(cfg, tiny_model), [rows[:1], rows[1:]])):
+        # the gradient the optimizer is handed (AdamW's sign-like first update would hide small differences)
+        student.opt.step = lambda s=student: grads.append([p.grad.clone() for p in s.base.parameters()])
+        loss = student.step(batches)["loss"]
+        grads[-1].append(loss)
+    assert grads[0][-1] == pytest.approx(grads[1][-1], rel=1e-5)
+    for a, b in zip(grads[0][:-1], grads[1][:-1]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_student_saves_in_training_dtype_and_resumes_from_fp32_master(tiny_model, tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    cfg = load_config("smoke", ["train.bf16=true", "train.lr=1e-3"]).model_dump()
+    rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}]
+    a = StudentStep(cfg, tiny_model)
+    a.total_steps = 10
+    for _ in range(3):
+        a.step(rows)
+    a.save(str(tmp_path))
+    a.save_state(str(tmp_path), {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"]})
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    b = StudentStep(cfg, str(tmp_path))
+    b.load_state(str(tmp_path))
+    assert all(torch.equal(x, y) for x, y in zip(a.base.state_dict().values(), b.base.state_dict().values()))
+    assert (b.steps, b.total_steps, b.lr()) == (3, 10, a.lr())
+    assert a.step(rows)["loss"] == b.step(rows)["loss"]
 
 
 def test_scorer_dissects_traces_and_can_reject_wrong_intermediate_steps():
@@ -158,8 +209,9 @@ def test_student_state_round_trip(tiny_model, tmp_path):
     a.save_state(str(tmp_path), {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"]})
     b = StudentStep(cfg, str(tmp_path))
     pos = b.load_state(str(tmp_path))
-    assert pos == {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"], "steps": 3} and b.steps == 3
-    assert b.sched.get_last_lr() == a.sched.get_last_lr()
+    assert pos == {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"], "steps": 3,
+                   "total_steps": 1} and b.steps == 3
+    assert b.lr() == a.lr()
     sa, sb = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
     assert sa.keys() == sb.keys() and all((sa[k]["exp_avg"] == sb[k]["exp_avg"]).all() for k in sa)
     assert a.step(rows)["loss"] == b.step(rows)["loss"]  # the same next step: exact resume

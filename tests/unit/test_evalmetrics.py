@@ -70,8 +70,8 @@ def test_split_metrics_exact_values():
 
 def test_split_metrics_without_samples_or_tokens():
     m = split_metrics([{"problem_id": "a", "correct": True, "answer": "1", "tokens": 0}])
-    assert m == {"n": 1, "accuracy": 1.0, "no_answer_rate": 0.0, "mean_tokens": 0.0,
-                 "accuracy_per_100_tokens": 0.0}
+    assert m == {"n": 1, "accuracy": 1.0, "ci": [pytest.approx(0.2065493), 1.0], "no_answer_rate": 0.0,
+                 "wrong_steps_rate": 0.0, "mean_tokens": 0.0, "accuracy_per_100_tokens": 0.0}  # Wilson 1/1
 
 
 def _p(pid, correct, answer, tokens=10):
@@ -82,7 +82,7 @@ def test_prompt_style_metrics_three_styles():
     by_style = {
         "plain": [_p("a", True, "1"), _p("b", True, "2"), _p("c", True, "7"), _p("d", False, None)],
         "formal": [_p("a", True, "1"), _p("b", False, "5"), _p("c", False, None), _p("d", False, None)],
-        # e and f are not in every style: they count for accuracy, not for consistency
+        # e and f are not in every style: they count for accuracy, not for agreement
         "casual": [_p("a", True, "1.0"), _p("b", True, "2"), _p("c", False, "8"), _p("d", False, None),
                    _p("e", True, "q"), _p("f", False, "r")],
     }
@@ -90,8 +90,12 @@ def test_prompt_style_metrics_three_styles():
     assert m["per_style"] == {"plain": 0.75, "formal": 0.25, "casual": 0.5}
     assert m["mean"] == pytest.approx(0.5)
     assert m["sensitivity"] == pytest.approx(math.sqrt((0.25 ** 2 + 0.25 ** 2 + 0) / 3))
-    # a: 1/1/1.0 same; b: 2/5/2 differ; c: 7/None/8 differ; d: None everywhere same
-    assert m["consistency"] == 0.5
+    # pairwise agreement: a: 1/1/1.0, 3 of 3 pairs agree; b: 2/5/2, 1 of 3; c: 7/None/8, 0 of 3;
+    # d: None everywhere, 0 (a missing answer agrees with nothing)
+    assert m["agreement"] == pytest.approx((1 + 1 / 3 + 0 + 0) / 4)
+    lo, hi = m["agreement_ci"]
+    assert 0 <= lo <= m["agreement"] <= hi <= 1
+    assert m["per_style_ci"]["plain"] == pytest.approx([0.3006, 0.9544], abs=1e-4)  # Wilson 3/4
     assert m["n_shared"] == 4
 
 

@@ -116,14 +116,17 @@ def test_summarize_exact_values():
                _pred("in_distribution", "b", True, "2", 10, text="a b")]
     ev = summarize({"student": student, "teacher": teacher})
     ind = ev["splits"]["in_distribution"]["student"]
-    assert ind == {"n": 2, "accuracy": 0.5, "no_answer_rate": 0.5, "mean_tokens": 20.0,
-                   "accuracy_per_100_tokens": 2.5, "k": 2, "pass@k": 0.5, "maj@k": 0.5}
+    assert ind == {"n": 2, "accuracy": 0.5, "ci": [0.0945, 0.9055], "no_answer_rate": 0.5, "wrong_steps_rate": 0.0,
+                   "mean_tokens": 20.0, "accuracy_per_100_tokens": 2.5, "k": 2, "pass@k": 0.5, "maj@k": 0.5}
     assert ev["splits"]["in_distribution"]["teacher"]["accuracy"] == 1.0
     rel = ev["splits"]["related"]["student"]
     assert rel["accuracy"] == 0.5 and rel["by_source"]["A"]["accuracy"] == 1.0 and rel["by_source"]["B"]["n"] == 1
     st = ev["prompt_style"]["student"]
     assert st["per_style"] == {"s1": 1.0, "s2": 0.5} and st["mean"] == 0.75 and st["sensitivity"] == 0.25
-    assert st["consistency"] == 0.5 and st["mean_tokens"] == {"s1": 4.0, "s2": 8.0}
+    assert st["agreement"] == 0.5 and st["mean_tokens"] == {"s1": 4.0, "s2": 8.0}
+    # the student against the teacher, paired on the same two problems: a both right, b teacher only
+    vs = ev["comparisons"]["splits"]["in_distribution"]["student_vs_teacher"]
+    assert (vs["n"], vs["diff"], vs["a_only"], vs["b_only"], vs["p_mcnemar"]) == (2, -0.5, 0, 1, 1.0)
     assert ev["splits"]["prompt_style"]["student"]["accuracy"] == 0.75
     rh = ev["reasoning_help"]["student"]
     assert (rh["direct_accuracy"], rh["reasoning_accuracy"], rh["delta"]) == (0.0, 0.5, 0.5)

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.config import SourceConfig
-from distill.sources import load_problems, teacher_messages
+from distill.sources import load_problems
 
 
 def test_reasoning_gym_source_is_stable_and_verifiable():
@@ -65,8 +65,3 @@ def test_size_limits_valid_rows_across_sources(tmp_path):
     out = load_problems([SourceConfig(kind="reasoning_gym", task="chain_sum", size=2, seed=1),
                          SourceConfig(kind="reasoning_gym", task="basic_arithmetic", size=3, seed=1)])
     assert [p["source"] for p in out.problems] == ["reasoning_gym:chain_sum"] * 2 + ["reasoning_gym:basic_arithmetic"] * 3
-
-
-def test_teacher_messages():
-    assert teacher_messages(" Q ", None, "Do it.") == [{"role": "user", "content": "Q\n\nDo it."}]
-    assert teacher_messages("Q", "sys", "")[0] == {"role": "system", "content": "sys"}
