@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from distill.evalsuite import prediction
+from distill.evalsuite import predictions
 
 
 class Evaluator:
@@ -49,7 +49,8 @@ class Evaluator:
         return self.tokenizer(text + request["prefill"], add_special_tokens=False)["input_ids"]
 
     def run(self, requests: list[dict]) -> dict:
-        """-> {"predictions": [...], "wall_s", "tokens", "skipped_too_long"} (same order as requests)."""
+        """-> {"predictions": [...], "outputs" (raw generations), "wall_s", "tokens", "skipped_too_long"}
+        (same order as requests)."""
         t0 = time.time()
         ids = [self.prompt_ids(r) for r in requests]
         fits = [i for i, x in enumerate(ids) if len(x) < self.max_model_len - 1]
@@ -57,11 +58,10 @@ class Evaluator:
         if fits:
             gen = self._vllm if self.backend == "vllm" else self._hf
             outs = dict(zip(fits, gen([requests[i] for i in fits], [ids[i] for i in fits])))
-        preds = []
-        for i, r in enumerate(requests):
-            # A prompt longer than the context is answered by nobody: scored as no answer, and counted.
-            preds.append(prediction(r, outs.get(i) or [("", 0, "prompt_too_long")] * r["n"]))
-        return {"predictions": preds, "wall_s": round(time.time() - t0, 2),
+        # A prompt longer than the context is answered by nobody: scored as no answer, and counted.
+        raw = [outs.get(i) or [("", 0, "prompt_too_long")] * r["n"] for i, r in enumerate(requests)]
+        preds = predictions(requests, raw)
+        return {"predictions": preds, "outputs": raw, "wall_s": round(time.time() - t0, 2),
                 "tokens": sum(p["tokens"] for p in preds), "skipped_too_long": len(requests) - len(fits)}
 
     def _room(self, r: dict, ids: list[int]) -> int:

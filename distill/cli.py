@@ -41,9 +41,9 @@ def _error(e: Exception | str) -> int:
     return EXIT_CONFIG
 
 
-def _config(recipe: str, overrides: list[str], address: str | None):
-    """The validated config of a recipe with --set overrides and --address (raises ConfigError)."""
-    cfg = load_config(recipe, overrides)
+def _config(recipe: str, overrides: list[str], address: str | None, no_eval_cache: bool = False):
+    """The validated config of a recipe with --set overrides, --address and --no-eval-cache (raises ConfigError)."""
+    cfg = load_config(recipe, list(overrides) + (["eval.cache=false"] if no_eval_cache else []))
     if address:
         cfg.ray.address = address
     return cfg
@@ -69,12 +69,12 @@ def cmd_run(args) -> int:
                 raise ConfigError("--resume takes the run's own config.yaml; give no RECIPE (use --set to "
                                   "override fields)")
             resume = _resume_dir(args.resume)
-            cfg = _config(str(resume / "config.yaml"), args.set, args.address)
+            cfg = _config(str(resume / "config.yaml"), args.set, args.address, args.no_eval_cache)
         elif not args.recipe:
             raise ConfigError("RECIPE_OR_YAML is required (or --resume RUN_ID)")
         else:
             resume = None
-            cfg = _config(args.recipe, args.set, args.address)
+            cfg = _config(args.recipe, args.set, args.address, args.no_eval_cache)
     except ConfigError as e:
         return _error(e)
     from pipelines.run import main
@@ -89,18 +89,23 @@ def cmd_run(args) -> int:
 
 
 SWEEP_HELP = """\
-Granularity sweep: which supervision transfers? Generates verified traces once (or reuses a run's
-trace store with --from-store), trains one student per supervision variant from the same traces
-(parallel Ray Tune trials), evaluates each student and the untrained one on held-out problems
-(eval.in_distribution), and writes the frontier -- accuracy vs supervision tokens per example -- as
-frontier.png, report.md and summary.json.
+Which recipe, which supervision? Generates verified traces once (or reuses a run's trace store with
+--from-store), trains one student per arm and seed from the same traces (parallel Ray Tune trials),
+evaluates each student and the untrained one on the validation problems (eval.validation: problems
+of the training tasks kept for tuning -- the test splits are never used to choose), and writes per
+arm its accuracy (mean over seeds) with a 95% interval, its paired difference from the best arm, and
+the frontier -- accuracy vs supervision tokens per example -- as frontier.png, report.md and
+summary.json.
+
+An arm is a supervision variant (the default: one per --variants) or any set of train fields
+(sweep.arms in the recipe, or --set 'sweep.arms={lr_hi: {lr: 3.0e-4}, long: {epochs: 6}}').
 
 Variants: answer_only, decision_points (the steps the answer depends on), plan (decomposition +
 answer), full (the teacher's trace), full_no_filler.
 
   distill sweep quickstart
   distill sweep quickstart --variants answer_only,full --set sweep.parallel=2
-  distill sweep quickstart --from-store runs/quickstart-.../store
+  distill sweep quickstart --from-store runs/quickstart-.../store --seeds 3
 """
 
 
@@ -108,13 +113,24 @@ def cmd_sweep(args) -> int:
     overrides = list(args.set)
     if args.variants:
         overrides.append("sweep.variants=[" + args.variants + "]")
+    if args.seeds is not None:
+        overrides.append(f"sweep.seeds={args.seeds}")
     try:
-        cfg = _config(args.recipe, overrides, args.address)
+        cfg = _config(args.recipe, overrides, args.address, args.no_eval_cache)
     except ConfigError as e:
         return _error(e)
     from pipelines.sweep import main
 
-    main(cfg, from_store=args.from_store)
+    try:
+        main(cfg, from_store=args.from_store)
+    except (FileNotFoundError, ValueError, ConfigError) as e:
+        return _error(e)
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            return _error(e.code)
+        raise
+    except RuntimeError as e:  # a trial that failed: one line, not a traceback (its log is in ray_tune/)
+        return _error(f"sweep failed: {e}".splitlines()[0][:2000])
     return 0
 
 
@@ -139,7 +155,7 @@ eval/<model>.jsonl (every prediction) and timeline.png.
 
 def cmd_eval(args) -> int:
     try:
-        cfg = _config(args.suite, args.set, args.address)
+        cfg = _config(args.suite, args.set, args.address, args.no_eval_cache)
     except ConfigError as e:
         return _error(e)
     if not cfg.eval.has_suite():
@@ -237,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field, e.g. teacher.temperature=0.5 (repeatable)")
     run.add_argument("--address", default=None, help="Ray address of a running cluster ('auto' after "
                      "`ray start --head`); default: start an embedded local Ray")
+    run.add_argument("--no-eval-cache", action="store_true", help="evaluate the baselines afresh instead of "
+                     "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)")
     run.set_defaults(fn=cmd_run)
 
     sw = sub.add_parser("sweep", help="train one student per supervision variant and compare transfer",
@@ -245,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--variants", default=None, help="comma-separated variants (default: sweep.variants)")
     sw.add_argument("--from-store", default=None, metavar="PATH", help="reuse this trace store instead of "
                     "generating (a run's runs/<run_id>/store)")
+    sw.add_argument("--seeds", type=int, default=None, metavar="N", help="training seeds per arm (default: sweep.seeds)")
+    sw.add_argument("--no-eval-cache", action="store_true", help="evaluate the untrained student afresh")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     sw.add_argument("--address", default=None, help="Ray address of a running cluster")
     sw.set_defaults(fn=cmd_sweep)
@@ -260,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "trained on (default: CHECKPOINT/../store when it exists)")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     ev.add_argument("--address", default=None, help="Ray address of a running cluster")
+    ev.add_argument("--no-eval-cache", action="store_true", help="evaluate the baselines afresh instead of "
+                     "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)")
     ev.set_defaults(fn=cmd_eval)
 
     pl = sub.add_parser("plan", help="check that a recipe's stages fit a cluster (file or live) before launch",

@@ -291,6 +291,10 @@ class EvalConfig(_Placement):
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
     cpu_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
+    teacher_splits: list[Literal["in_distribution", "prompt_style", "related", "difficulty_shift", "direct"]] | None = Field(
+        None, description="Splits the teacher baseline answers (None: all). The targets need only its "
+        "in_distribution accuracy (the gap the student closes); on 2 CPU cores its other splits cost more than "
+        "training, so a small recipe may leave them out (they are cached after the first run anyway).")
     teacher_from_generation: bool = Field(
         True, description="Take the teacher's in_distribution accuracy from the traces it already generated on the "
         "training problems, when that decoding is the evaluation's (greedy, one sample, the same max_tokens, no "
@@ -321,7 +325,13 @@ class EvalConfig(_Placement):
 
 class SweepConfig(_Strict):
     variants: list[str] = Field(default_factory=lambda: ["answer_only", "decision_points", "plan", "full"],
-                                description="Supervision variants to train one student each on.")
+                                description="Supervision variants to train one student each on (when `arms` is empty).")
+    arms: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named training recipes to compare on the same traces, each a set of "
+        "`train` fields over the recipe's (e.g. {lr_hi: {lr: 3.0e-4}, long: {epochs: 6}}). Empty: one arm per "
+        "variant in `variants`.")
+    seeds: int = Field(1, ge=1, le=20, description="Training seeds per arm: mean and interval per arm, and every "
+                       "arm compared with the best, paired on the same validation problems.")
     parallel: int = Field(1, ge=1, description="Students trained at the same time (Ray Tune trials).")
     threads_per_trial: int = Field(2, ge=1, description="torch threads per training trial.")
 
@@ -331,6 +341,10 @@ class SweepConfig(_Strict):
         if bad or not self.variants:
             raise ValueError(f"unknown variant(s) {bad}; expected some of {list(VARIANT_NAMES)}")
         return self
+
+    def arm_overrides(self) -> dict[str, dict[str, Any]]:
+        """Arm name -> `train` fields it changes."""
+        return dict(self.arms) or {v: {"supervision": {v: 1.0}} for v in self.variants}
 
 
 class RayConfig(_Strict):
@@ -391,6 +405,16 @@ class RunConfig(_Strict):
     def teacher_prompt(self) -> PromptConfig:
         """How the teacher is asked: its own prompt, or the task prompt."""
         return self.teacher.prompt or self.prompt
+
+    @model_validator(mode="after")
+    def _arms_valid(self) -> "RunConfig":
+        for name, over in self.sweep.arms.items():
+            try:
+                TrainConfig.model_validate({**self.train.model_dump(), **over})
+            except ValidationError as e:
+                raise ValueError(f"sweep.arms.{name}: " + "; ".join(
+                    f"{'.'.join(str(x) for x in err['loc']) or 'train'}: {err['msg']}" for err in e.errors())) from None
+        return self
 
     @model_validator(mode="after")
     def _pool_unseen(self) -> "RunConfig":

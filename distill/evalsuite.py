@@ -34,7 +34,7 @@ def load_suite(ev: EvalConfig, train_ids: set[str]) -> dict:
     counted, so no split can hold a training problem; the result is asserted, not assumed.
     """
     problems, checks = {}, {}
-    for split in SOURCE_SPLITS:
+    for split in SOURCE_SPLITS + ("validation",):
         sources = getattr(ev, split)
         if not sources:
             continue
@@ -46,6 +46,11 @@ def load_suite(ev: EvalConfig, train_ids: set[str]) -> dict:
             raise ValueError(f"eval.{split}: all {len(loaded.problems)} problems are training problems (same "
                              "problem_id). reasoning-gym draws item i from seed + i: use a seed further away.")
         problems[split] = kept
+    if "validation" in problems:  # tuning problems never double as test problems
+        test_ids = {p["problem_id"] for s, ps in problems.items() if s != "validation" for p in ps}
+        kept = [p for p in problems["validation"] if p["problem_id"] not in test_ids]
+        checks["validation"]["dropped_test_overlap"] = len(problems["validation"]) - len(kept)
+        problems["validation"] = kept
     overlap = {p["problem_id"] for ps in problems.values() for p in ps} & train_ids
     assert not overlap, f"held-out splits hold {len(overlap)} training problem(s)"
     return {"problems": problems, "checks": checks}
@@ -65,7 +70,7 @@ def build_requests(suite: dict, ev: EvalConfig, train_prompt: PromptConfig,
                                                    "difficulty_shift", "direct"}
     reqs: list[dict] = []
     ind = probs.get("in_distribution", [])
-    for split in SOURCE_SPLITS:
+    for split in SOURCE_SPLITS + ("validation",):
         if split in want:
             reqs += [_request(split, TRAIN_STYLE, train, p, ev.max_tokens) for p in probs.get(split, [])]
     if "in_distribution" in want and ev.samples > 1:
@@ -117,6 +122,11 @@ def prediction(request: dict, outputs: list[tuple[str, int, str]]) -> dict:
     return out
 
 
+def predictions(requests: list[dict], outputs: list[list]) -> list[dict]:
+    """Scored predictions of raw generations (per request: [(text, tokens, finish_reason), ...])."""
+    return [prediction(r, [tuple(o) for o in outs]) for r, outs in zip(requests, outputs)]
+
+
 def _r(x):
     return round(x, 4) if isinstance(x, float) else x
 
@@ -133,13 +143,13 @@ def summarize(preds: dict[str, list[dict]], reference: str = "teacher") -> dict:
         for p in ps:
             by_split[p["split"]].append(p)
         sampled = {p["problem_id"]: p["samples"] for p in by_split.pop("in_distribution_sampled", [])}
-        for split in SOURCE_SPLITS:
+        for split in SOURCE_SPLITS + ("validation",):
             if split not in by_split:
                 continue
             rows = [dict(p, samples=sampled[p["problem_id"]]) if split == "in_distribution" and p["problem_id"] in sampled
                     else p for p in by_split[split]]
             m = split_metrics(rows)
-            if split != "in_distribution":
+            if split not in ("in_distribution", "validation"):
                 by_source: dict[str, list[dict]] = defaultdict(list)
                 for p in rows:
                     by_source[p["source"]].append(p)

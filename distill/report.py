@@ -13,7 +13,7 @@ import html
 import json
 from pathlib import Path
 
-SECTIONS = ("Overview", "In distribution", "Prompt style", "Related tasks", "Difficulty shift",
+SECTIONS = ("Verdict", "Overview", "In distribution", "Prompt style", "Related tasks", "Difficulty shift",
             "Does reasoning help", "Imitation fidelity", "Accuracy vs tokens", "Training curves",
             "Stage timeline", "Sample traces")
 LABELS = {"teacher": "teacher", "untrained": "untrained student", "student": "distilled student"}
@@ -38,7 +38,50 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _acc_ci(x: dict) -> str:
+    ci = x.get("ci")
+    return f"{x['accuracy']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else _fmt(x.get("accuracy"))
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return bool(a.get("ci") and b.get("ci")) and a["ci"][0] <= b["ci"][1] and b["ci"][0] <= a["ci"][1]
+
+
 # -- plots -------------------------------------------------------------------------------------
+def plot_headline(ev: dict, path: Path) -> Path | None:
+    """Per split: each model's accuracy with its 95% interval; teacher and untrained drawn as reference
+    lines across the split, so the student's position between them is what the eye reads."""
+    splits = [s for s in ("in_distribution", "prompt_style", "related", "difficulty_shift") if s in ev.get("splits", {})]
+    if not splits or not any("student" in ev["splits"][s] for s in splits):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.8 + 1.9 * len(splits), 4.2))
+    top = 0.0
+    for i, split in enumerate(splits):
+        by = ev["splits"][split]
+        for model, color, ls in (("teacher", "tab:blue", "-"), ("untrained", "tab:gray", "--")):
+            if model in by:
+                ax.hlines(by[model]["accuracy"], i - 0.4, i + 0.4, colors=color, linestyles=ls,
+                          label=_label(model) if i == 0 else None)
+                top = max(top, by[model]["accuracy"])
+        if "student" in by:
+            x = by["student"]
+            lo, hi = x.get("ci") or (x["accuracy"], x["accuracy"])
+            ax.errorbar(i, x["accuracy"], yerr=[[x["accuracy"] - lo], [hi - x["accuracy"]]], fmt="o", color="tab:green",
+                        capsize=6, label=_label("student") if i == 0 else None)
+            top = max(top, hi)
+    ax.set_xticks(range(len(splits)), splits)
+    ax.set_ylim(0, min(1.0, top * 1.15 + 0.02))  # the scale of the change, not 0..1
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_title("Distilled student between the untrained student and the teacher")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plt():
     import matplotlib
 
@@ -100,7 +143,7 @@ def plot_accuracy_vs_tokens(ev: dict, path: Path) -> Path | None:
     return path
 
 
-def plot_training_curves(events_file: Path, in_loop: list[dict], path: Path) -> Path | None:
+def plot_training_curves(events_file: Path, in_loop: list[dict], path: Path, refs: dict | None = None) -> Path | None:
     steps, losses = [], []
     if events_file.is_file():
         for line in events_file.read_text().splitlines():
@@ -121,8 +164,12 @@ def plot_training_curves(events_file: Path, in_loop: list[dict], path: Path) -> 
         for k in keys:
             pts = [(r["step"], r[k]) for r in in_loop if k in r]
             ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=k.replace("_accuracy", " accuracy"))
+        top = max([r[k] for r in in_loop for k in keys if k in r] + [0.0])
+        for name, (acc, color) in (refs or {}).items():  # where the curve should head, and where it started
+            ax2.axhline(acc, color=color, ls="--", lw=1, label=f"{name} (in_distribution)")
+            top = max(top, acc)
         ax2.set_ylabel("held-out accuracy")
-        ax2.set_ylim(0, 1)
+        ax2.set_ylim(0, min(1.0, top * 1.2 + 0.02))
         ax2.legend(loc="upper right", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Training loss and accuracy of checkpoints")
@@ -137,17 +184,34 @@ def plot_training_curves(events_file: Path, in_loop: list[dict], path: Path) -> 
 def split_table(ev: dict, split: str) -> tuple[list[str], list[list[str]]]:
     by_model = ev.get("splits", {}).get(split, {})
     extra = [k for k in ("pass@k", "maj@k") if any(k in m for m in by_model.values())]
-    head = ["model", "n", "accuracy", *extra, "no-answer rate", "mean tokens", "accuracy / 100 tokens"]
+    head = ["model", "n", "accuracy [95% CI]", *extra, "vs untrained (paired)", "no-answer rate",
+            "right via wrong steps", "mean tokens", "accuracy / 100 tokens"]
+    comp = ev.get("comparisons", {}).get("splits", {}).get(split, {})
     rows = []
     for m in _models(ev):
         if m in by_model:
             x = by_model[m]
             k = f" (k={x['k']})" if "k" in x else ""
-            rows.append([_label(m), _fmt(x["n"]), _fmt(x["accuracy"]), *[_fmt(x.get(e)) + k for e in extra],
-                         _fmt(x["no_answer_rate"]), _fmt(x["mean_tokens"]), _fmt(x["accuracy_per_100_tokens"])])
+            vs = ""
+            if m == "student" and "student_vs_untrained" in comp:
+                d = comp["student_vs_untrained"]
+                same = " ≈ (intervals overlap)" if "untrained" in by_model and _overlap(x, by_model["untrained"]) else ""
+                vs = (f"{100 * d['diff']:+.1f} pts [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}], "
+                      f"p = {d['p_mcnemar']:.3g}{same}")
+            rows.append([_label(m), _fmt(x["n"]), _acc_ci(x), *[_fmt(x.get(e)) + k for e in extra], vs,
+                         _fmt(x["no_answer_rate"]), _fmt(x.get("wrong_steps_rate")), _fmt(x["mean_tokens"]),
+                         _fmt(x["accuracy_per_100_tokens"])])
             for src, sx in (x.get("by_source") or {}).items():
-                rows.append([f"&nbsp;&nbsp;{_label(m)} · {src}", _fmt(sx["n"]), _fmt(sx["accuracy"]), *["" for _ in extra],
-                             _fmt(sx["no_answer_rate"]), _fmt(sx["mean_tokens"]), _fmt(sx["accuracy_per_100_tokens"])])
+                rows.append([f"&nbsp;&nbsp;{_label(m)} · {src}", _fmt(sx["n"]), _acc_ci(sx), *["" for _ in extra], "",
+                             _fmt(sx["no_answer_rate"]), _fmt(sx.get("wrong_steps_rate")), _fmt(sx["mean_tokens"]),
+                             _fmt(sx["accuracy_per_100_tokens"])])
+    if comp.get("gap_closed", {}).get("value") is not None:
+        g = comp["gap_closed"]
+        ci = f" [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]" if g.get("ci") else ""
+        rows.append(["gap closed (student − untrained) / (teacher − untrained)", "", f"{g['value']:.2f}{ci}",
+                     *["" for _ in extra], "", "", "", "", ""])
+    if comp.get("measures_nothing"):
+        rows.append(["⚠ " + comp["measures_nothing"], "", "", *["" for _ in extra], "", "", "", "", ""])
     return head, rows
 
 
@@ -157,9 +221,24 @@ def style_table(ev: dict) -> tuple[list[str], list[list[str]]]:
     if not models:
         return [], []
     styles = list(ps[models[0]]["per_style"])
-    head = ["model", *styles, "mean", "sensitivity (std)", "consistency"]
-    rows = [[_label(m), *[_fmt(ps[m]["per_style"].get(s)) for s in styles], _fmt(ps[m]["mean"]),
-             _fmt(ps[m]["sensitivity"]), _fmt(ps[m]["consistency"])] for m in models]
+    head = ["model", *styles, "mean", "sensitivity (std)", "answer agreement between styles [95% CI]"]
+
+    def agree(x: dict) -> str:
+        ci = x.get("agreement_ci")
+        return f"{x['agreement']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    def cell(m: str, s: str) -> str:
+        ci = ps[m].get("per_style_ci", {}).get(s)
+        v = ps[m]["per_style"].get(s)
+        return _fmt(v) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    rows = [[_label(m), *[cell(m, s) for s in styles], _fmt(ps[m]["mean"]), _fmt(ps[m]["sensitivity"]), agree(ps[m])]
+            for m in models]
+    r = ev.get("comparisons", {}).get("style_retention")
+    if r and r.get("value") is not None:
+        ci = f" [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r.get("ci") else ""
+        rows.append(["style retention: the student's gain under these styles / its gain in distribution",
+                     *["" for _ in styles], f"{r['value']:.2f}{ci}", "", ""])
     return head, rows
 
 
@@ -233,9 +312,12 @@ def _img_md(path: Path | None, alt: str, run_dir: Path) -> str:
 
 
 NOTES = {
-    "Prompt style": "The same held-out problems asked in each configured style. Sensitivity is the standard "
-                    "deviation of accuracy across styles; consistency the share of problems answered the same in "
-                    "every style.",
+    "Prompt style": "The same held-out problems asked in each configured style (none of them trained on). "
+                    "Sensitivity is the standard deviation of accuracy across styles; answer agreement the mean share "
+                    "of style pairs that give the same answer to a problem (no answer agrees with nothing).",
+    "Verdict": "Every accuracy is greedy pass@1 with its 95% Wilson interval. The student and the untrained "
+               "student answer the same problems, so their difference is paired (Newcombe's interval, exact McNemar "
+               "test); 'distinguishable' means the interval of the difference excludes zero.",
     "Does reasoning help": "The same model on the same in_distribution problems, forced to answer at once vs "
                            "allowed to reason (the training prompt). A positive delta means reasoning raises "
                            "accuracy, not only length.",
@@ -252,14 +334,18 @@ def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per
     ev = summary.get("eval", {})
     figs = run_dir / "report_files"
     figs.mkdir(exist_ok=True)
+    ind = ev.get("splits", {}).get("in_distribution", {})
+    refs = {_label(m): (ind[m]["accuracy"], c) for m, c in (("teacher", "tab:blue"), ("untrained", "tab:gray")) if m in ind}
     plots = {
+        "Verdict": plot_headline(ev, figs / "headline.png"),
         "Prompt style": plot_style_heatmap(ev, figs / "prompt_style_heatmap.png"),
         "Accuracy vs tokens": plot_accuracy_vs_tokens(ev, figs / "accuracy_vs_tokens.png"),
         "Training curves": plot_training_curves(run_dir / "events.jsonl", ev.get("in_loop", []),
-                                                figs / "training_curves.png"),
+                                                figs / "training_curves.png", refs),
         "Stage timeline": run_dir / "timeline.png",
     }
-    tables = {"Overview": (["", ""], overview_rows(summary))}
+    verdicts = ev.get("comparisons", {}).get("verdicts", [])
+    tables = {"Verdict": (["verdict"], [[v] for v in verdicts]), "Overview": (["", ""], overview_rows(summary))}
     for split, sec in SPLIT_SECTIONS.items():
         tables[sec] = split_table(ev, split)
     tables["Does reasoning help"] = reasoning_table(ev)

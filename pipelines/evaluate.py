@@ -70,28 +70,62 @@ def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | 
 
 
 class EvalRunner:
-    """Models evaluated in submission order, one at a time, by Ray tasks driven from a thread."""
+    """Models evaluated in submission order, one at a time, by Ray tasks driven from a thread.
 
-    def __init__(self, ev: EvalConfig, seed: int, events=None, trust_remote_code: bool = False):
+    A model submitted as `cacheable` (a baseline) is first looked up in the baseline cache
+    (distill/evalcache.py) when `use_cache`: a hit costs nothing; a miss is evaluated and stored.
+    `cache_status[name]` says which: hit, miss or off."""
+
+    def __init__(self, ev: EvalConfig, seed: int, events=None, trust_remote_code: bool = False,
+                 use_cache: bool = False):
+        from distill.hardware import engine_dtype
+
         self.options = evaluator_options(ev, seed, trust_remote_code)
         self.task = evaluate_task(remote_options(ev))
+        # what decides the generations besides model and requests (the dtype as the evaluator will pick it)
+        self.decoding = {"backend": ev.backend, "dtype": engine_dtype(ev.dtype, ev.num_gpus > 0),
+                         "max_model_len": ev.max_model_len, "seed": seed}
+        self.use_cache = use_cache
         self.events, self.results, self.errors, self.submitted = events, {}, {}, set()
+        self.cache_status: dict[str, str] = {}
         self._q: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="distill-eval", daemon=True)
         self._thread.start()
 
-    def submit(self, name: str, model_path: str, requests: list[dict]) -> None:
-        """Queue `name` for evaluation; a name already submitted is ignored."""
+    def submit(self, name: str, model_path: str, requests: list[dict], cacheable: bool = False, step: int = 0) -> None:
+        """Queue `name` for evaluation (`step`: the training step of that checkpoint, for its curve);
+        a name already submitted is ignored."""
         if name not in self.submitted:
             self.submitted.add(name)
-            self._q.put((name, model_path, requests))
+            self._q.put((name, model_path, requests, cacheable, step))
+
+    def _cached(self, name: str, path: str, reqs: list[dict]) -> tuple[str | None, dict | None]:
+        from distill import evalcache
+        from distill.evalsuite import predictions
+
+        key = evalcache.cache_key(path, reqs, self.decoding)
+        hit = evalcache.load(key)
+        if hit is None or len(hit["outputs"]) != len(reqs):
+            return key, None
+        preds = predictions(reqs, hit["outputs"])
+        return key, {**hit, "predictions": preds, "tokens": sum(p["tokens"] for p in preds), "cache": "hit"}
 
     def _loop(self) -> None:
         import ray
 
+        from distill import evalcache
+
         while (item := self._q.get()) is not None:
-            name, path, reqs = item
+            name, path, reqs, cacheable, step = item
             t0 = time.time()
+            key = None
+            if cacheable and self.use_cache:
+                key, res = self._cached(name, path, reqs)
+                if res is not None:
+                    self.results[name], self.cache_status[name] = res, "hit"
+                    print(f"[distill] {name}: {len(reqs)} answers from the baseline cache ({key[:12]})", flush=True)
+                    emit(self.events, eval_event(name, res, t0, step))
+                    continue
             print(f"[distill] evaluating {name} on {len(reqs)} requests ({path})", flush=True)
             try:
                 res = ray.get(self.task.remote(path, reqs, self.options))
@@ -99,8 +133,14 @@ class EvalRunner:
                 self.errors[name] = f"{type(e).__name__}: {e}"
                 print(f"[distill] evaluation of {name} failed: {self.errors[name]}", flush=True)
                 continue
-            self.results[name] = res
-            emit(self.events, eval_event(name, res, t0))
+            if key is not None:
+                evalcache.store(key, {"outputs": res["outputs"], "wall_s": res["wall_s"],
+                                      "skipped_too_long": res["skipped_too_long"], "model": path})
+                self.cache_status[name] = "miss"
+            else:
+                self.cache_status[name] = "off" if cacheable else "not cached (the student)"
+            self.results[name] = {**res, "cache": self.cache_status[name]}
+            emit(self.events, eval_event(name, res, t0, step))
             print(f"[distill] evaluated {name} in {time.time() - t0:.0f}s", flush=True)
 
     def wait(self) -> dict:
@@ -138,10 +178,13 @@ def in_loop_curve(out_dir: Path) -> list[dict]:
             for r in rows]
 
 
-def eval_summary(suite: dict, results: dict, models: dict, errors: dict | None = None) -> dict:
-    """The summary.json `eval` object from finished evaluations."""
+def eval_summary(suite: dict, results: dict, models: dict, errors: dict | None = None,
+                 sources: dict | None = None) -> dict:
+    """The summary.json `eval` object from finished evaluations. `sources`: per model, where its
+    answers came from (evaluated, baseline cache hit or miss, the teacher's generation)."""
     out = summarize({m: r["predictions"] for m, r in results.items()},
                     reference="teacher" if "teacher" in results else next(iter(results), "teacher"))
+    out["sources"] = sources or {}
     out["models"] = {m: str(p) for m, p in models.items()}
     out["problems"] = suite["checks"]
     out["wall_s"] = {m: r["wall_s"] for m, r in results.items()}
@@ -149,6 +192,61 @@ def eval_summary(suite: dict, results: dict, models: dict, errors: dict | None =
     if errors:
         out["errors"] = errors
     return out
+
+
+ALL_SPLITS = ("in_distribution", "prompt_style", "related", "difficulty_shift", "direct")
+
+
+def teacher_generation_mismatch(cfg: RunConfig) -> str | None:
+    """Why the teacher's generation cannot stand in for its in_distribution evaluation (None: it can)."""
+    t, ev = cfg.teacher, cfg.eval
+    if not ev.teacher_from_generation:
+        return "eval.teacher_from_generation is off"
+    if t.temperature != 0 or t.samples != 1:
+        return f"the teacher sampled (temperature {t.temperature}, {t.samples} sample(s)); evaluation is greedy"
+    if t.max_tokens != ev.max_tokens:
+        return f"teacher.max_tokens {t.max_tokens} != eval.max_tokens {ev.max_tokens}"
+    if t.stop:
+        return "the teacher used stop strings"
+    if ev.samples > 1:
+        return "eval.samples > 1 (the generation has one sample per problem)"
+    if t.backend != ev.backend:
+        return f"teacher backend {t.backend} != eval backend {ev.backend}"
+    return None
+
+
+def baseline_requests(cfg: RunConfig, suite: dict, generated: bool = True) -> dict[str, list[dict]]:
+    """The requests each baseline answers. The untrained student: the student's. The teacher: its splits
+    (eval.teacher_splits), in_distribution asked in the teacher's own prompt, and none of it when its
+    generation (`generated`: there is one) stands in (teacher_generation_mismatch)."""
+    out = {}
+    if "untrained" in cfg.eval.baselines:
+        out["untrained"] = build_requests(suite, cfg.eval, cfg.prompt)
+    if "teacher" in cfg.eval.baselines:
+        splits = list(cfg.eval.teacher_splits or ALL_SPLITS)
+        if generated and teacher_generation_mismatch(cfg) is None and "in_distribution" in splits:
+            splits.remove("in_distribution")
+        out["teacher"] = build_requests(suite, cfg.eval, cfg.teacher_prompt(), splits) if splits else []
+    return out
+
+
+def teacher_from_store(store_root: Path, problem_ids: set[str]) -> list[dict]:
+    """The teacher's in_distribution predictions, scored from the traces it generated (greedy) on the
+    training problems: fresh to it, from the training distribution, scored as the evaluator scores."""
+    from distill.evalsuite import TRAIN_STYLE, prediction
+    from distill.store import TraceStore
+
+    cols = ["problem_id", "source", "question", "reference_answer", "verifier", "metadata", "text",
+            "completion_tokens", "finish_reason", "sample_index"]
+    rows = TraceStore(store_root).traces().select(cols).to_pylist()
+    preds = []
+    for r in rows:
+        if r["sample_index"] != 0 or r["problem_id"] not in problem_ids:
+            continue
+        req = {"split": "in_distribution", "style": TRAIN_STYLE, "prefill": "", "n": 1,
+               "problem": {k: r[k] for k in cols[:6]}}
+        preds.append(prediction(req, [(r["text"] or "", r["completion_tokens"] or 0, r["finish_reason"] or "stop")]))
+    return preds
 
 
 def write_predictions(run_dir: Path, results: dict) -> None:
@@ -172,7 +270,7 @@ def train_problem_ids(cfg: RunConfig, store_root: Path | None) -> set[str]:
 def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, train_store: str | None = None) -> dict:
     """`distill eval`: the suite on one checkpoint (and baselines) -> runs/eval-.../report.html."""
     from cluster.session import ray_session
-    from distill.metrics import RunMetrics, write_json
+    from distill.metrics import RunMetrics, provenance, write_json
     from distill.models import resolve_model
     from distill.report import write_report
     from pipelines.run import _yaml, new_run_dir
@@ -189,18 +287,23 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
     baselines = cfg.eval.baselines if baselines is None else baselines
     models = {b: resolve_model(cfg.teacher.model if b == "teacher" else cfg.train.student) for b in baselines}
     models["student"] = str(ckpt)
+    base_reqs = baseline_requests(cfg, suite, generated=False)
     print(f"[distill] eval {run_id}: {len(requests)} requests per model, models: {', '.join(models)}")
     metrics = RunMetrics(run_dir, t_start)
     with ray_session(cfg.ray):
-        runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code)
+        runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache)
         for name, path in models.items():
-            runner.submit(name, str(path), requests)
+            if name == "student":
+                runner.submit(name, str(path), requests)
+            elif base_reqs.get(name):
+                runner.submit(name, str(path), base_reqs[name], cacheable=True)
         results = runner.wait()
     for name, res in results.items():
         metrics.add(eval_event(name, res, t_start))
     wall = time.time() - t_start
     summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s": round(wall, 1), "checkpoint": str(ckpt),
-               "eval": eval_summary(suite, results, models, runner.errors)}
+               "eval": eval_summary(suite, results, models, runner.errors, runner.cache_status),
+               "provenance": provenance()}
     write_predictions(run_dir, results)
     metrics.plot_timeline(run_dir / "timeline.png", wall)
     metrics.close()

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from distill.config import ConfigError, RunConfig
-from distill.metrics import RunMetrics, write_json
+from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
 from distill.sources import load_problems
 from distill.store import TraceStore
@@ -79,7 +79,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     from cluster.planner import ensure_fits, node_view, observed_placement
     from cluster.session import alive_nodes, ray_session
     from distill.evalsuite import build_requests, load_suite
-    from pipelines.evaluate import EvalRunner, eval_summary, in_loop_curve, write_predictions
+    from pipelines.evaluate import (EvalRunner, baseline_requests, eval_summary, in_loop_curve, teacher_from_store,
+                                    teacher_generation_mismatch, write_predictions)
     from pipelines.stages import EventPump, generation_stream, student_trainer
 
     store = TraceStore(run_dir / "store")
@@ -97,13 +98,15 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
         if cfg.eval.in_loop:
             in_loop_file = run_dir / "eval" / "in_loop_requests.json"
             in_loop_file.parent.mkdir(parents=True, exist_ok=True)
-            in_loop_file.write_text(json.dumps(build_requests(suite, cfg.eval, cfg.prompt, cfg.eval.in_loop_splits)))
+            in_loop_file.write_text(json.dumps(build_requests(suite, cfg.eval, cfg.prompt, cfg.eval.in_loop_wanted())))
     baselines = {b: teacher_path if b == "teacher" else student_path for b in cfg.eval.baselines}
+    baseline_reqs = baseline_requests(cfg, suite) if suite else {}
+    teacher_mismatch = teacher_generation_mismatch(cfg)
 
     # 2. Stream: teacher -> scorer -> trainer, all at once on one Ray cluster. Baselines are evaluated
     #    as soon as the teacher is done; checkpoints in-loop by Ray Train; evaluation never blocks training.
     metrics = RunMetrics(run_dir, t_start)
-    results, eval_errors = {}, {}
+    results, eval_errors, sources = {}, {}, {}
     student_dir = run_dir / "student"
     with ray_session(cfg.ray) as ray:
         nodes = alive_nodes(ray)
@@ -112,11 +115,13 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             print(f"[distill] warning: output_dir {cfg.output_dir!r} is relative on a {len(nodes)}-node cluster; "
                   "scorers and trainers on other nodes need it on shared storage", flush=True)
         events = Queue(actor_options={"num_cpus": 0})
-        runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code) if suite else None
+        runner = (EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code, use_cache=cfg.eval.cache)
+                  if suite else None)
 
         def start_baselines() -> None:
             for name, path in baselines.items():
-                runner.submit(name, str(path), requests)
+                if baseline_reqs.get(name):
+                    runner.submit(name, str(path), baseline_reqs[name], cacheable=True)
 
         stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
         trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
@@ -127,6 +132,7 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             result = trainer.fit()
             t_trained = time.time()
             checkpoint = result.checkpoint
+            final_step = int((result.metrics or {}).get("step") or 0)  # the student evaluated is this step's
             if checkpoint is not None:
                 # 3. The student as a plain HF directory (transformers and vLLM load it as it is).
                 from actors.student import TRAINING_STATE_FILES
@@ -137,9 +143,17 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             if runner:
                 start_baselines()  # no-op when already started
                 if checkpoint is not None:
-                    runner.submit("student", str(student_dir), requests)
+                    runner.submit("student", str(student_dir), requests, step=final_step)
                 results = runner.wait()
                 eval_errors = runner.errors
+                sources = dict(runner.cache_status)
+                if "teacher" in baselines and teacher_mismatch is None:
+                    # its in_distribution accuracy from the traces it generated (greedy) on the training problems
+                    gen = teacher_from_store(store.root, {p["problem_id"] for p in loaded.problems})
+                    base = results.get("teacher") or {"predictions": [], "wall_s": 0.0, "skipped_too_long": 0}
+                    results["teacher"] = {**base, "predictions": base["predictions"] + gen}
+                    sources["teacher"] = (f"in_distribution from its generation ({len(gen)} training problems, "
+                                          f"greedy, its own prompt); other splits: {sources.get('teacher', 'none')}")
         nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
     wall_s = time.time() - t_start
 
@@ -157,21 +171,25 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
         "eval_after_training_s": round(time.time() - t_trained, 1),
         "placement": observed_placement(metrics.events, nodes),
         "cluster_nodes": [node_view(n) for n in nodes if n.get("Alive")],
-        "metrics_uri": mirror.url if mirror else None})
+        "metrics_uri": mirror.url if mirror else None, "provenance": provenance()})
     if suite is not None:
         models = {**baselines, **({"student": student_dir} if checkpoint is not None else {})}
-        summary["eval"] = eval_summary(suite, results, models, eval_errors)
+        summary["eval"] = eval_summary(suite, results, models, eval_errors, sources)
         curve = in_loop_curve(run_dir / "eval" / "in_loop")
         if "student" in summary["eval"]["splits"].get("in_distribution", {}):
             final = {f"{k}_accuracy": v["student"]["accuracy"] for k, v in summary["eval"]["splits"].items()
                      if k in cfg.eval.in_loop_splits and "student" in v}
-            curve.append({"step": summary["stages"]["train"]["steps"], "epoch": cfg.train.epochs, **final})
+            curve.append({"step": final_step, "epoch": cfg.train.epochs, "final": True, **final})
         summary["eval"]["in_loop"] = curve
         write_predictions(run_dir, results)
     metrics.plot_timeline(run_dir / "timeline.png", wall_s)
     _hparams(metrics, cfg, summary)
     metrics.close()
     write_json(run_dir / "summary.json", summary)
+    if checkpoint is not None:
+        from distill.modelcard import write_model_card
+
+        write_model_card(student_dir, cfg, summary)
     if suite is not None:
         from distill.report import write_report
 
@@ -217,11 +235,14 @@ def _print_summary(s: dict) -> None:
     ev = s.get("eval")
     if ev:
         models = [m for m in ("teacher", "untrained", "student") if m in ev["models"]]
-        print("  eval accuracy       " + "".join(f"{m:>12}" for m in models))
+        print("  eval accuracy [95% CI]   " + "".join(f"{m:>22}" for m in models))
         for split, by_model in ev["splits"].items():
-            print(f"    {split:<17}" + "".join(f"{by_model[m]['accuracy']:>12.3f}" if m in by_model else f"{'-':>12}"
-                                             for m in models))
-        for m, r in ev["reasoning_help"].items():
-            print(f"    reasoning helps ({m}): direct {r['direct_accuracy']:.3f} -> reasoning "
-                  f"{r['reasoning_accuracy']:.3f} (delta {r['delta']:+.3f})")
+            cells = [f"{by_model[m]['accuracy']:.3f} [{by_model[m]['ci'][0]:.2f},{by_model[m]['ci'][1]:.2f}]"
+                     if m in by_model else "-" for m in models]
+            n = max((by_model[m]["n"] for m in models if m in by_model), default=0)
+            print(f"    {split:<17} n={n:<5}" + "".join(f"{c:>22}" for c in cells))
+        for v in ev.get("comparisons", {}).get("verdicts", []):
+            print(f"  {v}")
+        for m, src in ev.get("sources", {}).items():
+            print(f"  {m} answers: {src}")
         print(f"  report: {s['run_dir']}/report.html")

@@ -34,14 +34,19 @@ def test_report_has_every_section_plots_and_samples(tmp_path):
     page, md = html_path.read_text(), md_path.read_text()
     for sec in SECTIONS:
         assert f">{sec}</h2>" in page and f"## {sec}" in md, sec
-    # heat map, accuracy vs tokens and training curves are embedded; the timeline is missing here
-    assert len(re.findall(r'src="data:image/png;base64,iVBORw0KGgo', page)) == 3
+    # headline, heat map, accuracy vs tokens and training curves are embedded; the timeline is missing here
+    assert len(re.findall(r'src="data:image/png;base64,iVBORw0KGgo', page)) == 4
     assert "no data for Stage timeline" in page
-    for f in ("prompt_style_heatmap.png", "accuracy_vs_tokens.png", "training_curves.png"):
+    for f in ("headline.png", "prompt_style_heatmap.png", "accuracy_vs_tokens.png", "training_curves.png"):
         assert f"(report_files/{f})" in md and (tmp_path / "report_files" / f).read_bytes()[:4] == b"\x89PNG"
-    # one table row per model, with its accuracy
-    assert re.search(r"<td>teacher</td><td>2</td><td>1.000</td>", page)
-    assert re.search(r"<td>distilled student</td><td>2</td><td>0.500</td>", page)
+    # the verdict opens the report: student vs untrained paired, not distinguishable on 2 problems
+    verdict = page.split('id="verdict"')[1].split("<h2")[0]
+    assert "in_distribution: student vs untrained +0.0 pts" in verdict and "not distinguishable" in verdict
+    assert "gap closed 0.00" in verdict
+    # one table row per model, with its accuracy and Wilson interval (2/2: [0.342, 1.000]; 1/2: [0.095, 0.905])
+    assert re.search(r"<td>teacher</td><td>2</td><td>1.000 \[0.342, 1.000\]</td>", page)
+    assert re.search(r"<td>distilled student</td><td>2</td><td>0.500 \[0.095, 0.905\]</td><td>\+0.0 pts", page)
+    assert "≈ (intervals overlap)" in page
     assert "| distilled student | 2 | 0.000 | 0.500 | 0.500 |" in md  # reasoning help: direct, reasoning, delta
     # side by side: one right and one wrong student answer, escaped
     assert page.count('class="sample"') == 2 and "question a &lt;b&gt;" in page and "<b>" not in page.split("<body>")[1]
