@@ -118,7 +118,8 @@ class RunMetrics:
         train_busy = stages["train"]["busy_s"]
         stages["train"].update(
             first_step_at=round(min(e["t1"] for e in train_evs) - self.t0, 3) if train_evs else None,
-            steps=len(train_evs), tokens=int(c["train/tokens"]),
+            steps=len(train_evs) - int(c["train/empty_steps"]), empty_steps=int(c["train/empty_steps"]),
+            tokens=int(c["train/tokens"]),
             tokens_per_s=round(c["train/tokens"] / train_busy, 2) if train_busy else 0.0,
             final_loss=train_evs[-1].get("loss") if train_evs else None,
             skipped_too_long=int(c["train/skipped_too_long"]))

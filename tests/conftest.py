@@ -1,7 +1,14 @@
 """Shared fixtures: tiny models saved to disk by the tests (fast stand-ins where real ones are slow)."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# The baseline cache of this test session starts empty (and subprocesses inherit it): runs in the
+# tests hit only what earlier tests of the same session stored.
+os.environ["DISTILL_EVAL_CACHE"] = tempfile.mkdtemp(prefix="distill-eval-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,13 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
         for m in models:
             x = ev["splits"][split][m]
             assert x["n"] == n and 0 <= x["accuracy"] <= 1 and 0 <= x["no_answer_rate"] <= 1 and x["mean_tokens"] > 0
+            assert x["ci"][0] <= x["accuracy"] <= x["ci"][1] and 0 <= x["wrong_steps_rate"] <= 1
+        # every split: the student against the untrained student, paired on the same problems
+        su = ev["comparisons"]["splits"][split]["student_vs_untrained"]
+        assert su["n"] == n and su["ci"][0] <= su["diff"] <= su["ci"][1] and 0 <= su["p_mcnemar"] <= 1
+    assert ev["comparisons"]["verdicts"][0].startswith("in_distribution: student vs untrained")
+    # the teacher sampled greedily with max_tokens 256, the evaluation uses 160: its generation cannot stand in
+    assert ev["sources"]["teacher"] == "miss" and ev["sources"]["untrained"] == "miss"
     assert all(ev["splits"]["in_distribution"][m]["k"] == 2 and "pass@k" in ev["splits"]["in_distribution"][m]
                and "maj@k" in ev["splits"]["in_distribution"][m] for m in models)
     assert set(ev["splits"]["related"]["student"]["by_source"]) == {
@@ -100,7 +107,7 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
     for m in models:
         st = ev["prompt_style"][m]
         assert set(st["per_style"]) == {"terse", "verbose", "boxed_answer", "system_prompt", "few_shot"}
-        assert st["sensitivity"] >= 0 and 0 <= st["consistency"] <= 1 and st["n_shared"] == 2
+        assert st["sensitivity"] >= 0 and 0 <= st["agreement"] <= 1 and st["n_shared"] == 2
         rh = ev["reasoning_help"][m]
         assert rh["n"] == 4 and abs(rh["delta"] - (rh["reasoning_accuracy"] - rh["direct_accuracy"])) < 1e-9
         assert rh["direct_mean_tokens"] <= 16 < rh["reasoning_mean_tokens"] + 16
@@ -109,6 +116,7 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
     # in-loop: the epoch-1 checkpoint was scored by a Ray Train validation task; the last point is the final student
     steps = [p["step"] for p in ev["in_loop"]]
     assert len(steps) == 2 and steps[-1] == s["stages"]["train"]["steps"] and steps[0] < steps[-1]
+    assert ev["in_loop"][-1]["final"]  # the final student, labelled with its real step
     assert (run_dir / "eval" / "in_loop" / f"step-{steps[0]:06d}.json").is_file()
     assert ev["in_loop"][-1]["in_distribution_accuracy"] == ev["splits"]["in_distribution"]["student"]["accuracy"]
     for m in models:
@@ -117,9 +125,23 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
     page = (run_dir / "report.html").read_text()
     for sec in SECTIONS:
         assert f">{sec}</h2>" in page, sec
-    assert page.count("data:image/png;base64,") == 4  # heat map, accuracy vs tokens, curves, timeline
+    assert page.count("data:image/png;base64,") == 5  # headline, heat map, accuracy vs tokens, curves, timeline
     assert page.count('class="sample"') >= 1 and "distilled student" in page
     assert "## Sample traces" in (run_dir / "report.md").read_text()
+
+
+def test_provenance_and_model_card(run_dir):
+    from distill.hardware import cpu_has_bf16
+
+    s = json.loads((run_dir / "summary.json").read_text())
+    prov = s["provenance"]
+    assert len(prov["git_commit"]) == 40 and {"torch", "transformers", "ray"} <= set(prov["packages"])
+    card = (run_dir / "student" / "README.md").read_text()
+    assert "## Evaluation" in card and "smollm2-135m-instruct" in card and prov["git_commit"] in card
+    assert "student vs untrained" in card
+    # saved in the dtype it trained in: bf16 only where this CPU computes bf16 natively
+    cfg = json.loads((run_dir / "student" / "config.json").read_text())
+    assert cfg["dtype"] == ("bfloat16" if cpu_has_bf16() else "float32")
 
 
 def test_eval_scalars_in_tensorboard(run_dir):
@@ -144,6 +166,22 @@ def test_standalone_eval_of_the_checkpoint(run_dir, tmp_path):
     assert set(s["eval"]["models"]) == {"student"} and s["eval"]["problems"]["in_distribution"]["dropped_overlap"] == 0
     assert s["eval"]["splits"]["in_distribution"]["student"]["n"] == 4 and "related" not in s["eval"]["splits"]
     assert (d / "report.html").is_file() and (d / "eval" / "student.jsonl").is_file()
+
+
+def test_baselines_come_from_the_cache_on_a_second_run(run_dir, tmp_path):
+    """The smoke run evaluated the untrained student (a miss, stored); `distill eval` on the same suite asks
+    the same requests of the same model files: a hit, with the same answers. --no-eval-cache turns it off."""
+    args = [sys.executable, "-m", "distill.cli", "eval", str(run_dir / "student"), "--suite", "smoke",
+            "--baselines", "untrained", "--set", "eval.samples=2"]
+    r = subprocess.run(args + ["--set", f"output_dir={tmp_path / 'a'}"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    (d,) = list((tmp_path / "a").iterdir())
+    s = json.loads((d / "summary.json").read_text())
+    assert s["eval"]["sources"]["untrained"] == "hit"
+    again = (d / "eval" / "untrained.jsonl").read_text().splitlines()
+    first = (run_dir / "eval" / "untrained.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["text"] for x in again) == sorted(json.loads(x)["text"] for x in first)
+    assert "answers from the baseline cache" in r.stdout
 
 
 def test_standalone_eval_rejects_bad_input(run_dir, tmp_path):

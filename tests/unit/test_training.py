@@ -57,3 +57,68 @@ def test_optimizer_steps_and_steps_per_epoch():
     assert groups == [[[1], [2]], [[3], [4]], [[5]]]
     assert steps_per_epoch(rows=100, world=1, batch_size=8, grad_accum=2) == 7  # 13 micro-batches
     assert steps_per_epoch(rows=100, world=3, batch_size=8, grad_accum=1) == 5  # 33 rows per rank
+
+
+def test_prompt_pool_is_deterministic_by_trace_and_keeps_its_share():
+    from distill.prompts import pick_style
+
+    base = {"system": None, "instruction": "Let's think step by step.", "examples": [], "prefill": ""}
+    pool = {"calc": {"instruction": "Compute."}, "sys": {"system": "You are a tutor.", "instruction": ""}}
+    picks = [pick_style(f"t{i}", base, pool, 0.5)[0] for i in range(2000)]
+    assert picks == [pick_style(f"t{i}", base, pool, 0.5)[0] for i in range(2000)]  # every epoch, every rank
+    share = sum(p != "student prompt" for p in picks) / len(picks)
+    assert 0.46 < share < 0.54 and {"calc", "sys", "student prompt"} == set(picks)
+    assert all(pick_style(f"t{i}", base, pool, 0.0)[0] == "student prompt" for i in range(50))
+    assert pick_style("t1", base, {}, 1.0) == ("student prompt", base)
+
+
+def test_a_pool_style_identical_to_an_eval_style_is_a_config_error_naming_both():
+    from distill.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"train.prompt_pool.mine is identical to eval.prompt_styles.terse"):
+        load_config("smoke", ["train.prompt_pool={mine: {instruction: '  Solve. '}}"])  # whitespace does not hide it
+    with pytest.raises(ConfigError, match=r"train.prompt_pool.d is identical to eval.direct"):
+        load_config("smoke", ["train.prompt_pool={d: {instruction: 'Reply with only the final answer, no working.', "
+                              "prefill: 'The answer is'}}"])
+    cfg = load_config("smoke", ["train.prompt_pool={other: {instruction: 'Solve it.'}}"])  # a near miss is fine
+    assert list(cfg.train.prompt_pool) == ["other"]
+
+
+def test_prefilled_training_prompt_is_tokenised_as_at_inference():
+    from distill.models import resolve_model
+    from distill.prompts import messages_for
+    from distill.tokenize import IGNORE, render_prompt
+    from distill.weights import token_weights
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    msgs = messages_for("3 + 4 =", {"system": None, "instruction": "Go.", "examples": [], "prefill": ""})
+    ex = token_weights(tok, msgs, " 3 + 4 = 7\nAnswer: 7", [], {}, 256, prefill="Let me compute:")
+    prompt_ids = tok(render_prompt(tok, msgs) + "Let me compute:", add_special_tokens=False)["input_ids"]
+    assert ex["input_ids"][:len(prompt_ids)] == prompt_ids  # the evaluator tokenises prompt + prefill as one
+    first = next(i for i, lab in enumerate(ex["labels"]) if lab != IGNORE)
+    assert first == len(prompt_ids)  # the prefill is prompt, not target
+    assert tok.decode(ex["input_ids"][first:]).startswith(" 3 + 4 = 7")
+
+
+def test_only_rechecked_variants_train_in_every_epoch(tmp_path):
+    from actors.student import StreamHorizon, store_training_rows
+    from distill.store import TraceStore
+    from distill.variants import choose_variant
+
+    store = TraceStore(tmp_path)
+    sup = {"full": 1.0}
+    rows = []
+    for i in range(6):
+        tid = f"t{i}"
+        for v in ("full", "answer_only"):
+            rows.append({"variant_id": f"{tid}-{v}", "parent_trace_id": tid, "problem_id": f"p{i}", "question": "q",
+                         "variant": v, "text": "x", "student_tokens": 3, "chars": 1, "ok": not (i == 2 and v == "full"),
+                         "spans": [], "created_at": 0.0})
+    store.append_variants(rows)
+    got = sorted(r["trace_id"] for r in store_training_rows(str(tmp_path), sup))
+    assert got == ["t0", "t1", "t3", "t4", "t5"]  # t2's chosen variant failed its re-check: not in any epoch
+    assert all(choose_variant(t, sup) == "full" for t in got)
+    # the horizon estimate while epoch 1 streams: 5 training rows from 10 of 40 expected traces -> 20
+    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0} for i in range(10)])
+    assert StreamHorizon(str(tmp_path), sup, expected_traces=40).epoch_rows() == pytest.approx(20.0)
