@@ -98,7 +98,7 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
         su = ev["comparisons"]["splits"][split]["student_vs_untrained"]
         assert su["n"] == n and su["ci"][0] <= su["diff"] <= su["ci"][1] and 0 <= su["p_mcnemar"] <= 1
     assert ev["comparisons"]["verdicts"][0].startswith("in_distribution: student vs untrained")
-    # the teacher sampled greedily with max_tokens 256, the evaluation uses 160: its generation cannot stand in
+    # the teacher sampled greedily with max_tokens 256, the evaluation uses 96: its generation cannot stand in
     assert ev["sources"]["teacher"] == "miss" and ev["sources"]["untrained"] == "miss"
     assert all(ev["splits"]["in_distribution"][m]["k"] == 2 and "pass@k" in ev["splits"]["in_distribution"][m]
                and "maj@k" in ev["splits"]["in_distribution"][m] for m in models)
