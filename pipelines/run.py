@@ -235,12 +235,12 @@ def _print_summary(s: dict) -> None:
     ev = s.get("eval")
     if ev:
         models = [m for m in ("teacher", "untrained", "student") if m in ev["models"]]
-        print("  eval accuracy [95% CI]   " + "".join(f"{m:>22}" for m in models))
+        print("  eval accuracy [95% CI] n   " + "".join(f"{m:>30}" for m in models))
         for split, by_model in ev["splits"].items():
-            cells = [f"{by_model[m]['accuracy']:.3f} [{by_model[m]['ci'][0]:.2f},{by_model[m]['ci'][1]:.2f}]"
+            # each cell carries its own n: the teacher's in_distribution may come from its generation (other problems)
+            cells = [f"{by_model[m]['accuracy']:.3f} [{by_model[m]['ci'][0]:.2f},{by_model[m]['ci'][1]:.2f}] n={by_model[m]['n']}"
                      if m in by_model else "-" for m in models]
-            n = max((by_model[m]["n"] for m in models if m in by_model), default=0)
-            print(f"    {split:<17} n={n:<5}" + "".join(f"{c:>22}" for c in cells))
+            print(f"    {split:<25}" + "".join(f"{c:>30}" for c in cells))
         for v in ev.get("comparisons", {}).get("verdicts", []):
             print(f"  {v}")
         for m, src in ev.get("sources", {}).items():

@@ -54,7 +54,8 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
            "--set", "teacher.labels.role=teacher", "--set", "train.labels.role=trainer",
            "--set", "eval.resources.trainer_node=1",
            # A smaller suite than the recipe's: placement, not evaluation, is under test here.
-           "--set", "eval.related=[]", "--set", "eval.prompt_styles={}"]
+           "--set", "eval.related=[]", "--set", "eval.prompt_styles={}", "--set", "eval.difficulty_shift=[]",
+           "--set", "eval.in_loop=false", "--set", "eval.samples=1"]
     t0 = time.time()
     r = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     wall = time.time() - t0
