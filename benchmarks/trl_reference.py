@@ -68,33 +68,36 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
 
-    import ray
-
-    from actors.evaluator import Evaluator
+    from cluster.session import ray_session
     from distill.config import load_config
-    from distill.evalsuite import build_requests, load_suite
+    from distill.evalsuite import load_suite
     from distill.stats import accuracy_ci, paired_diff
-    from pipelines.evaluate import evaluator_options, train_problem_ids
+    from distill.store import TraceStore
+    from pipelines.evaluate import train_problem_ids
+    from pipelines.sweep import _correct_by_problem, evaluate_models, validation_problems
 
     cfg = load_config(a.recipe, a.set)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model_dir, train_info = train_trl(str(Path(a.store).resolve()), cfg, out)
-    suite = load_suite(cfg.eval, train_problem_ids(cfg, Path(a.store)))
-    reqs = build_requests(suite, cfg.eval.model_copy(update={"samples": 1}), cfg.prompt, [a.split])
-    opts = evaluator_options(cfg.eval, cfg.seed)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    evaluate = ray.remote(max_calls=1)(lambda p: Evaluator(p, **opts).run(reqs)["predictions"])
+    store = Path(a.store).resolve()
+    model_dir, train_info = train_trl(str(store), cfg, out)
+    # The sweep's own selection and evaluation: the same problems, prompt, decoding and evaluator as its arms.
+    if a.split == "validation":
+        problems = validation_problems(cfg, TraceStore(store))["problems"]
+    else:
+        problems = load_suite(cfg.eval, train_problem_ids(cfg, store))["problems"]["in_distribution"]
     models = {"trl_sft_defaults": str(model_dir), **{Path(c).name if Path(c).name != "student" else
                                                       Path(c).parent.name: str(Path(c).resolve()) for c in a.compare}}
-    preds = {name: ray.get(evaluate.remote(p)) for name, p in models.items()}
-    result = {"train": train_info, "split": a.split, "n": len(reqs), "models": models,
+    with ray_session(cfg.ray):
+        evals = evaluate_models(cfg, models, problems)
+    preds = {name: ev["predictions"] for name, ev in evals.items()}
+    result = {"train": train_info, "split": a.split, "n": len(problems), "models": models,
               "accuracy": {m: accuracy_ci([p["correct"] for p in ps]) for m, ps in preds.items()}, "vs_trl": {}}
-    ref = {p["problem_id"]: p["correct"] for p in preds["trl_sft_defaults"]}
+    ref = _correct_by_problem(preds["trl_sft_defaults"])
+    ids = sorted(ref)
     for m, ps in preds.items():
         if m != "trl_sft_defaults":
-            mine = {p["problem_id"]: p["correct"] for p in ps}
-            ids = sorted(ref)
+            mine = _correct_by_problem(ps)
             result["vs_trl"][m] = paired_diff([mine[i] for i in ids], [ref[i] for i in ids])
     (out / "trl_reference.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "models"}, indent=1))
