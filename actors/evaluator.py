@@ -18,6 +18,9 @@ class Evaluator:
                  cpu_threads_bind: str | None = None, seed: int = 0, trust_remote_code: bool = False,
                  dtype: str | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        # `load` sends a function of ours (retie_lm_head) to the engine's worker, which vLLM refuses to
+        # unpickle without this; it is our own process tree, nothing from outside is deserialized.
+        os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
         if cpu_threads_bind:
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
         from transformers import AutoTokenizer
@@ -25,6 +28,7 @@ class Evaluator:
         from distill.tokenize import ensure_chat_template
 
         self.backend, self.max_model_len, self.seed = backend, max_model_len, seed
+        self.model_path, self.trust_remote_code = str(model_path), trust_remote_code
         import torch
 
         from distill.hardware import engine_dtype
@@ -43,6 +47,45 @@ class Evaluator:
 
             self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype),
                                                               trust_remote_code=trust_remote_code).eval()
+
+    def can_load(self, model_path: str) -> bool:
+        """Whether `model_path` fits this engine as it is (same architecture and shapes): then `load`
+        swaps the weights in place instead of starting a new engine."""
+        return same_architecture(self.model_path, model_path)
+
+    def load(self, model_path: str) -> float:
+        """Swap in another checkpoint of the same architecture, in place (no new engine process):
+        -> seconds it took. vLLM's worker `reload_weights` reads the safetensors from `model_path`;
+        the prefix cache is reset so no KV computed with the old weights is reused."""
+        t0 = time.time()
+        from transformers import AutoTokenizer
+
+        from distill.tokenize import ensure_chat_template
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=self.trust_remote_code)
+        ensure_chat_template(self.tokenizer)
+        if self.backend == "vllm":
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_path)})
+            self.llm.collective_rpc(retie_lm_head)
+            self.llm.reset_prefix_cache()
+        else:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype),
+                                                              trust_remote_code=self.trust_remote_code).eval()
+        self.model_path = str(model_path)
+        return time.time() - t0
+
+    def close(self) -> None:
+        """End the engine's core process now (not at interpreter exit, where it can print tracebacks)."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()
+            except Exception:  # already gone: nothing to end
+                pass
+            self.llm = None
 
     def prompt_ids(self, request: dict) -> list[int]:
         text = self.tokenizer.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
@@ -94,3 +137,33 @@ class Evaluator:
                 res.append((tok.decode(seq, skip_special_tokens=True), len(seq), finish))
             out.append(res)
         return out
+
+
+def retie_lm_head(worker) -> bool:
+    """After vLLM's in-place `reload_weights` (0.32), a tied lm_head still holds the old embedding
+    matrix (and, on CPU, a GEMM handle packed from it): the reload replaces embed_tokens' parameter
+    but not the tie. Tie it again and re-pack; -> whether the model was tied. (Measured: without this
+    a reloaded tied model generates other tokens than a fresh engine on the same checkpoint.)"""
+    model = worker.model_runner.get_model()
+    if not getattr(worker.model_config.hf_config, "tie_word_embeddings", False):
+        return False
+    lm, emb = model.lm_head, model.model.embed_tokens
+    lm.weight = emb.weight
+    lm.quant_method.process_weights_after_loading(lm)
+    return True
+
+
+ARCH_KEYS = ("architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+             "num_attention_heads", "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings")
+
+
+def same_architecture(a: str, b: str) -> bool:
+    """Two HF directories whose weights are interchangeable in one engine (config.json shape keys equal)."""
+    import json
+    from pathlib import Path
+
+    try:
+        ca, cb = (json.loads((Path(p) / "config.json").read_text()) for p in (a, b))
+    except (OSError, ValueError):
+        return False
+    return all(ca.get(k) == cb.get(k) for k in ARCH_KEYS)

@@ -1,7 +1,10 @@
 """Evaluation on the transfer suite: evaluator tasks, in-loop checkpoint validation, `distill eval`.
 
-  - EvalRunner: evaluates models one after another as Ray tasks from a background thread, so the
-    driver (and training) go on while baselines are scored.
+  - EvalEngine: one evaluator engine for the whole run, for every model of the student's
+    architecture (untrained, in-loop checkpoints, final): started once, weights swapped in place.
+  - EvalRunner: evaluates models one after another from a background thread, so the driver (and
+    training) go on while baselines are scored: the student family on the EvalEngine, others (the
+    teacher) as one-off Ray tasks.
   - validate_checkpoint: Ray Train's asynchronous validation function (ValidationConfig): each
     checkpoint reported during training is scored on the in-loop splits by a Ray task while the
     workers keep training. We use Train's own mechanism rather than a watcher of our own.
@@ -48,6 +51,72 @@ def _evaluate(model, requests: list[dict], options: dict) -> dict:
     return {**res, "node": ray.get_runtime_context().get_node_id()}
 
 
+class EvalEngine:
+    """A Ray actor holding one evaluator engine, kept up between evaluations.
+
+    Starting a vLLM engine costs 20-60 s on a CPU; a run evaluates the untrained student, every in-loop
+    checkpoint and the final student, all of one architecture. The first `evaluate` starts the engine;
+    later ones swap the weights in place (`Evaluator.load`), unless the architecture differs, when the
+    engine is replaced. Calls run one at a time (a Ray actor's default), in the order they arrive."""
+
+    def __init__(self, options: dict):
+        self.options, self.evaluator = options, None
+        self.log: list[dict] = []  # per call: how the engine got its weights, and in how long
+
+    def evaluate(self, model, requests: list[dict]) -> dict:
+        import ray
+
+        if isinstance(model, str):
+            res = self._evaluate(model, requests)
+        else:  # a ray.train.Checkpoint: fetched here, on the evaluator's node
+            with model.as_directory() as d:
+                res = self._evaluate(d, requests)
+        return {**res, "node": ray.get_runtime_context().get_node_id()}
+
+    def _evaluate(self, path: str, requests: list[dict]) -> dict:
+        from actors.evaluator import Evaluator
+
+        t0 = time.time()
+        if self.evaluator is not None and self.evaluator.can_load(path):
+            self.evaluator.load(path)
+            how = "reloaded"
+        else:
+            if self.evaluator is not None:
+                self.evaluator.close()
+            self.evaluator = Evaluator(path, **self.options)
+            how = "started"
+        self.log.append({"engine": how, "load_s": round(time.time() - t0, 2), "model": str(path)})
+        return {**self.evaluator.run(requests), **self.log[-1]}
+
+    def history(self) -> list[dict]:
+        return self.log
+
+    def close(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
+
+
+def eval_engine(ev: EvalConfig, seed: int, trust_remote_code: bool = False):
+    """The run's EvalEngine actor (Ray options from the eval config, like an evaluator task's)."""
+    import ray
+
+    return ray.remote(EvalEngine).options(**remote_options(ev)).remote(
+        evaluator_options(ev, seed, trust_remote_code))
+
+
+def close_engine(engine) -> list[dict]:
+    """End the engine actor cleanly (its engine process first) -> its history."""
+    import ray
+
+    try:
+        hist = ray.get(engine.history.remote())
+        ray.get(engine.close.remote())
+    finally:
+        ray.kill(engine)
+    return hist
+
+
 def evaluate_task(resources: dict):
     """`_evaluate` as a Ray task with these Ray options (see remote_options). max_calls=1: the worker
     process exits after one evaluation, so the engine's memory goes with it."""
@@ -77,27 +146,30 @@ class EvalRunner:
     `cache_status[name]` says which: hit, miss or off."""
 
     def __init__(self, ev: EvalConfig, seed: int, events=None, trust_remote_code: bool = False,
-                 use_cache: bool = False):
+                 use_cache: bool = False, engine=None):
         from distill.hardware import engine_dtype
 
         self.options = evaluator_options(ev, seed, trust_remote_code)
         self.task = evaluate_task(remote_options(ev))
+        self.engine = engine  # an EvalEngine actor: models submitted with `on_engine` are evaluated there
         # what decides the generations besides model and requests (the dtype as the evaluator will pick it)
         self.decoding = {"backend": ev.backend, "dtype": engine_dtype(ev.dtype, ev.num_gpus > 0),
                          "max_model_len": ev.max_model_len, "seed": seed}
         self.use_cache = use_cache
         self.events, self.results, self.errors, self.submitted = events, {}, {}, set()
+        self.engine_log: dict[str, dict] = {}
         self.cache_status: dict[str, str] = {}
         self._q: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="distill-eval", daemon=True)
         self._thread.start()
 
-    def submit(self, name: str, model_path: str, requests: list[dict], cacheable: bool = False, step: int = 0) -> None:
-        """Queue `name` for evaluation (`step`: the training step of that checkpoint, for its curve);
-        a name already submitted is ignored."""
+    def submit(self, name: str, model_path: str, requests: list[dict], cacheable: bool = False, step: int = 0,
+               on_engine: bool = False) -> None:
+        """Queue `name` for evaluation (`step`: the training step of that checkpoint, for its curve;
+        `on_engine`: on the run's EvalEngine, else a task of its own); a name already submitted is ignored."""
         if name not in self.submitted:
             self.submitted.add(name)
-            self._q.put((name, model_path, requests, cacheable, step))
+            self._q.put((name, model_path, requests, cacheable, step, on_engine and self.engine is not None))
 
     def _cached(self, name: str, path: str, reqs: list[dict]) -> tuple[str | None, dict | None]:
         from distill import evalcache
@@ -116,7 +188,7 @@ class EvalRunner:
         from distill import evalcache
 
         while (item := self._q.get()) is not None:
-            name, path, reqs, cacheable, step = item
+            name, path, reqs, cacheable, step, on_engine = item
             t0 = time.time()
             key = None
             if cacheable and self.use_cache:
@@ -128,7 +200,10 @@ class EvalRunner:
                     continue
             print(f"[distill] evaluating {name} on {len(reqs)} requests ({path})", flush=True)
             try:
-                res = ray.get(self.task.remote(path, reqs, self.options))
+                res = ray.get(self.engine.evaluate.remote(path, reqs) if on_engine
+                              else self.task.remote(path, reqs, self.options))
+                if on_engine:
+                    self.engine_log[name] = {"engine": res["engine"], "load_s": res["load_s"]}
             except Exception as e:  # one model failing to evaluate must not lose the others
                 self.errors[name] = f"{type(e).__name__}: {e}"
                 print(f"[distill] evaluation of {name} failed: {self.errors[name]}", flush=True)
@@ -150,17 +225,19 @@ class EvalRunner:
 
 
 def validate_checkpoint(checkpoint, requests_file: str, out_dir: str, options: dict, resources: dict,
-                        step: int = 0, epoch: int = 0, events=None) -> dict:
+                        step: int = 0, epoch: int = 0, events=None, engine=None) -> dict:
     """Ray Train validation fn: score one reported checkpoint on the in-loop requests.
 
-    Runs in Train's validation task (which reserves nothing); the engine itself runs in an evaluator
-    task with `resources` and max_calls=1, so its memory is freed as soon as it is done.
+    Runs in Train's validation task (which reserves nothing); the engine is the run's EvalEngine
+    (`engine`, weights swapped in place), or without one an evaluator task with `resources` and
+    max_calls=1, so its memory is freed as soon as it is done.
     """
     import ray
 
     t0 = time.time()
     requests = json.loads(Path(requests_file).read_text())
-    res = ray.get(evaluate_task(resources).remote(checkpoint, requests, options))
+    res = ray.get(engine.evaluate.remote(checkpoint, requests) if engine is not None
+                  else evaluate_task(resources).remote(checkpoint, requests, options))
     s = summarize({"student": res["predictions"]})["splits"]
     metrics = {f"eval/{split}/accuracy": m["student"]["accuracy"] for split, m in s.items()}
     out = Path(out_dir)

@@ -79,8 +79,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     from cluster.planner import ensure_fits, node_view, observed_placement
     from cluster.session import alive_nodes, ray_session
     from distill.evalsuite import build_requests, load_suite
-    from pipelines.evaluate import (EvalRunner, baseline_requests, eval_summary, in_loop_curve, teacher_from_store,
-                                    teacher_generation_mismatch, write_predictions)
+    from pipelines.evaluate import (EvalRunner, baseline_requests, close_engine, eval_engine, eval_summary,
+                                    in_loop_curve, teacher_from_store, teacher_generation_mismatch, write_predictions)
     from pipelines.stages import EventPump, generation_stream, student_trainer
 
     store = TraceStore(run_dir / "store")
@@ -106,7 +106,7 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     # 2. Stream: teacher -> scorer -> trainer, all at once on one Ray cluster. Baselines are evaluated
     #    as soon as the teacher is done; checkpoints in-loop by Ray Train; evaluation never blocks training.
     metrics = RunMetrics(run_dir, t_start)
-    results, eval_errors, sources = {}, {}, {}
+    results, eval_errors, sources, engine_log = {}, {}, {}, []
     student_dir = run_dir / "student"
     with ray_session(cfg.ray) as ray:
         nodes = alive_nodes(ray)
@@ -115,18 +115,20 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             print(f"[distill] warning: output_dir {cfg.output_dir!r} is relative on a {len(nodes)}-node cluster; "
                   "scorers and trainers on other nodes need it on shared storage", flush=True)
         events = Queue(actor_options={"num_cpus": 0})
-        runner = (EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code, use_cache=cfg.eval.cache)
-                  if suite else None)
+        # one evaluator engine for the student's family (untrained, in-loop checkpoints, final): started once
+        engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code) if suite else None
+        runner = (EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code, use_cache=cfg.eval.cache,
+                             engine=engine) if suite else None)
 
         def start_baselines() -> None:
             for name, path in baselines.items():
                 if baseline_reqs.get(name):
-                    runner.submit(name, str(path), baseline_reqs[name], cacheable=True)
+                    runner.submit(name, str(path), baseline_reqs[name], cacheable=True, on_engine=name == "untrained")
 
         stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
         trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
                                   str(in_loop_file) if in_loop_file else None,
-                                  expected_traces=len(loaded.problems) * cfg.teacher.samples)
+                                  expected_traces=len(loaded.problems) * cfg.teacher.samples, engine=engine)
         with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples,
                        on_teacher_done=start_baselines if runner else None):
             result = trainer.fit()
@@ -143,8 +145,9 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             if runner:
                 start_baselines()  # no-op when already started
                 if checkpoint is not None:
-                    runner.submit("student", str(student_dir), requests, step=final_step)
+                    runner.submit("student", str(student_dir), requests, step=final_step, on_engine=True)
                 results = runner.wait()
+                engine_log = close_engine(engine)
                 eval_errors = runner.errors
                 sources = dict(runner.cache_status)
                 if "teacher" in baselines and teacher_mismatch is None:
@@ -181,6 +184,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
                      if k in cfg.eval.in_loop_splits and "student" in v}
             curve.append({"step": final_step, "epoch": cfg.train.epochs, "final": True, **final})
         summary["eval"]["in_loop"] = curve
+        # how each student-family evaluation got its engine: one start, then weights swapped in place
+        summary["eval"]["engine"] = engine_log
         write_predictions(run_dir, results)
     metrics.plot_timeline(run_dir / "timeline.png", wall_s)
     _hparams(metrics, cfg, summary)

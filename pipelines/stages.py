@@ -69,10 +69,11 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
 
 
 def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events,
-                    in_loop_requests: str | None = None, expected_traces: int = 0):
+                    in_loop_requests: str | None = None, expected_traces: int = 0, engine=None):
     """Ray Train TorchTrainer of the student; with `in_loop_requests` (a JSON file of eval requests),
     every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks.
-    `expected_traces` (problems x samples) lets the trainer estimate the schedule's horizon in epoch 1."""
+    `expected_traces` (problems x samples) lets the trainer estimate the schedule's horizon in epoch 1.
+    `engine`: the run's EvalEngine actor, which the in-loop evaluations then share (no engine start each)."""
     from functools import partial
 
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
@@ -91,7 +92,7 @@ def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str
     validation = None
     if in_loop_requests is not None:
         validation = ValidationConfig(
-            fn=partial(validate_checkpoint, events=events),
+            fn=partial(validate_checkpoint, events=events, engine=engine),
             task_config=ValidationTaskConfig(fn_kwargs={
                 "requests_file": in_loop_requests, "out_dir": str(run_dir / "eval" / "in_loop"),
                 "options": evaluator_options(cfg.eval, cfg.seed, tr.trust_remote_code),
