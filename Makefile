@@ -22,6 +22,7 @@ setup: $(STAMP)
 models: setup
 	$(BIN)/distill models fetch qwen2.5-coder-0.5b-instruct
 	$(BIN)/distill models fetch smollm2-135m-instruct
+	$(BIN)/distill data fetch quickstart smoke
 
 quickstart: models
 	$(BIN)/distill run quickstart

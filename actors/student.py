@@ -21,6 +21,7 @@ from distill.prompts import messages_for, pick_style, style_of
 from distill.schema import TRAIN_INPUT, require_columns
 from distill.tokenize import IGNORE, ensure_chat_template
 from distill.training import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
+from distill.packing import collate_packed, label_logits_model, packed_loss_sum
 from distill.weights import collate_weighted, token_weights, weighted_loss_sum
 
 STATE_FILE = "trainer_state.pt"  # optimizer, fp32 master weights (torch.save of tensors; loaded weights_only)
@@ -106,7 +107,9 @@ class StudentStep:
                                                     trust_remote_code=t["trust_remote_code"])
         base.config.use_cache = False
         self.base = base
-        self.model = wrap(base)
+        # packing: the wrapped module returns logits at label positions only (distill/packing.py); DDP wraps it
+        self.packing = bool(t.get("packing"))
+        self.model = wrap(label_logits_model(base) if self.packing else base)
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
         self.device = next(self.model.parameters()).device
@@ -146,7 +149,7 @@ class StudentStep:
             self.total_steps = max(int(round(horizon_sum)), self.steps + 1)
         n_rows = sum(len(b) for b in batches)
         skipped = sum(s for _, s in encoded)
-        tokens = trained = 0
+        tokens = trained = padded = 0
         if global_w <= 0:  # nothing to train on any rank: no forward, no update, no schedule step
             return {"loss": float("nan"), "tokens": 0, "trained_tokens": 0, "examples": n_rows - skipped,
                     "skipped": skipped, "lr": self.lr(), "stepped": False}
@@ -154,18 +157,25 @@ class StudentStep:
         for i, (examples, _) in enumerate(encoded):
             if not examples:  # this rank has nothing here but others do: join the collective with no tokens
                 examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE], "weights": [0.0]}]
-            ids, mask, labels, weights = (x.to(self.device) for x in
-                                          collate_weighted(examples, self.tokenizer.pad_token_id))
             last = i == len(encoded) - 1
             sync = self.model.no_sync() if hasattr(self.model, "no_sync") and not last else nullcontext()
             with sync:
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
-                    logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
-                part = weighted_loss_sum(logits, labels, weights)  # sum of w * ce over this micro-batch
+                    if self.packing:  # rows of max_seq_len, logits at label positions only
+                        ids, pos, labels, weights = (x.to(self.device) for x in collate_packed(
+                            examples, self.cfg["max_seq_len"], self.tokenizer.pad_token_id))
+                        part = packed_loss_sum(self.model, ids, pos, labels, weights)
+                        padded += int(ids.numel())
+                    else:
+                        ids, mask, labels, weights = (x.to(self.device) for x in
+                                                      collate_weighted(examples, self.tokenizer.pad_token_id))
+                        logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+                        part = weighted_loss_sum(logits, labels, weights)  # sum of w * ce over this micro-batch
+                        padded += int(ids.numel())
                 # DDP averages gradients over ranks: x world makes the result the global token mean.
                 (part * (self.world / global_w)).backward()
             loss_sum += float(part.detach())
-            tokens += int(mask.sum())
+            tokens += sum(len(e["input_ids"]) for e in examples)
             trained += int((labels[:, 1:] != IGNORE).sum())
         for g in self.opt.param_groups:
             g["lr"] = self.lr()
@@ -175,6 +185,7 @@ class StudentStep:
         lr = self.opt.param_groups[0]["lr"]
         self.steps += 1
         return {"loss": loss_sum / local_w if local_w else float("nan"), "tokens": tokens, "trained_tokens": trained,
+                "padded_tokens": padded,
                 "examples": n_rows - skipped, "skipped": skipped, "lr": lr, "stepped": True}
 
     def save(self, directory: str) -> None:

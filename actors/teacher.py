@@ -150,6 +150,17 @@ class VLLMTeacher(_TeacherBase):
         self.engine = AsyncLLM.from_engine_args(args)
         self._n = 0
 
+    def __del__(self):
+        # Ray Data deletes the UDF when its pool shuts down gracefully: end the engine's core process
+        # here, before the actor exits under it (which vLLM reports as a dead engine, with tracebacks).
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            try:
+                engine.shutdown()
+            except Exception:  # already gone
+                pass
+            self.engine = None
+
     async def _one(self, ids: list[int], max_new: int) -> list[dict]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind

@@ -17,10 +17,12 @@ def alive_nodes(ray) -> list[dict]:
 
 
 @contextlib.contextmanager
-def ray_session(cfg: RayConfig):
+def ray_session(cfg: RayConfig, logs_dir=None):
+    """Ray for one command. Unless `cfg.verbose`, workers' output (engine and library chatter) stays off
+    the terminal and is copied into `logs_dir` when the session ends."""
     import ray
 
-    kwargs = dict(runtime_env={"env_vars": WORKER_ENV}, log_to_driver=True, configure_logging=True,
+    kwargs = dict(runtime_env={"env_vars": WORKER_ENV}, log_to_driver=cfg.verbose, configure_logging=True,
                   logging_level="WARNING")
     # Under `ray job submit` the job's driver has RAY_ADDRESS set: join that cluster (the job's
     # runtime_env -- its working_dir -- is merged with ours by Ray). Otherwise no address means embedded.
@@ -41,6 +43,40 @@ def ray_session(cfg: RayConfig):
                 object_store_memory=int(cfg.stream_buffer_mib * 2**20))
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
+        if logs_dir is not None and not cfg.verbose:
+            print(f"[distill] workers' output (vLLM, Ray Train, ...): {logs_dir} (--verbose: on the terminal)",
+                  flush=True)
         yield ray
     finally:
+        if logs_dir is not None and not cfg.verbose:
+            save_worker_logs(ray, logs_dir)
         ray.shutdown()
+
+
+def save_worker_logs(ray, dest, cap_mib: float = 64) -> int:
+    """Copy this node's Ray session logs (worker stdout/stderr, raylet, ...) into `dest`, newest
+    first up to `cap_mib`: -> files copied. Ray keeps them under its temp dir; a run's own dir is where
+    a user looks. (Only this node's: on a cluster the others' stay where Ray keeps them.)"""
+    import shutil
+    from pathlib import Path
+
+    try:
+        src = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    except Exception:  # not connected, or a Ray without this private path: nothing to copy
+        return 0
+    if not src.is_dir():
+        return 0
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted((p for p in src.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+    budget, n = cap_mib * 2**20, 0
+    for p in files:
+        size = p.stat().st_size
+        if size == 0 or size > budget:
+            continue
+        target = dest / p.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, target)
+        budget -= size
+        n += 1
+    return n

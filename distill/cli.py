@@ -41,9 +41,12 @@ def _error(e: Exception | str) -> int:
     return EXIT_CONFIG
 
 
-def _config(recipe: str, overrides: list[str], address: str | None, no_eval_cache: bool = False):
-    """The validated config of a recipe with --set overrides, --address and --no-eval-cache (raises ConfigError)."""
-    cfg = load_config(recipe, list(overrides) + (["eval.cache=false"] if no_eval_cache else []))
+def _config(recipe: str, overrides: list[str], address: str | None, no_eval_cache: bool = False,
+            verbose: bool = False):
+    """The validated config of a recipe with --set overrides, --address, --no-eval-cache and --verbose
+    (raises ConfigError)."""
+    cfg = load_config(recipe, list(overrides) + (["eval.cache=false"] if no_eval_cache else [])
+                      + (["ray.verbose=true"] if verbose else []))
     if address:
         cfg.ray.address = address
     return cfg
@@ -69,12 +72,12 @@ def cmd_run(args) -> int:
                 raise ConfigError("--resume takes the run's own config.yaml; give no RECIPE (use --set to "
                                   "override fields)")
             resume = _resume_dir(args.resume)
-            cfg = _config(str(resume / "config.yaml"), args.set, args.address, args.no_eval_cache)
+            cfg = _config(str(resume / "config.yaml"), args.set, args.address, args.no_eval_cache, args.verbose)
         elif not args.recipe:
             raise ConfigError("RECIPE_OR_YAML is required (or --resume RUN_ID)")
         else:
             resume = None
-            cfg = _config(args.recipe, args.set, args.address, args.no_eval_cache)
+            cfg = _config(args.recipe, args.set, args.address, args.no_eval_cache, args.verbose)
     except ConfigError as e:
         return _error(e)
     from pipelines.run import main
@@ -116,7 +119,7 @@ def cmd_sweep(args) -> int:
     if args.seeds is not None:
         overrides.append(f"sweep.seeds={args.seeds}")
     try:
-        cfg = _config(args.recipe, overrides, args.address, args.no_eval_cache)
+        cfg = _config(args.recipe, overrides, args.address, args.no_eval_cache, args.verbose)
     except ConfigError as e:
         return _error(e)
     from pipelines.sweep import main
@@ -155,7 +158,7 @@ eval/<model>.jsonl (every prediction) and timeline.png.
 
 def cmd_eval(args) -> int:
     try:
-        cfg = _config(args.suite, args.set, args.address, args.no_eval_cache)
+        cfg = _config(args.suite, args.set, args.address, args.no_eval_cache, args.verbose)
     except ConfigError as e:
         return _error(e)
     if not cfg.eval.has_suite():
@@ -237,6 +240,24 @@ def cmd_models_fetch(args) -> int:
     return 0
 
 
+def cmd_data_fetch(args) -> int:
+    """Fetch every downloadable dataset a recipe's sources and eval suite name (BIG-bench tasks), so a
+    run or the tests never spend their own minutes on the download."""
+    from distill.bigbench import fetch_task
+    from distill.config import ConfigError, load_config
+
+    for recipe in args.recipes:
+        try:
+            cfg = load_config(recipe, [])
+        except ConfigError as e:
+            return _error(str(e))
+        ev = cfg.eval
+        srcs = [*cfg.sources, *ev.in_distribution, *ev.validation, *ev.related, *ev.difficulty_shift]
+        for task in sorted({s.task for s in srcs if s.kind == "bigbench" and not s.path}):
+            print(f"{recipe}: bigbench {task} -> {fetch_task(task)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distill", description="Ray-native reasoning distillation: teacher traces "
                                 "-> verified, dissected supervision -> a student that reasons.")
@@ -255,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "`ray start --head`); default: start an embedded local Ray")
     run.add_argument("--no-eval-cache", action="store_true", help="evaluate the baselines afresh instead of "
                      "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)")
+    run.add_argument("--verbose", action="store_true", help="stream every worker's output (vLLM, Ray, "
+                     "transformers) to the terminal instead of runs/<id>/logs/")
     run.set_defaults(fn=cmd_run)
 
     sw = sub.add_parser("sweep", help="train one student per supervision variant and compare transfer",
@@ -267,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-eval-cache", action="store_true", help="evaluate the untrained student afresh")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     sw.add_argument("--address", default=None, help="Ray address of a running cluster")
+    sw.add_argument("--verbose", action="store_true", help="stream every worker's output (vLLM, Ray, "
+                     "transformers) to the terminal instead of runs/<id>/logs/")
     sw.set_defaults(fn=cmd_sweep)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint on the transfer suite, with baselines and a report",
@@ -282,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--address", default=None, help="Ray address of a running cluster")
     ev.add_argument("--no-eval-cache", action="store_true", help="evaluate the baselines afresh instead of "
                      "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)")
+    ev.add_argument("--verbose", action="store_true", help="stream every worker's output (vLLM, Ray, "
+                     "transformers) to the terminal instead of runs/<id>/logs/")
     ev.set_defaults(fn=cmd_eval)
 
     pl = sub.add_parser("plan", help="check that a recipe's stages fit a cluster (file or live) before launch",
@@ -304,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "a second call returns the cached directory at once.")
     fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
     fe.set_defaults(fn=cmd_models_fetch)
+
+    data = sub.add_parser("data", help="datasets the recipes download (fetch)",
+                          description="BIG-bench tasks come from its release archive (358 MB, sha256-verified, "
+                          "cached in $DISTILL_DATA_CACHE or ~/.cache/distill/data); a run fetches what it needs "
+                          "on first use, `distill data fetch` does it ahead of time.")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    df = dsub.add_parser("fetch", help="fetch the datasets a recipe names (idempotent)")
+    df.add_argument("recipes", nargs="+", metavar="RECIPE_OR_YAML", help=f"recipe names ({_recipes()}) or YAML paths")
+    df.set_defaults(fn=cmd_data_fetch)
     return p
 
 

@@ -214,6 +214,9 @@ class TrainConfig(_Placement):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     shuffle: bool = Field(True, description="Reshuffle the examples of every epoch >= 2 (read from the store) "
                           "with a seeded permutation, the same on every rank. Epoch 1 follows the stream.")
+    packing: bool = Field(False, description="Pack each micro-batch's examples into as few rows of max_seq_len as "
+                          "fit (per-example position ids: attention never crosses examples) and compute the LM head "
+                          "only at label positions, instead of right-padding every example to the longest.")
     group_by_length: bool = Field(False, description="Batch examples of similar length together (less padding): "
                                   "sorted by length within windows of 64 micro-batches, batch order shuffled.")
     prompt_pool: dict[str, PromptStyle] = Field(
@@ -354,6 +357,9 @@ class RayConfig(_Strict):
                                  "address). More logical than physical CPUs lets all stages co-exist on a "
                                  "small machine; threads are pinned per stage instead.")
     dashboard: bool = Field(True, description="Start the Ray dashboard (embedded Ray).")
+    verbose: bool = Field(False, description="Stream every Ray worker's output (vLLM, Ray Train, transformers) to "
+                          "the terminal. Off: the terminal shows distill's progress, plan and summary, and the "
+                          "workers' output is copied to runs/<id>/logs/ at the end (`--verbose` turns it on).")
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")
     stream_buffer_mib: float | None = Field(
         512, gt=0, description="Object-store budget of the trace stream (Ray Data resource limit): when the "

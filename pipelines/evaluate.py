@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import queue
+from contextlib import nullcontext
 import threading
 import time
 from pathlib import Path
@@ -43,11 +44,12 @@ def _evaluate(model, requests: list[dict], options: dict) -> dict:
 
     from actors.evaluator import Evaluator
 
-    if isinstance(model, str):
-        res = Evaluator(model, **options).run(requests)
-    else:
-        with model.as_directory() as d:
-            res = Evaluator(d, **options).run(requests)
+    with (nullcontext(model) if isinstance(model, str) else model.as_directory()) as d:
+        ev = Evaluator(d, **options)
+        try:
+            res = ev.run(requests)
+        finally:
+            ev.close()  # the engine process ends before this worker does (no dead-engine tracebacks)
     return {**res, "node": ray.get_runtime_context().get_node_id()}
 
 
@@ -367,19 +369,25 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
     base_reqs = baseline_requests(cfg, suite, generated=False)
     print(f"[distill] eval {run_id}: {len(requests)} requests per model, models: {', '.join(models)}")
     metrics = RunMetrics(run_dir, t_start)
-    with ray_session(cfg.ray):
-        runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache)
+    with ray_session(cfg.ray, run_dir / "logs"):
+        engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
+        runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache,
+                            engine=engine)
         for name, path in models.items():
             if name == "student":
-                runner.submit(name, str(path), requests)
+                runner.submit(name, str(path), requests, on_engine=True)
             elif base_reqs.get(name):
-                runner.submit(name, str(path), base_reqs[name], cacheable=True)
-        results = runner.wait()
+                runner.submit(name, str(path), base_reqs[name], cacheable=True, on_engine=name == "untrained")
+        try:
+            results = runner.wait()
+        finally:
+            engine_log = close_engine(engine)
     for name, res in results.items():
         metrics.add(eval_event(name, res, t_start))
     wall = time.time() - t_start
     summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s": round(wall, 1), "checkpoint": str(ckpt),
-               "eval": eval_summary(suite, results, models, runner.errors, runner.cache_status),
+               "eval": {**eval_summary(suite, results, models, runner.errors, runner.cache_status),
+                        "engine": engine_log},
                "provenance": provenance()}
     write_predictions(run_dir, results)
     metrics.plot_timeline(run_dir / "timeline.png", wall)

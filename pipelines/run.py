@@ -108,7 +108,7 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     metrics = RunMetrics(run_dir, t_start)
     results, eval_errors, sources, engine_log = {}, {}, {}, []
     student_dir = run_dir / "student"
-    with ray_session(cfg.ray) as ray:
+    with ray_session(cfg.ray, run_dir / "logs") as ray:
         nodes = alive_nodes(ray)
         ensure_fits(cfg, nodes)  # every stage runs at once: the cluster must hold them all
         if len(nodes) > 1 and not Path(cfg.output_dir).is_absolute():

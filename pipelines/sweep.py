@@ -45,7 +45,7 @@ def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     store = TraceStore(store_root or run_dir / "store")
     metrics = RunMetrics(run_dir, t_start)
 
-    with ray_session(cfg.ray):
+    with ray_session(cfg.ray, run_dir / "logs"):
         # 1. Traces, generated once (or reused).
         if store_root is None:
             loaded = load_problems(cfg.sources)
@@ -176,14 +176,21 @@ def evaluate_models(cfg: RunConfig, models: dict[str, str], problems: list[dict]
     """Every model on the same validation problems (the student prompt, greedy), one after another."""
     from distill.evalmetrics import split_metrics
     from distill.evalsuite import build_requests
-    from pipelines.evaluate import EvalRunner
+    from pipelines.evaluate import EvalRunner, close_engine, eval_engine
 
     greedy = cfg.eval.model_copy(update={"samples": 1})
     requests = build_requests({"problems": {"validation": problems}}, greedy, cfg.prompt, ["validation"])
-    runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache)
+    # every arm is a checkpoint of the same student: one engine, weights swapped in place for each
+    engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
+    runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache,
+                        engine=engine)
     for name, path in models.items():
-        runner.submit(name, str(path), requests, cacheable=name == "untrained")
-    results = runner.wait()
+        runner.submit(name, str(path), requests, cacheable=name == "untrained", on_engine=True)
+    try:
+        results = runner.wait()
+    finally:
+        hist = close_engine(engine)
+    print("[distill] evaluation engine: " + ", ".join(f"{h['engine']} {h['load_s']:.1f}s" for h in hist))
     if runner.errors:
         raise RuntimeError(f"evaluation failed: {runner.errors}")
     out = {}

@@ -1,0 +1,136 @@
+"""Packing the student's examples into rows of `max_seq_len`, examples kept apart, and the loss at
+label positions only.
+
+A micro-batch of examples of unequal length right-padded to its longest wastes the padding's
+compute. Packed, the examples of a micro-batch share as few rows as fit (first-fit decreasing), each
+example with its own position ids starting at 0: transformers turns position ids that restart into a
+block-diagonal causal mask when no attention mask is given (masking_utils.find_packed_sequence_indices;
+SDPA on CPU, varlen flash attention where the model uses it), so attention never crosses examples.
+
+The loss needs logits only where a label is trained (the completion; not the prompt, not padding):
+`LabelLogits` runs the body, keeps the hidden states of those positions and applies the LM head to
+them alone, so the full [B, T, V] logits never exist, and the cross entropy upcasts one chunk of
+label positions at a time. It is a module of its own so that DDP wraps it (DDP's gradient hooks are
+set up in its forward).
+
+Hand-written rather than TRL's `DataCollatorWithFlattening` / padding-free mode: those pack a whole
+dataset into one row for flash attention and compute full logits; here packing is per micro-batch
+(the optimizer steps, the token-mean loss and the schedule stay exactly those of the padded path) and
+per-token weights ride along.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from distill.tokenize import IGNORE
+
+
+def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """First-fit decreasing: -> rows of example indices, each row's total length <= max_len
+    (an example longer than max_len gets a row of its own)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda j: -lengths[j]):
+        n = lengths[i]
+        for r, free in enumerate(room):
+            if n <= free:
+                rows[r].append(i)
+                room[r] -= n
+                break
+        else:
+            rows.append([i])
+            room.append(max_len - n)
+    return rows
+
+
+def padding_fraction(lengths: Sequence[int], rows: Sequence[Sequence[int]]) -> float:
+    """Share of a [rows, longest row] batch that is padding."""
+    if not rows:
+        return 0.0
+    width = max(sum(lengths[i] for i in r) for r in rows)
+    return 1.0 - sum(lengths) / (len(rows) * width)
+
+
+def collate_packed(examples: list[dict], max_len: int, pad_id: int):
+    """-> input_ids [R, T], position_ids [R, T], labels [R, T], weights [R, T].
+
+    Each example keeps its labels and weights (its first label is IGNORE: a prompt token, never
+    predicted from the example before it). The tail of a row is padding with positions that restart
+    at 0 (its own block), label IGNORE and weight 0."""
+    import torch
+
+    lengths = [len(e["input_ids"]) for e in examples]
+    rows = pack_rows(lengths, max_len)
+    T = max(sum(lengths[i] for i in r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), T), dtype=torch.long)
+    labels = torch.full((len(rows), T), IGNORE, dtype=torch.long)
+    weights = torch.zeros((len(rows), T), dtype=torch.float32)
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            e, n = examples[i], lengths[i]
+            ids[r, at:at + n] = torch.tensor(e["input_ids"])
+            pos[r, at:at + n] = torch.arange(n)
+            lab = torch.tensor(e["labels"])
+            lab[0] = IGNORE
+            labels[r, at:at + n] = lab
+            weights[r, at:at + n] = torch.tensor(e["weights"], dtype=torch.float32)
+            at += n
+        pos[r, at:] = torch.arange(T - at)
+    return ids, pos, labels, weights
+
+
+def label_positions(labels):
+    """Bool [B, T]: positions t whose next token t+1 is a trained label (the only logits the loss needs)."""
+    import torch
+
+    sel = torch.zeros_like(labels, dtype=torch.bool)
+    sel[:, :-1] = labels[:, 1:] != IGNORE
+    return sel
+
+
+def _label_logits_class():
+    import torch
+
+    class LabelLogits(torch.nn.Module):
+        """A causal LM that returns logits only at the selected positions: [N, V], N = select.sum()."""
+
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, select, position_ids=None, attention_mask=None):
+            out = self.lm.get_decoder()(input_ids=input_ids, position_ids=position_ids,
+                                        attention_mask=attention_mask, use_cache=False)
+            hidden = out.last_hidden_state[select]  # [N, H]
+            return self.lm.get_output_embeddings()(hidden)  # [N, V]
+
+    return LabelLogits
+
+
+def label_logits_model(lm):
+    """Wrap an HF causal LM (see LabelLogits); its parameters are the LM's own."""
+    return _label_logits_class()(lm)
+
+
+def weighted_ce_sum(logits, targets, weights, chunk: int = 1024):
+    """sum(w * ce) of logits [N, V] against targets [N] with weights [N], upcast to fp32 one chunk of
+    positions at a time (never an fp32 copy of all N x V logits)."""
+    import torch
+    import torch.nn.functional as F
+
+    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    for s in range(0, logits.size(0), chunk):
+        ce = F.cross_entropy(logits[s:s + chunk].float(), targets[s:s + chunk], reduction="none")  # [n]
+        total = total + (ce * weights[s:s + chunk].float()).sum()
+    return total
+
+
+def packed_loss_sum(model, ids, pos, labels, weights, chunk: int = 1024):
+    """sum(w * ce) over the label tokens of a packed batch; `model` is LabelLogits (or DDP of it)."""
+    sel = label_positions(labels)  # [R, T]
+    logits = model(input_ids=ids, select=sel, position_ids=pos)  # [N, V]
+    targets = labels[:, 1:][sel[:, :-1]]  # [N]: the token after each selected position
+    w = weights[:, 1:][sel[:, :-1]]  # [N]
+    return weighted_ce_sum(logits, targets, w, chunk)
