@@ -163,7 +163,7 @@ class StudentStep:
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
                     if self.packing:  # rows of max_seq_len, logits at label positions only
                         ids, pos, labels, weights = (x.to(self.device) for x in collate_packed(
-                            examples, self.cfg["max_seq_len"], self.tokenizer.pad_token_id))
+                            examples, max(self.cfg["pack_len"], self.cfg["max_seq_len"]), self.tokenizer.pad_token_id))
                         part = packed_loss_sum(self.model, ids, pos, labels, weights)
                         padded += int(ids.numel())
                     else:

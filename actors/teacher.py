@@ -167,7 +167,8 @@ class VLLMTeacher(_TeacherBase):
 
         c = self.cfg
         params = SamplingParams(n=c["samples"], temperature=c["temperature"], top_p=c["top_p"], max_tokens=max_new,
-                                stop=c["stop"] or None, logprobs=c["logprobs"], output_kind=RequestOutputKind.FINAL_ONLY)
+                                stop=c["stop"] or None, logprobs=c["logprobs"], ignore_eos=c.get("ignore_eos", False),
+                                output_kind=RequestOutputKind.FINAL_ONLY)
         self._n += 1
         final = None
         async for out in self.engine.generate({"prompt_token_ids": ids}, params, f"{self.actor}-{self._n}"):

