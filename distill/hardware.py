@@ -49,3 +49,19 @@ def engine_dtype(requested: str | None, gpu: bool) -> str:
 def train_bf16(requested: bool | None, gpu: bool) -> bool:
     """Train under bf16 autocast? The requested setting, or (None) where bf16 is native."""
     return native_bf16(gpu) if requested is None else requested
+
+
+def bind_cores(bind: str | None, default: int) -> int:
+    """How many cores a VLLM_CPU_OMP_THREADS_BIND-style list names ('0', '0-3', '0,2', ranks joined by
+    '|'); `default` when unbound ('auto', 'nobind' or None: vLLM then uses the machine's cores)."""
+    if not bind or bind in ("auto", "nobind"):
+        return default
+    cores: set[int] = set()
+    for part in bind.replace("|", ",").split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cores |= set(range(int(lo), int(hi) + 1))
+        elif part:
+            cores.add(int(part))
+    return len(cores) or default

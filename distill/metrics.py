@@ -10,7 +10,7 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 STAGES = ("teacher", "scorer", "train")
 LANES = STAGES + ("eval",)  # the timeline also shows evaluations (baselines, in-loop checkpoints)
@@ -103,7 +103,19 @@ class RunMetrics:
                 "rows_in": int(sum(e["rows_in"] for e in evs)),
                 "rows_out": int(sum(e["rows_out"] for e in evs))}
 
-    def summary(self, wall_s: float, extra: dict | None = None) -> dict:
+    def core_seconds(self, cores_of: Callable[[dict], float]) -> dict[str, float]:
+        """Per stage (eval included): sum over its actors of busy seconds x the cores the actor computes
+        on (`cores_of(event)`): a two-thread trainer busy 10 s is 20 core-seconds."""
+        out = {}
+        for stage, evs in self.events.items():
+            by: dict[tuple, list] = {}
+            for e in evs:
+                by.setdefault((e.get("actor"), cores_of(e)), []).append((e["t0"], e["t1"]))
+            out[stage] = round(sum(union_length(iv) * c for (_, c), iv in by.items()), 2)
+        return out
+
+    def summary(self, wall_s: float, extra: dict | None = None, cores_of: Callable[[dict], float] | None = None,
+                machine_cores: int | None = None) -> dict:
         c = self.counters
         stages = {s: self.stage_summary(s) for s in STAGES}
         teacher_busy = stages["teacher"]["busy_s"]
@@ -126,6 +138,12 @@ class RunMetrics:
         busy = sum(stages[s]["busy_s"] for s in STAGES)
         out = {"wall_s": round(wall_s, 3), "stages": stages,
                "overlap_ratio": round(wall_s / busy, 4) if busy else None}
+        if cores_of is not None and machine_cores:
+            # how well the hardware was used: core-seconds computed / core-seconds the run held
+            cs = self.core_seconds(cores_of)
+            out["core_seconds"] = cs
+            out["core_utilisation"] = round(sum(cs.values()) / (wall_s * machine_cores), 4) if wall_s else None
+            out["machine_cores"] = machine_cores
         out.update(extra or {})
         return out
 

@@ -125,6 +125,9 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
                 if baseline_reqs.get(name):
                     runner.submit(name, str(path), baseline_reqs[name], cacheable=True, on_engine=name == "untrained")
 
+        if runner and baseline_reqs.get("untrained"):
+            # at t=0, on the student engine: the trainer has nothing to do until the first traces arrive
+            runner.submit("untrained", str(student_path), baseline_reqs["untrained"], cacheable=True, on_engine=True)
         stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
         trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
                                   str(in_loop_file) if in_loop_file else None,
@@ -161,7 +164,7 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     wall_s = time.time() - t_start
 
     # 4. Finish: summary, eval object, timeline, TensorBoard hparams, report.
-    summary = metrics.summary(wall_s, extra={
+    summary = metrics.summary(wall_s, cores_of=cores_of(cfg), machine_cores=machine_cores(cfg), extra={
         "run_id": run_id, "run_dir": str(run_dir),
         "problems": len(loaded.problems),
         "quarantined": {"source": len(loaded.quarantined), "teacher": int(metrics.counters["teacher/quarantined"]),
@@ -203,6 +206,35 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     return summary
 
 
+def machine_cores(cfg: RunConfig) -> int | None:
+    """Cores the run held: this machine's (embedded Ray); None on a cluster (not one machine's)."""
+    import os
+
+    return None if (cfg.ray.address or os.environ.get("RAY_ADDRESS")) else len(os.sched_getaffinity(0))
+
+
+def cores_of(cfg: RunConfig):
+    """event -> the cores its actor computed on: the teacher's and evaluator's engine bindings, the
+    trainer's torch threads (per epoch), one for a scorer."""
+    from distill.hardware import bind_cores
+
+    machine = machine_cores(cfg) or 1
+    tr = cfg.train
+
+    def f(e: dict) -> float:
+        stage = e.get("stage")
+        if stage == "teacher":
+            return bind_cores(cfg.teacher.cpu_threads_bind, machine)
+        if stage == "eval":
+            return bind_cores(cfg.eval.cpu_threads_bind, machine)
+        if stage == "train":
+            later = (e.get("epoch") or 1) > 1 and tr.torch_threads_later
+            return min(tr.torch_threads_later if later else tr.torch_threads, machine)
+        return 1.0
+
+    return f
+
+
 def _yaml(cfg: RunConfig) -> str:
     import yaml
 
@@ -231,7 +263,9 @@ def _print_summary(s: dict) -> None:
     print(f"  train  : {st['train']['steps']} steps, {st['train']['tokens']} tokens, "
           f"{st['train']['tokens_per_s']} tok/s, first step at {st['train']['first_step_at']}s, "
           f"final loss {st['train']['final_loss']}")
-    print(f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   student: {s['student_checkpoint']}")
+    print(f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   core utilisation = "
+          f"{s.get('core_utilisation')} (core-seconds computed / wall x {s.get('machine_cores')} cores)   "
+          f"student: {s['student_checkpoint']}")
     if len(s.get("cluster_nodes", [])) > 1:  # on a cluster: where each stage ran
         for stage, where in s["placement"].items():
             print(f"  {stage:<8}ran on " + "; ".join(

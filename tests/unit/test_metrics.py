@@ -55,3 +55,24 @@ def test_timeline_png(tmp_path):
         m.add(ev)
     p = m.plot_timeline(tmp_path / "t.png", 12.0)
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_core_utilisation_weighs_busy_time_by_the_cores_each_actor_held(tmp_path):
+    from distill.hardware import bind_cores
+
+    assert [bind_cores(b, 8) for b in ("0", "0-3", "0,2", "0|1", None, "auto")] == [1, 4, 2, 2, 8, 8]
+    m = RunMetrics(tmp_path, 0.0, tensorboard=False)
+    evs = [{"stage": "teacher", "actor": "t", "t0": 0.0, "t1": 60.0, "rows_in": 1, "rows_out": 1},
+           {"stage": "teacher", "actor": "t", "t0": 30.0, "t1": 80.0, "rows_in": 1, "rows_out": 1},  # overlaps: once
+           {"stage": "train", "actor": "w0", "t0": 10.0, "t1": 50.0, "rows_in": 1, "rows_out": 1, "epoch": 1},
+           {"stage": "train", "actor": "w0", "t0": 80.0, "t1": 100.0, "rows_in": 1, "rows_out": 1, "epoch": 2}]
+    for ev in evs:
+        m.add(ev)
+
+    def cores(e):
+        return 2.0 if e["stage"] == "train" and e["epoch"] > 1 else 1.0
+
+    s = m.summary(100.0, cores_of=cores, machine_cores=2)
+    assert s["core_seconds"] == {"teacher": 80.0, "train": 80.0}  # 80 x 1; 40 x 1 + 20 x 2
+    assert s["core_utilisation"] == 0.8  # 160 / (100 s x 2 cores)
+    m.close()
