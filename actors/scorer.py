@@ -19,7 +19,7 @@ from distill.metrics import emit
 from distill.quality import flag_output, select
 from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRAIN_SCHEMA, require_columns, to_table
 from distill.store import TraceStore
-from distill.variants import choose_variant, variant_rows
+from distill.variants import choose_variant, count_tokens, variant_rows
 
 
 def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
@@ -86,7 +86,8 @@ class TraceScorer:
             anatomy = r.pop("_anatomy")
             if r["verdict"] == "accepted":
                 variants += [{**v, "problem_id": r["problem_id"], "question": r["question"], "created_at": t0}
-                             for v in variant_rows(r, anatomy, self.tokenizer)]
+                             for v in variant_rows(r, anatomy)]
+        count_tokens(variants, self.tokenizer)  # one batched tokenizer call for the whole block
         # Unparseable outputs (no final answer at all) also go to quarantine, so they are counted with
         # their reason next to malformed problems; the trace row keeps verdict=rejected.
         unparseable = [{"schema_version": SCHEMA_VERSION, "stage": "scorer", "key": r["trace_id"],

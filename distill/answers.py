@@ -6,6 +6,8 @@ nested quantifiers, so extraction stays linear on adversarial model output.
 
 from __future__ import annotations
 
+import functools
+
 import math
 import re
 import threading
@@ -133,6 +135,11 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     """Return (answer, rule); rule is one of RULES. Never raises on str input."""
     if not isinstance(text, str) or not text:
         return None, "none"
+    return _extract(text)
+
+
+@functools.lru_cache(maxsize=4096)  # pure in `text`: the scorer asks again for each variant and its check
+def _extract(text: str) -> tuple[str | None, str]:
     for rule, fn in (("answer_line", _answer_line), ("boxed", _last_boxed), ("last_number", _last_number)):
         answer = fn(text)
         if answer:

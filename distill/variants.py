@@ -131,17 +131,29 @@ def variant_rows(trace_row: dict, anatomy: Anatomy, tokenizer=None) -> list[dict
                          "variants are built from accepted traces only")
     metadata = _metadata(trace_row["metadata"])
     rows = []
+    checked: dict[str, bool] = {}  # variants often share a text (decision_points == full on a clean trace)
     for name, (text, spans) in _build(trace_row["text"], anatomy, str(answer)).items():
-        tokens = None if tokenizer is None else len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if text not in checked:
+            checked[text] = check_variant(text, trace_row["reference_answer"], trace_row["verifier"], metadata,
+                                          trace_row["question"] or "")
         rows.append({
             "variant_id": stable_id("variant", trace_row["trace_id"], name),
             "parent_trace_id": trace_row["trace_id"],
             "variant": name,
             "text": text,
-            "student_tokens": tokens,
+            "student_tokens": None,
             "chars": len(text),
-            "ok": check_variant(text, trace_row["reference_answer"], trace_row["verifier"], metadata,
-                                trace_row["question"] or ""),
+            "ok": checked[text],
             "spans": spans,
         })
+    return count_tokens(rows, tokenizer)
+
+
+def count_tokens(rows: list[dict], tokenizer=None) -> list[dict]:
+    """Fill `student_tokens` of variant rows with one batched tokenizer call (a call per text costs the
+    scorer a fifth of its time); rows stay as they are without a tokenizer."""
+    if tokenizer is not None and rows:
+        ids = tokenizer([r["text"] for r in rows], add_special_tokens=False)["input_ids"]
+        for r, x in zip(rows, ids):
+            r["student_tokens"] = len(x)
     return rows

@@ -119,8 +119,8 @@ def _row(text, **over):
 
 
 class WordTokenizer:
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": text.split()}
+    def __call__(self, texts, add_special_tokens=False):  # batched, like a transformers tokenizer
+        return {"input_ids": [t.split() for t in texts]}
 
 
 def test_variant_rows_lineage_sizes_and_spans():
