@@ -19,7 +19,7 @@ import time
 
 import pyarrow as pa
 
-from distill.hardware import engine_dtype
+from distill.hardware import bind_cores, claim_slot, engine_dtype
 from distill.metrics import emit
 from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
 from distill.prompts import messages_for, style_of
@@ -109,7 +109,7 @@ class _TeacherBase:
                              "finish_reason": s["finish_reason"], "topk_logprobs": s.get("topk"),
                              "generated_at": now})
         emit(self.events, {"stage": "teacher", "actor": self.actor, "t0": t0, "t1": time.time(),
-                           "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
+                           **({"cores": self.cores} if getattr(self, "cores", None) else {}), "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
                            "count/tokens_out": sum(r["completion_tokens"] for r in rows[len(replayed):]),
                            "count/replayed": len(replayed), "count/quarantined": n_quarantined})
         return to_table(rows, TRACE_SCHEMA)
@@ -136,8 +136,15 @@ class VLLMTeacher(_TeacherBase):
         # Must be set before the engine starts; without it vLLM-CPU reserves ~92% of RAM and refuses to
         # start inside a Ray worker.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(teacher["kv_cache_gib"]))
-        if teacher.get("cpu_threads_bind"):
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = teacher["cpu_threads_bind"]
+        bind = teacher.get("cpu_threads_bind")
+        if teacher.get("replica_binds"):  # this replica's own cores: the first binding no live replica holds
+            from distill.schema import stable_id
+
+            binds = teacher["replica_binds"]
+            bind = binds[claim_slot("teacher-" + stable_id(os.path.abspath(store_root)), len(binds))]
+        if bind:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+            self.cores = bind_cores(bind, 1)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

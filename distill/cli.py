@@ -267,7 +267,9 @@ Arms: roofline (GEMM GFLOP/s, copy GB/s, the bounds they imply), teacher_pipelin
 teacher_hf (the teacher stage vs a bare vLLM engine vs transformers generate: same prompts, fixed
 output length), train_padded / train_grouped / train_packed (tokens/s, padding), scorer (traces/s per
 core), eval_engine (engine start vs in-place weight swap, tokens/s), eval_beside (evaluation on core A
-while training runs on core B).
+while training runs on core B), overlap_streamed / overlap_sequential_same / overlap_sequential_all
+(a whole `distill run` of a small recipe on all --cores: streamed, and as sequential stages with the
+same per-stage cores or all cores for each stage; wall and core utilisation).
 
   distill bench
   distill bench --arms train_padded,train_packed --repeats 5 --train-rows 144

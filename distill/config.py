@@ -154,6 +154,11 @@ class TeacherConfig(_ActorPool):
     cpu_threads_bind: str | None = Field(
         None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0' to pin the engine to core 0 so the "
         "trainer keeps the other core.")
+    replica_binds: list[str] = Field(
+        default_factory=list, description="Per-replica VLLM_CPU_OMP_THREADS_BIND, e.g. ['0-7', '8-15']: each "
+        "teacher actor claims the first binding no live replica on its node holds (a replacement for a dead "
+        "actor takes the one it freed), so replicas never share cores. Overrides cpu_threads_bind; needs "
+        "replicas_max <= its length.")
     enforce_eager: bool = Field(True, description="Skip vLLM's torch.compile: engine start 21-25 s instead "
                                 "of ~80 s on 2 CPU cores; turn off for long runs on GPUs.")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
@@ -165,6 +170,13 @@ class TeacherConfig(_ActorPool):
             raise ValueError("prompt.prefill: a teacher prefill is not supported (the trace would not hold it)")
         return self
 
+
+    @model_validator(mode="after")
+    def _binds(self):
+        if self.replica_binds and self.replicas_max > len(self.replica_binds):
+            raise ValueError(f"replica_binds has {len(self.replica_binds)} binding(s) for up to replicas_max = "
+                             f"{self.replicas_max} replicas: give one per replica")
+        return self
 
 class ScorerConfig(_ActorPool):
     policy: Literal["all_correct", "first_correct", "shortest_correct"] = Field(
@@ -405,6 +417,10 @@ class RunConfig(_Strict):
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="The task prompt: what the student "
                                  "is asked at inference and trains on, and what the in_distribution split asks. "
                                  "The teacher is asked the same unless teacher.prompt is set.")
+    stages: Literal["streamed", "sequential"] = Field(
+        "streamed", description="streamed: generation, scoring, training and evaluation at once (the product). "
+        "sequential: generation and scoring run to their end (the stream materialised), then training, then "
+        "every evaluation: the baseline `distill bench`'s overlap arm measures streaming against.")
     teacher: TeacherConfig = Field(description="Teacher generation.")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Verification and selection.")
     train: TrainConfig = Field(description="Student training.")

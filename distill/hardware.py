@@ -8,6 +8,8 @@ there and falls back to torch). So "which dtype" is asked where the model runs, 
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,3 +67,26 @@ def bind_cores(bind: str | None, default: int) -> int:
         elif part:
             cores.add(int(part))
     return len(cores) or default
+
+
+_HELD: list[int] = []  # slot lock file descriptors this process holds until it exits
+
+
+def claim_slot(key: str, n: int, root: str | None = None) -> int:
+    """The lowest of slots 0..n-1 of `key` that no live process on this machine holds; held until this
+    process exits (an flock on a file dies with its process, so a replacement actor takes a dead one's
+    slot). Raises RuntimeError when all n are held. Hand-written: Ray's actor pools number no replicas."""
+    import fcntl
+
+    d = Path(root or tempfile.gettempdir()) / "distill-slots" / key
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        fd = os.open(d / f"slot-{i}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _HELD.append(fd)
+        return i
+    raise RuntimeError(f"all {n} slots of {key!r} are held by live processes on this machine")

@@ -12,6 +12,9 @@ versions to `bench.json`, and a plot. Arms:
   scorer          the scorer stage (verify + anatomy + variants + Parquet) on teacher-format traces
   eval_engine     an evaluator engine's start vs an in-place weight swap, and its tokens/s alone
   eval_beside     the same evaluation on core A while training runs on core B
+  overlap_*       a whole `distill run` of a small recipe on all the cores: streamed (the product), and
+                  as sequential stages (`stages: sequential`) with (a) the streamed run's per-stage
+                  cores and (b) all cores for each stage in turn; wall and core utilisation of each
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from pathlib import Path
 
 TEACHER_ARMS = ("teacher_pipeline", "teacher_bare", "teacher_hf")
 TRAIN_ARMS = ("train_padded", "train_grouped", "train_packed")
-ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "eval_engine", "eval_beside")
+OVERLAP_ARMS = ("overlap_streamed", "overlap_sequential_same", "overlap_sequential_all")
+ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "eval_engine", "eval_beside", *OVERLAP_ARMS)
 
 
 # ---------------------------------------------------------------- inputs shared by the arms
@@ -319,9 +323,45 @@ def _spawn(arm: str, cores: str, a, out: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
 
 
+def overlap_overrides(arm: str, cores: str, a) -> list[str]:
+    """`--set` overrides of one overlap arm's `distill run`: the recipe made small, then the arm's
+    schedule. (b) gives every stage all the cores: the teacher's and evaluator's engines bind them all,
+    the trainer runs that many threads."""
+    base = [f"sources.0.size={a.overlap_problems}", "ray.dashboard=false"]
+    if arm == "overlap_streamed":
+        return base
+    seq = [*base, "stages=sequential"]
+    if arm == "overlap_sequential_same":
+        return seq
+    n = len(cores.split(","))
+    return [*seq, f"teacher.cpu_threads_bind={cores}", f"eval.cpu_threads_bind={cores}",
+            f"train.torch_threads={n}", f"train.torch_threads_later={n}"]
+
+
+def _run_overlap(arm: str, cores: str, a, work: Path, rep: int) -> dict:
+    """One `distill run` (its own process tree, pinned to `cores`) -> its summary's measures."""
+    runs = work / f"{arm}-{rep}-runs"
+    cmd = ["taskset", "-c", cores, sys.executable, "-m", "distill.cli", "run", a.overlap_recipe, "--no-eval-cache",
+           "--set", f"output_dir={runs}"]
+    for o in overlap_overrides(arm, cores, a):
+        cmd += ["--set", o]
+    with open(work / f"{arm}-{rep}.log", "w") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]).returncode
+    found = sorted(runs.glob("*/summary.json"))
+    if rc != 0 or not found:
+        return {"error": f"exit {rc}: see {work / f'{arm}-{rep}.log'}"}
+    s = json.loads(found[-1].read_text())
+    st = s["stages"]
+    return {"wall_s": s["wall_s"], "core_utilisation": s["core_utilisation"], "core_seconds": s["core_seconds"],
+            "teacher_end_s": st["teacher"]["end"], "train_first_step_s": st["train"]["first_step_at"],
+            "train_steps": st["train"]["steps"], "accepted": st["scorer"]["accepted"], "run_dir": s["run_dir"]}
+
+
 def _run_arm(arm: str, cores: str, a, work: Path, rep: int) -> dict:
     out = work / f"{arm}-{rep}.json"
     load = os.getloadavg()[0]
+    if arm in OVERLAP_ARMS:
+        return {**_run_overlap(arm, cores, a, work, rep), "load_avg_at_start": round(load, 2)}
     if arm == "eval_beside":  # evaluation on core A while the student trains on core B
         a_core, b_core = cores.split(",")[:2] if "," in cores else (cores, cores)
         train = _spawn("train_packed", b_core, a, work / f"beside-train-{rep}.json")
@@ -388,9 +428,10 @@ def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: 
     res: dict = {}
     t0 = time.time()
     for arm in arms:
-        c = cores if arm == "eval_beside" else (cores if arm.startswith("teacher") and a.teacher_all_cores else one)
+        whole = arm == "eval_beside" or arm in OVERLAP_ARMS or (arm.startswith("teacher") and a.teacher_all_cores)
+        c = cores if whole else one
         runs = []
-        for rep in range(repeats):
+        for rep in range(a.overlap_repeats if arm in OVERLAP_ARMS else repeats):
             print(f"[distill bench] {arm} (cores {c}) run {rep + 1}/{repeats}", flush=True)
             runs.append(_run_arm(arm, c, a, work, rep))
         res[arm] = {"cores": c, "runs": runs, "stats": _stats(runs)}
@@ -401,6 +442,9 @@ def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: 
         "train_grouped_over_padded": _ratio(res, "train_grouped", "train_padded", "tok_s"),
         "eval_reload_s_over_start_s": _key_ratio(res.get("eval_engine"), "reload_s", "start_s"),
         "eval_beside_training_over_alone": _ratio(res, "eval_beside", "eval_engine", "tok_s"),
+        # wall of the streamed run over the sequential baselines: (a) same per-stage cores, (b) all cores each
+        "overlap_streamed_over_sequential_same": _ratio(res, "overlap_streamed", "overlap_sequential_same", "wall_s"),
+        "overlap_streamed_over_sequential_all": _ratio(res, "overlap_streamed", "overlap_sequential_all", "wall_s"),
     }
     bench = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - t0, 1),
              "repeats": repeats, "cores": cores, "settings": {k: v for k, v in vars(a).items() if k != "passthrough"},
@@ -419,14 +463,15 @@ def _plot(bench: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = [("teacher tok/s", TEACHER_ARMS, "tok_s"), ("training tok/s", TRAIN_ARMS, "tok_s"),
-              ("eval tok/s", ("eval_engine", "eval_beside"), "tok_s")]
+              ("eval tok/s", ("eval_engine", "eval_beside"), "tok_s"),
+              ("whole run wall s", OVERLAP_ARMS, "wall_s"), ("core utilisation", OVERLAP_ARMS, "core_utilisation")]
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2))
     for ax, (title, arms, key) in zip(axes, groups):
         names, med, lo, hi = [], [], [], []
         for arm in arms:
             st = bench["arms"].get(arm, {}).get("stats", {}).get(key)
             if st:
-                names.append(arm.split("_", 1)[-1])
+                names.append(arm.split("_", 1)[-1].replace("sequential_", "seq_"))
                 med.append(st["median"])
                 lo.append(st["median"] - st["min"])
                 hi.append(st["max"] - st["median"])
@@ -447,6 +492,9 @@ def _arm_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-requests", type=int, default=32, help="eval arms: requests")
     p.add_argument("--beside-delay", type=float, default=20.0, help="eval_beside: seconds training runs first")
     p.add_argument("--teacher-all-cores", action="store_true", help="teacher arms on all --cores, not one")
+    p.add_argument("--overlap-recipe", default="smoke", help="overlap arms: the recipe run (name or YAML path)")
+    p.add_argument("--overlap-problems", type=int, default=16, help="overlap arms: its sources.0.size")
+    p.add_argument("--overlap-repeats", type=int, default=1, help="overlap arms: runs of each (whole pipeline runs)")
     return p
 
 

@@ -115,25 +115,34 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             print(f"[distill] warning: output_dir {cfg.output_dir!r} is relative on a {len(nodes)}-node cluster; "
                   "scorers and trainers on other nodes need it on shared storage", flush=True)
         events = Queue(actor_options={"num_cpus": 0})
-        # one evaluator engine for the student's family (untrained, in-loop checkpoints, final): started once
-        engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code) if suite else None
-        runner = (EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code, use_cache=cfg.eval.cache,
-                             engine=engine) if suite else None)
+        sequential = cfg.stages == "sequential"
+        engine = runner = None
+
+        def start_eval() -> None:
+            # one evaluator engine for the student's family (untrained, in-loop checkpoints, final): started once
+            nonlocal engine, runner
+            engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
+            runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code, use_cache=cfg.eval.cache,
+                                engine=engine)
 
         def start_baselines() -> None:
             for name, path in baselines.items():
                 if baseline_reqs.get(name):
                     runner.submit(name, str(path), baseline_reqs[name], cacheable=True, on_engine=name == "untrained")
 
-        if runner and baseline_reqs.get("untrained"):
-            # at t=0, on the student engine: the trainer has nothing to do until the first traces arrive
-            runner.submit("untrained", str(student_path), baseline_reqs["untrained"], cacheable=True, on_engine=True)
+        if suite and not sequential:
+            start_eval()
+            if baseline_reqs.get("untrained"):
+                # at t=0, on the student engine: the trainer has nothing to do until the first traces arrive
+                runner.submit("untrained", str(student_path), baseline_reqs["untrained"], cacheable=True, on_engine=True)
         stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
-        trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
-                                  str(in_loop_file) if in_loop_file else None,
-                                  expected_traces=len(loaded.problems) * cfg.teacher.samples, engine=engine)
         with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples,
                        on_teacher_done=start_baselines if runner else None):
+            if sequential:  # the stages one after another: generation and scoring end here, their actors go
+                stream = stream.materialize()
+            trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
+                                      str(in_loop_file) if in_loop_file else None,
+                                      expected_traces=len(loaded.problems) * cfg.teacher.samples, engine=engine)
             result = trainer.fit()
             t_trained = time.time()
             checkpoint = result.checkpoint
@@ -145,6 +154,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
                 with checkpoint.as_directory() as d:
                     shutil.rmtree(student_dir, ignore_errors=True)  # a resumed run replaces it
                     shutil.copytree(d, student_dir, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
+            if suite and sequential:  # evaluation last: its engine starts now
+                start_eval()
             if runner:
                 start_baselines()  # no-op when already started
                 if checkpoint is not None:
@@ -223,6 +234,8 @@ def cores_of(cfg: RunConfig):
 
     def f(e: dict) -> float:
         stage = e.get("stage")
+        if e.get("cores"):  # what the actor itself bound (a teacher replica's own binding)
+            return min(float(e["cores"]), machine)
         if stage == "teacher":
             return bind_cores(cfg.teacher.cpu_threads_bind, machine)
         if stage == "eval":

@@ -76,3 +76,36 @@ def test_core_utilisation_weighs_busy_time_by_the_cores_each_actor_held(tmp_path
     assert s["core_seconds"] == {"teacher": 80.0, "train": 80.0}  # 80 x 1; 40 x 1 + 20 x 2
     assert s["core_utilisation"] == 0.8  # 160 / (100 s x 2 cores)
     m.close()
+
+
+def test_replicas_claim_disjoint_bindings_and_a_dead_ones_is_freed(tmp_path):
+    """Teacher replicas each take the first binding no live process holds (separate processes, as Ray
+    actors are); a replica that dies frees its binding for its replacement; a surplus replica is refused."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from distill.hardware import claim_slot; "
+            f"print(claim_slot('k', 2, root={str(tmp_path)!r}), flush=True); time.sleep(float(sys.argv[1]))")
+    first = subprocess.Popen([sys.executable, "-c", code, "30"], stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "0"
+    second = subprocess.Popen([sys.executable, "-c", code, "30"], stdout=subprocess.PIPE, text=True)
+    assert second.stdout.readline().strip() == "1"
+    third = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=60)
+    assert third.returncode != 0 and "all 2 slots of 'k' are held" in third.stderr
+    first.kill()
+    first.wait()
+    again = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True, timeout=60)
+    assert again.stdout.strip() == "0"  # the dead replica's binding
+    second.kill()
+    second.wait()
+
+
+def test_replica_binds_must_cover_the_pool():
+    import pytest
+
+    from distill.config import ConfigError, load_config
+
+    cfg = load_config("smoke", ["teacher.replica_binds=['0', '1']", "teacher.replicas_max=2"])
+    assert cfg.teacher.replica_binds == ["0", "1"]
+    with pytest.raises(ConfigError, match="replica_binds"):
+        load_config("smoke", ["teacher.replica_binds=['0']", "teacher.replicas_max=2"])
