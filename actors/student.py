@@ -109,7 +109,8 @@ class StudentStep:
         self.base = base
         # packing: the wrapped module returns logits at label positions only (distill/packing.py); DDP wraps it
         self.packing = bool(t.get("packing"))
-        self.model = wrap(label_logits_model(base) if self.packing else base)
+        self.model = wrap(label_logits_model(base, t.get("packed_attention", "per_example") == "per_example")
+                          if self.packing else base)
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
         self.device = next(self.model.parameters()).device

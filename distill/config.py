@@ -234,6 +234,10 @@ class TrainConfig(_Placement):
     pack_len: int = Field(2048, ge=16, description="With packing: the longest packed row (tokens; at least "
                           "max_seq_len is used). A micro-batch that fits is one row, no padding; attention costs "
                           "grow with the square of a row's length, so this caps it.")
+    packed_attention: Literal["per_example", "block_mask"] = Field(
+        "per_example", description="With packing: attention computed per example (causal SDPA over each "
+        "example's own tokens) or SDPA over the whole row with a block-diagonal mask (dense: it computes the "
+        "row x row scores, which on a CPU costs what the padding did). Both keep examples apart.")
     group_by_length: bool = Field(False, description="Batch examples of similar length together (less padding): "
                                   "sorted by length within windows of 64 micro-batches, batch order shuffled.")
     prompt_pool: dict[str, PromptStyle] = Field(

@@ -44,8 +44,8 @@ def _examples(tok, n=6):
     return out
 
 
-@pytest.mark.parametrize("chunk", [1024, 7])
-def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chunk):
+@pytest.mark.parametrize("chunk,per_example", [(1024, True), (7, False)])
+def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chunk, per_example):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -68,7 +68,7 @@ def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chu
 
     pids, pos, plabels, pweights = collate_packed(exs, 448, tok.pad_token_id)
     assert pids.shape[0] < len(exs) and pids.numel() < ids.numel()
-    packed = packed_loss_sum(label_logits_model(model), pids, pos, plabels, pweights, chunk=chunk)
+    packed = packed_loss_sum(label_logits_model(model, per_example), pids, pos, plabels, pweights, chunk=chunk)
     packed.backward()
     assert packed.item() == pytest.approx(padded.item(), rel=1e-4)
     # the losses are sums over ~500 tokens, so gradients are large: compare relative to each one's size
