@@ -156,10 +156,16 @@ class VLLMTeacher(_TeacherBase):
                                   if teacher.get("num_gpus") else {}))
         self.engine = AsyncLLM.from_engine_args(args)
         self._n = 0
+        # When the pool ends, Ray exits the actor's process without deleting the UDF: its engine core (a
+        # child process) then dies under a live AsyncLLM, which logs EngineDeadError and a __del__
+        # traceback at interpreter teardown. atexit runs first (before multiprocessing reaps children).
+        import atexit
+
+        atexit.register(self.__del__)
 
     def __del__(self):
-        # Ray Data deletes the UDF when its pool shuts down gracefully: end the engine's core process
-        # here, before the actor exits under it (which vLLM reports as a dead engine, with tracebacks).
+        # End the engine's core process before the actor exits under it (which vLLM reports as a dead
+        # engine, with tracebacks): on graceful UDF deletion, and at exit (registered above).
         engine = getattr(self, "engine", None)
         if engine is not None:
             try:
