@@ -160,8 +160,10 @@ class VLLMTeacher(_TeacherBase):
         # child process) then dies under a live AsyncLLM, which logs EngineDeadError and a __del__
         # traceback at interpreter teardown. atexit runs first (before multiprocessing reaps children).
         import atexit
+        import weakref
 
-        atexit.register(self.__del__)
+        ref = weakref.ref(self)  # no strong reference: deleting the UDF still shuts the engine down at once
+        atexit.register(lambda: (lambda t: t and t.__del__())(ref()))
 
     def __del__(self):
         # End the engine's core process before the actor exits under it (which vLLM reports as a dead

@@ -6,7 +6,6 @@ nested quantifiers, so extraction stays linear on adversarial model output.
 
 from __future__ import annotations
 
-import functools
 
 import math
 import re
@@ -138,7 +137,7 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     return _extract(text)
 
 
-@functools.lru_cache(maxsize=4096)  # pure in `text`: the scorer asks again for each variant and its check
+@lru_cache(maxsize=256)  # pure in `text`: the scorer asks again for each variant of a trace and its check
 def _extract(text: str) -> tuple[str | None, str]:
     for rule, fn in (("answer_line", _answer_line), ("boxed", _last_boxed), ("last_number", _last_number)):
         answer = fn(text)

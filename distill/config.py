@@ -171,6 +171,16 @@ class TeacherConfig(_ActorPool):
         return self
 
 
+    @field_validator("cpu_threads_bind", mode="before")
+    @classmethod
+    def _bind_str(cls, v):
+        return str(v) if isinstance(v, int) else v  # `--set teacher.cpu_threads_bind=0` parses as YAML int
+
+    @field_validator("replica_binds", mode="before")
+    @classmethod
+    def _binds_str(cls, v):
+        return [str(x) if isinstance(x, int) else x for x in v] if isinstance(v, list) else v
+
     @model_validator(mode="after")
     def _binds(self):
         if self.replica_binds and self.replicas_max > len(self.replica_binds):
@@ -315,6 +325,11 @@ class EvalConfig(_Placement):
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
     cpu_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
+
+    @field_validator("cpu_threads_bind", mode="before")
+    @classmethod
+    def _bind_str(cls, v):
+        return str(v) if isinstance(v, int) else v  # `--set eval.cpu_threads_bind=1` parses as YAML int
     teacher_splits: list[Literal["in_distribution", "prompt_style", "related", "difficulty_shift", "direct"]] | None = Field(
         None, description="Splits the teacher baseline answers (None: all). The targets need only its "
         "in_distribution accuracy (the gap the student closes); on 2 CPU cores its other splits cost more than "
@@ -424,7 +439,8 @@ class RunConfig(_Strict):
     stages: Literal["streamed", "sequential"] = Field(
         "streamed", description="streamed: generation, scoring, training and evaluation at once (the product). "
         "sequential: generation and scoring run to their end (the stream materialised), then training, then "
-        "every evaluation: the baseline `distill bench`'s overlap arm measures streaming against.")
+        "every evaluation (eval.in_loop is skipped: it would overlap training): the baseline `distill bench`'s "
+        "overlap arms measure streaming against.")
     teacher: TeacherConfig = Field(description="Teacher generation.")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Verification and selection.")
     train: TrainConfig = Field(description="Student training.")

@@ -125,19 +125,27 @@ def per_example_attention(module, query, key, value, attention_mask, dropout: fl
     import torch
     import torch.nn.functional as F
 
-    if position_ids is None or query.shape[2] != key.shape[2]:  # not a packed training forward
+    special = attention_mask is not None or any(kwargs.get(k) is not None for k in ("sliding_window", "softcap", "s_aux"))
+    if position_ids is None or query.shape[2] != key.shape[2] or special:
+        # not a packed training forward, or an attention this function does not implement: transformers' SDPA
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+        if special and position_ids is not None:
+            raise NotImplementedError("per_example attention handles plain causal attention only (no mask, sliding "
+                                      "window, softcap or sinks): set train.packed_attention=block_mask")
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     groups = query.shape[1] // key.shape[1]
-    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+    if groups > 1:  # grouped-query attention, laid out as transformers' repeat_kv: kv head j serves j*g..j*g+g-1
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     T = query.shape[2]
+    position_ids = position_ids.expand(query.shape[0], -1)
     rows = []
     for b in range(query.shape[0]):
-        starts = (position_ids[b] == 0).nonzero().flatten().tolist()
-        bounds = zip(starts, starts[1:] + [T]) if starts and starts[0] == 0 else [(0, T)]
+        # an example starts wherever positions do not continue (transformers' find_packed_sequence_indices rule)
+        pos = position_ids[b]
+        starts = [0] + ((pos[1:] - pos[:-1]) != 1).nonzero().flatten().add(1).tolist()
+        bounds = zip(starts, starts[1:] + [T])
         rows.append(torch.cat([F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e],
                                                               value[b:b + 1, :, s:e], dropout_p=dropout,
                                                               is_causal=True, scale=scaling)

@@ -327,20 +327,23 @@ def overlap_overrides(arm: str, cores: str, a) -> list[str]:
     """`--set` overrides of one overlap arm's `distill run`: the recipe made small, then the arm's
     schedule. (b) gives every stage all the cores: the teacher's and evaluator's engines bind them all,
     the trainer runs that many threads."""
-    base = [f"sources.0.size={a.overlap_problems}", "ray.dashboard=false"]
+    # in-loop evaluation off in all three: sequential stages have none (it would overlap training)
+    base = [f"sources.0.size={a.overlap_problems}", "ray.dashboard=false", "eval.in_loop=false"]
     if arm == "overlap_streamed":
         return base
     seq = [*base, "stages=sequential"]
     if arm == "overlap_sequential_same":
         return seq
-    n = len(cores.split(","))
+    from distill.hardware import bind_cores
+
+    n = bind_cores(cores, 1)
     return [*seq, f"teacher.cpu_threads_bind={cores}", f"eval.cpu_threads_bind={cores}",
             f"train.torch_threads={n}", f"train.torch_threads_later={n}"]
 
 
 def _run_overlap(arm: str, cores: str, a, work: Path, rep: int) -> dict:
     """One `distill run` (its own process tree, pinned to `cores`) -> its summary's measures."""
-    runs = work / f"{arm}-{rep}-runs"
+    runs = (work / f"{arm}-{rep}-runs").resolve()
     cmd = ["taskset", "-c", cores, sys.executable, "-m", "distill.cli", "run", a.overlap_recipe, "--no-eval-cache",
            "--set", f"output_dir={runs}"]
     for o in overlap_overrides(arm, cores, a):
@@ -431,8 +434,9 @@ def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: 
         whole = arm == "eval_beside" or arm in OVERLAP_ARMS or (arm.startswith("teacher") and a.teacher_all_cores)
         c = cores if whole else one
         runs = []
-        for rep in range(a.overlap_repeats if arm in OVERLAP_ARMS else repeats):
-            print(f"[distill bench] {arm} (cores {c}) run {rep + 1}/{repeats}", flush=True)
+        n = a.overlap_repeats if arm in OVERLAP_ARMS else repeats
+        for rep in range(n):
+            print(f"[distill bench] {arm} (cores {c}) run {rep + 1}/{n}", flush=True)
             runs.append(_run_arm(arm, c, a, work, rep))
         res[arm] = {"cores": c, "runs": runs, "stats": _stats(runs)}
     ratios = {

@@ -140,8 +140,9 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
                        on_teacher_done=start_baselines if runner else None):
             if sequential:  # the stages one after another: generation and scoring end here, their actors go
                 stream = stream.materialize()
+            # sequential: no evaluation during training (in-loop evaluations would overlap it)
             trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
-                                      str(in_loop_file) if in_loop_file else None,
+                                      str(in_loop_file) if in_loop_file and not sequential else None,
                                       expected_traces=len(loaded.problems) * cfg.teacher.samples, engine=engine)
             result = trainer.fit()
             t_trained = time.time()

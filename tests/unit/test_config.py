@@ -90,3 +90,12 @@ def test_k_greedy_samples_are_rejected():
         load_config("smoke", ["teacher.samples=2", "teacher.temperature=0"])
     with pytest.raises(ConfigError, match="samples=3 at temperature 0"):
         load_config("smoke", ["eval.samples=3", "eval.temperature=0"])
+
+
+def test_core_bindings_given_as_numbers_are_strings():
+    from distill.config import load_config
+
+    cfg = load_config("smoke", ["teacher.cpu_threads_bind=0", "eval.cpu_threads_bind=1", "teacher.replica_binds=[0, 1]",
+                                "teacher.replicas_max=2", "stages=sequential"])
+    assert (cfg.teacher.cpu_threads_bind, cfg.eval.cpu_threads_bind, cfg.teacher.replica_binds) == ("0", "1", ["0", "1"])
+    assert cfg.stages == "sequential"

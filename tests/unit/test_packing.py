@@ -76,3 +76,22 @@ def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chu
     for n, p in model.named_parameters():
         rel = float((p.grad - g_pad[n]).norm() / g_pad[n].norm().clamp_min(1e-12))
         assert rel < 1e-4, (n, rel)
+
+
+def test_per_example_attention_splits_where_positions_do_not_continue():
+    """Examples start wherever position ids do not continue (not only at 0); each attends to itself alone."""
+    import torch
+    import torch.nn.functional as F
+
+    from distill.packing import per_example_attention
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 10, 8), torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8)
+    pos = torch.tensor([[3, 4, 5, 0, 1, 2, 3, 7, 8, 9]])  # three runs: [0,3) [3,7) [7,10)
+    out, _ = per_example_attention(None, q, k, v, None, position_ids=pos)
+    kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    want = torch.cat([F.scaled_dot_product_attention(q[:, :, s:e], kk[:, :, s:e], vv[:, :, s:e], is_causal=True)
+                      for s, e in ((0, 3), (3, 7), (7, 10))], dim=2).transpose(1, 2)
+    assert out.shape == (1, 10, 4, 8) and torch.allclose(out, want, atol=1e-6)
+    whole = F.scaled_dot_product_attention(q, kk, vv, is_causal=True).transpose(1, 2)
+    assert not torch.allclose(out[:, 3:], whole[:, 3:], atol=1e-3)  # it did not attend across examples
