@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                         parents=[_arm_parser()])
     be.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
-    be.add_argument("--repeats", type=int, default=3, help="fresh-process runs per arm (default 3)")
+    be.add_argument("--repeats", type=int, default=2, help="fresh-process runs per arm (default 2; the overlap "
+                    "arms: --overlap-repeats)")
     be.add_argument("--cores", default="0,1", help="cores: one-core arms use the first; eval_beside "
                     "evaluates on the first while training on the second (default 0,1)")
     be.add_argument("--out", default=None, help="output dir (default runs/bench-<time>)")

@@ -490,14 +490,14 @@ def _plot(bench: dict, path: Path) -> None:
 def _arm_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--prompts", type=int, default=16, help="teacher arms: prompts (quickstart problems)")
-    p.add_argument("--gen-tokens", type=int, default=64, help="teacher arms: tokens generated per prompt")
-    p.add_argument("--train-rows", type=int, default=72, help="training arms: examples (9 steps of 8)")
+    p.add_argument("--gen-tokens", type=int, default=48, help="teacher arms: tokens generated per prompt")
+    p.add_argument("--train-rows", type=int, default=48, help="training arms: examples (6 steps of 8, the first unmeasured)")
     p.add_argument("--scorer-traces", type=int, default=400, help="scorer arm: traces")
-    p.add_argument("--eval-requests", type=int, default=32, help="eval arms: requests")
+    p.add_argument("--eval-requests", type=int, default=24, help="eval arms: requests")
     p.add_argument("--beside-delay", type=float, default=20.0, help="eval_beside: seconds training runs first")
     p.add_argument("--teacher-all-cores", action="store_true", help="teacher arms on all --cores, not one")
     p.add_argument("--overlap-recipe", default="smoke", help="overlap arms: the recipe run (name or YAML path)")
-    p.add_argument("--overlap-problems", type=int, default=16, help="overlap arms: its sources.0.size")
+    p.add_argument("--overlap-problems", type=int, default=12, help="overlap arms: its sources.0.size")
     p.add_argument("--overlap-repeats", type=int, default=1, help="overlap arms: runs of each (whole pipeline runs)")
     return p
 
