@@ -43,6 +43,7 @@ class _TeacherBase:
         self.store = TraceStore(store_root)
         self.events = events
         self.actor = f"teacher@{socket.gethostname()}:{os.getpid()}"
+        self.cores: float | None = None  # the cores this replica's engine bound (VLLMTeacher)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=teacher["trust_remote_code"])
         # The settings that, with problem and sample index, define what a trace is (its trace_id).
         self.sampling = {k: teacher[k] for k in ("temperature", "top_p", "max_tokens", "stop", "seed", "logprobs")}
@@ -109,7 +110,8 @@ class _TeacherBase:
                              "finish_reason": s["finish_reason"], "topk_logprobs": s.get("topk"),
                              "generated_at": now})
         emit(self.events, {"stage": "teacher", "actor": self.actor, "t0": t0, "t1": time.time(),
-                           **({"cores": self.cores} if getattr(self, "cores", None) else {}), "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
+                           **({"cores": self.cores} if self.cores else {}),
+                           "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
                            "count/tokens_out": sum(r["completion_tokens"] for r in rows[len(replayed):]),
                            "count/replayed": len(replayed), "count/quarantined": n_quarantined})
         return to_table(rows, TRACE_SCHEMA)

@@ -6,7 +6,6 @@ nested quantifiers, so extraction stays linear on adversarial model output.
 
 from __future__ import annotations
 
-
 import math
 import re
 import threading

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
+
+
+# A VLLM_CPU_OMP_THREADS_BIND core list ('0', '0-3', '0,2'); `--set x.cpu_threads_bind=0` parses as a YAML int.
+CoreBind = Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, int) else v)]
 
 
 class _Strict(BaseModel):
@@ -151,10 +155,10 @@ class TeacherConfig(_ActorPool):
         None, description="Engine dtype. None: bfloat16 where the teacher's machine computes it natively (a GPU, "
         "or a CPU with AVX-512 BF16 / AMX), else float32 (an AVX2-only CPU emulates bf16 about 4x slower).")
     kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache in GiB (VLLM_CPU_KVCACHE_SPACE).")
-    cpu_threads_bind: str | None = Field(
+    cpu_threads_bind: CoreBind | None = Field(
         None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0' to pin the engine to core 0 so the "
         "trainer keeps the other core.")
-    replica_binds: list[str] = Field(
+    replica_binds: list[CoreBind] = Field(
         default_factory=list, description="Per-replica VLLM_CPU_OMP_THREADS_BIND, e.g. ['0-7', '8-15']: each "
         "teacher actor claims the first binding no live replica on its node holds (a replacement for a dead "
         "actor takes the one it freed), so replicas never share cores. Overrides cpu_threads_bind; needs "
@@ -170,23 +174,13 @@ class TeacherConfig(_ActorPool):
             raise ValueError("prompt.prefill: a teacher prefill is not supported (the trace would not hold it)")
         return self
 
-
-    @field_validator("cpu_threads_bind", mode="before")
-    @classmethod
-    def _bind_str(cls, v):
-        return str(v) if isinstance(v, int) else v  # `--set teacher.cpu_threads_bind=0` parses as YAML int
-
-    @field_validator("replica_binds", mode="before")
-    @classmethod
-    def _binds_str(cls, v):
-        return [str(x) if isinstance(x, int) else x for x in v] if isinstance(v, list) else v
-
     @model_validator(mode="after")
     def _binds(self):
         if self.replica_binds and self.replicas_max > len(self.replica_binds):
             raise ValueError(f"replica_binds has {len(self.replica_binds)} binding(s) for up to replicas_max = "
                              f"{self.replicas_max} replicas: give one per replica")
         return self
+
 
 class ScorerConfig(_ActorPool):
     policy: Literal["all_correct", "first_correct", "shortest_correct"] = Field(
@@ -324,12 +318,7 @@ class EvalConfig(_Placement):
         "float32 (see teacher.dtype).")
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
-    cpu_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
-
-    @field_validator("cpu_threads_bind", mode="before")
-    @classmethod
-    def _bind_str(cls, v):
-        return str(v) if isinstance(v, int) else v  # `--set eval.cpu_threads_bind=1` parses as YAML int
+    cpu_threads_bind: CoreBind | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
     teacher_splits: list[Literal["in_distribution", "prompt_style", "related", "difficulty_shift", "direct"]] | None = Field(
         None, description="Splits the teacher baseline answers (None: all). The targets need only its "
         "in_distribution accuracy (the gap the student closes); on 2 CPU cores its other splits cost more than "
