@@ -99,3 +99,19 @@ def test_core_bindings_given_as_numbers_are_strings():
                                 "teacher.replicas_max=2", "stages=sequential"])
     assert (cfg.teacher.cpu_threads_bind, cfg.eval.cpu_threads_bind, cfg.teacher.replica_binds) == ("0", "1", ["0", "1"])
     assert cfg.stages == "sequential"
+
+
+@pytest.mark.parametrize("field,value", [("teacher.cpu_threads_bind", "0-x"), ("eval.cpu_threads_bind", "3-1"),
+                                         ("teacher.replica_binds", "[0, 'a']"), ("teacher.cpu_threads_bind", "0,,1")])
+def test_malformed_core_binding_is_a_config_error_naming_the_field(field, value):
+    from distill.config import load_config
+
+    with pytest.raises(ConfigError, match=field.split(".")[-1]):
+        load_config("smoke", [f"{field}={value}", "teacher.replicas_max=2"])
+
+
+def test_well_formed_core_bindings_pass():
+    from distill.config import load_config
+
+    for bind in ("0", "0-1", "0, 2", "0-1|2-3", "auto", "nobind"):
+        assert load_config("smoke", [f"teacher.cpu_threads_bind={bind}"]).teacher.cpu_threads_bind == bind
