@@ -53,11 +53,11 @@ def train_bf16(requested: bool | None, gpu: bool) -> bool:
     return native_bf16(gpu) if requested is None else requested
 
 
-def bind_cores(bind: str | None, default: int) -> int:
-    """How many cores a VLLM_CPU_OMP_THREADS_BIND-style list names ('0', '0-3', '0,2', ranks joined by
-    '|'); `default` when unbound ('auto', 'nobind' or None: vLLM then uses the machine's cores)."""
+def core_set(bind: str | None) -> frozenset[int] | None:
+    """The cores a VLLM_CPU_OMP_THREADS_BIND-style list names ('0', '0-3', '0,2', ranks joined by '|');
+    None when unbound ('auto', 'nobind' or None: vLLM then uses all the machine's cores)."""
     if not bind or bind in ("auto", "nobind"):
-        return default
+        return None
     cores: set[int] = set()
     for part in bind.replace("|", ",").split(","):
         part = part.strip()
@@ -66,7 +66,19 @@ def bind_cores(bind: str | None, default: int) -> int:
             cores |= set(range(int(lo), int(hi) + 1))
         elif part:
             cores.add(int(part))
-    return len(cores) or default
+    return frozenset(cores) or None
+
+
+def bind_cores(bind: str | None, default: int) -> int:
+    """How many cores a binding names (see core_set); `default` when unbound."""
+    cores = core_set(bind)
+    return len(cores) if cores else default
+
+
+def binds_overlap(a: str | None, b: str | None) -> bool:
+    """Could two engines bound this way compute on a common core? (An unbound one may use any.)"""
+    ca, cb = core_set(a), core_set(b)
+    return ca is None or cb is None or bool(ca & cb)
 
 
 _HELD: list[int] = []  # slot lock file descriptors this process holds until it exits

@@ -2,9 +2,9 @@
 
   - EvalEngine: one evaluator engine for the whole run, for every model of the student's
     architecture (untrained, in-loop checkpoints, final): started once, weights swapped in place.
-  - EvalRunner: evaluates models one after another from a background thread, so the driver (and
-    training) go on while baselines are scored: the student family on the EvalEngine, others (the
-    teacher) as one-off Ray tasks.
+  - EvalRunner: evaluates models from background threads, so the driver (and training) go on while
+    baselines are scored: the student family on the EvalEngine, others (the teacher) as one-off Ray
+    tasks, at the same time when their cores are disjoint.
   - validate_checkpoint: Ray Train's asynchronous validation function (ValidationConfig): each
     checkpoint reported during training is scored on the in-loop splits by a Ray task while the
     workers keep training. We use Train's own mechanism rather than a watcher of our own.
@@ -141,8 +141,14 @@ def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | 
 
 
 class EvalRunner:
-    """Models evaluated in submission order, one at a time, by Ray tasks driven from a thread.
+    """Models evaluated from two background threads (lanes), so the driver (and training) go on:
 
+    - the engine lane: models submitted `on_engine`, one after another on the run's EvalEngine;
+    - the task lane: the others (the teacher), one after another, each a Ray task with its own engine.
+
+    The lanes run at the same time only when their engines compute on disjoint cores (a task
+    submitted with its own `bind`, e.g. the teacher baseline on the teacher's cores once generation
+    is done); otherwise a task waits for the engine lane, so no core gets two engines' threads.
     A model submitted as `cacheable` (a baseline) is first looked up in the baseline cache
     (distill/evalcache.py) when `use_cache`: a hit costs nothing; a miss is evaluated and stored.
     `cache_status[name]` says which: hit, miss or off."""
@@ -161,17 +167,22 @@ class EvalRunner:
         self.events, self.results, self.errors, self.submitted = events, {}, {}, set()
         self.engine_log: dict[str, dict] = {}
         self.cache_status: dict[str, str] = {}
-        self._q: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="distill-eval", daemon=True)
-        self._thread.start()
+        self._engine_cores = threading.Lock()  # held while an engine computes on the EvalEngine's cores
+        self._lanes = {lane: (queue.Queue(), threading.Thread(target=self._loop, args=(lane,), daemon=True,
+                                                                name=f"distill-eval-{lane}"))
+                       for lane in ("engine", "task")}
+        for _, thread in self._lanes.values():
+            thread.start()
 
     def submit(self, name: str, model_path: str, requests: list[dict], cacheable: bool = False, step: int = 0,
-               on_engine: bool = False) -> None:
+               on_engine: bool = False, bind: str | None = None) -> None:
         """Queue `name` for evaluation (`step`: the training step of that checkpoint, for its curve;
-        `on_engine`: on the run's EvalEngine, else a task of its own); a name already submitted is ignored."""
+        `on_engine`: on the run's EvalEngine, else a task of its own, bound to `bind` when given, else
+        to eval.cpu_threads_bind); a name already submitted is ignored."""
         if name not in self.submitted:
             self.submitted.add(name)
-            self._q.put((name, model_path, requests, cacheable, step, on_engine and self.engine is not None))
+            on_engine = on_engine and self.engine is not None
+            self._lanes["engine" if on_engine else "task"][0].put((name, model_path, requests, cacheable, step, bind))
 
     def _cached(self, name: str, path: str, reqs: list[dict]) -> tuple[str | None, dict | None]:
         from distill import evalcache
@@ -184,13 +195,25 @@ class EvalRunner:
         preds = predictions(reqs, hit["outputs"])
         return key, {**hit, "predictions": preds, "tokens": sum(p["tokens"] for p in preds), "cache": "hit"}
 
-    def _loop(self) -> None:
+    def _run(self, lane: str, path: str, reqs: list[dict], bind: str | None) -> dict:
         import ray
 
+        from distill.hardware import binds_overlap
+
+        if lane == "engine":
+            with self._engine_cores:
+                return ray.get(self.engine.evaluate.remote(path, reqs))
+        options = {**self.options, **({"cpu_threads_bind": bind} if bind else {})}
+        shares = self.engine is not None and binds_overlap(options["cpu_threads_bind"], self.options["cpu_threads_bind"])
+        with self._engine_cores if shares else nullcontext():
+            return ray.get(self.task.remote(path, reqs, options))
+
+    def _loop(self, lane: str) -> None:
         from distill import evalcache
 
-        while (item := self._q.get()) is not None:
-            name, path, reqs, cacheable, step, on_engine = item
+        q = self._lanes[lane][0]
+        while (item := q.get()) is not None:
+            name, path, reqs, cacheable, step, bind = item
             t0 = time.time()
             key = None
             if cacheable and self.use_cache:
@@ -202,9 +225,8 @@ class EvalRunner:
                     continue
             print(f"[distill] evaluating {name} on {len(reqs)} requests ({path})", flush=True)
             try:
-                res = ray.get(self.engine.evaluate.remote(path, reqs) if on_engine
-                              else self.task.remote(path, reqs, self.options))
-                if on_engine:
+                res = self._run(lane, path, reqs, bind)
+                if lane == "engine":
                     self.engine_log[name] = {"engine": res["engine"], "load_s": res["load_s"]}
             except Exception as e:  # one model failing to evaluate must not lose the others
                 self.errors[name] = f"{type(e).__name__}: {e}"
@@ -221,8 +243,10 @@ class EvalRunner:
             print(f"[distill] evaluated {name} in {time.time() - t0:.0f}s", flush=True)
 
     def wait(self) -> dict:
-        self._q.put(None)
-        self._thread.join()
+        for q, _ in self._lanes.values():
+            q.put(None)
+        for _, thread in self._lanes.values():
+            thread.join()
         return self.results
 
 

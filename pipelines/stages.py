@@ -119,11 +119,11 @@ class EventPump:
     """Drains stage events from the Ray queue into RunMetrics (TensorBoard) and progress bars."""
 
     def __init__(self, queue, metrics: RunMetrics, n_problems: int, samples: int, interval: float = 0.5,
-                 on_teacher_done=None):
+                 on_teacher_ready=None, on_teacher_done=None):
         from tqdm import tqdm
 
         self.queue, self.metrics, self.interval = queue, metrics, interval
-        self.n_problems, self.on_teacher_done = n_problems, on_teacher_done
+        self.n_problems, self.on_teacher_ready, self.on_teacher_done = n_problems, on_teacher_ready, on_teacher_done
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="distill-events", daemon=True)
         self.bars = {
@@ -157,6 +157,9 @@ class EventPump:
             bar = self.bars[ev["stage"]]
             if ev["stage"] == "teacher":
                 bar.update(ev["rows_in"])
+                if self.on_teacher_ready:  # its first batch is out: its engine is up, its start no longer contended
+                    callback, self.on_teacher_ready = self.on_teacher_ready, None
+                    callback()
                 if self.on_teacher_done and c["teacher/problems"] >= self.n_problems:  # quarantined included
                     callback, self.on_teacher_done = self.on_teacher_done, None
                     callback()  # once: e.g. start the baseline evaluations on the freed cores

@@ -109,3 +109,14 @@ def test_replica_binds_must_cover_the_pool():
     assert cfg.teacher.replica_binds == ["0", "1"]
     with pytest.raises(ConfigError, match="replica_binds"):
         load_config("smoke", ["teacher.replica_binds=['0']", "teacher.replicas_max=2"])
+
+
+def test_core_sets_and_which_bindings_may_share_a_core():
+    """The eval runner runs a task beside the student engine only when their bindings are disjoint."""
+    from distill.hardware import binds_overlap, core_set
+
+    assert core_set("0-2,5|7") == frozenset({0, 1, 2, 5, 7})
+    assert core_set(None) is None and core_set("auto") is None and core_set("nobind") is None
+    assert not binds_overlap("0", "1") and not binds_overlap("0-1", "2-3|4")
+    assert binds_overlap("0-2", "2") and binds_overlap("0,3", "1-3")
+    assert binds_overlap(None, "1") and binds_overlap("0", "auto")  # an unbound engine may use any core
