@@ -195,18 +195,22 @@ class EvalRunner:
         preds = predictions(reqs, hit["outputs"])
         return key, {**hit, "predictions": preds, "tokens": sum(p["tokens"] for p in preds), "cache": "hit"}
 
-    def _run(self, lane: str, path: str, reqs: list[dict], bind: str | None) -> dict:
+    def _run(self, lane: str, path: str, reqs: list[dict], bind: str | None) -> tuple[dict, float]:
+        """-> (the result, when it started computing: after any wait for the other lane, so a wait is
+        not counted as busy time)."""
         import ray
 
         from distill.hardware import binds_overlap
 
         if lane == "engine":
             with self._engine_cores:
-                return ray.get(self.engine.evaluate.remote(path, reqs))
+                t0 = time.time()
+                return ray.get(self.engine.evaluate.remote(path, reqs)), t0
         options = {**self.options, **({"cpu_threads_bind": bind} if bind else {})}
         shares = self.engine is not None and binds_overlap(options["cpu_threads_bind"], self.options["cpu_threads_bind"])
         with self._engine_cores if shares else nullcontext():
-            return ray.get(self.task.remote(path, reqs, options))
+            t0 = time.time()
+            return ray.get(self.task.remote(path, reqs, options)), t0
 
     def _loop(self, lane: str) -> None:
         from distill import evalcache
@@ -225,7 +229,7 @@ class EvalRunner:
                     continue
             print(f"[distill] evaluating {name} on {len(reqs)} requests ({path})", flush=True)
             try:
-                res = self._run(lane, path, reqs, bind)
+                res, t0 = self._run(lane, path, reqs, bind)
                 if lane == "engine":
                     self.engine_log[name] = {"engine": res["engine"], "load_s": res["load_s"]}
             except Exception as e:  # one model failing to evaluate must not lose the others
