@@ -6,7 +6,6 @@ default. Cross-field rules live in validators. The resolved config is written in
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,25 +15,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
 
 
-_CORE_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
-
-
 def _core_bind(v: Any) -> Any:
-    """A VLLM_CPU_OMP_THREADS_BIND value: 'auto', 'nobind', or core lists ('0', '0-3', '0,2'), one per
-    rank joined by '|'. `--set x.cpu_threads_bind=0` parses as a YAML int. Checked here, so a malformed
-    one ('0-x', '3-1') is a config error naming the field, not a ValueError inside a running engine."""
+    """A VLLM_CPU_OMP_THREADS_BIND value (`--set x.cpu_threads_bind=0` parses as a YAML int), checked
+    by the parser that later reads it, so a malformed one ('0-x', '3-1') is a config error naming the
+    field, not a ValueError inside a running engine."""
+    from distill.hardware import core_set
+
     if isinstance(v, int) and not isinstance(v, bool):
         v = str(v)
-    if not isinstance(v, str):
-        return v  # pydantic's own str check names the type
-    if v in ("auto", "nobind"):
-        return v
-    for part in v.split("|"):
-        if not _CORE_LIST.match(part):
-            raise ValueError(f"{v!r} is not a core list like '0', '0-3', '0,2' or '0-1|2-3' (or auto / nobind)")
-        for lo, hi in re.findall(r"(\d+)\s*-\s*(\d+)", part):
-            if int(lo) > int(hi):
-                raise ValueError(f"{v!r}: the range {lo}-{hi} is empty")
+    if isinstance(v, str):  # anything else: pydantic's own str check names the type
+        core_set(v)
     return v
 
 

@@ -55,18 +55,21 @@ def train_bf16(requested: bool | None, gpu: bool) -> bool:
 
 def core_set(bind: str | None) -> frozenset[int] | None:
     """The cores a VLLM_CPU_OMP_THREADS_BIND-style list names ('0', '0-3', '0,2', ranks joined by '|');
-    None when unbound ('auto', 'nobind' or None: vLLM then uses all the machine's cores)."""
+    None when unbound ('auto', 'nobind' or None: vLLM then uses all the machine's cores). The one
+    parser of that format (the config validates with it): ValueError on a malformed list ('0-x',
+    '0,,1') or an empty range ('3-1')."""
     if not bind or bind in ("auto", "nobind"):
         return None
     cores: set[int] = set()
     for part in bind.replace("|", ",").split(","):
-        part = part.strip()
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            cores |= set(range(int(lo), int(hi) + 1))
-        elif part:
-            cores.add(int(part))
-    return frozenset(cores) or None
+        lo, _, hi = part.strip().partition("-")
+        if not lo.strip().isdigit() or (hi and not hi.strip().isdigit()):
+            raise ValueError(f"{bind!r} is not a core list like '0', '0-3', '0,2' or '0-1|2-3' (or auto / nobind)")
+        span = range(int(lo), int(hi or lo) + 1)
+        if not span:
+            raise ValueError(f"{bind!r}: the range {part.strip()} is empty")
+        cores.update(span)
+    return frozenset(cores)
 
 
 def bind_cores(bind: str | None, default: int) -> int:
