@@ -114,5 +114,8 @@ class TraceScorer:
 
 def training_table(variants: list[dict], supervision: dict[str, float]) -> pa.Table:
     """The supervision the student trains on: per accepted trace, the variant the mixture picks."""
-    picked = [v for v in variants if v["ok"] and v["variant"] == choose_variant(v["parent_trace_id"], supervision)]
+    chosen: dict[str, str] = {}  # one draw per trace, not one per variant row
+    picked = [v for v in variants if v["ok"] and v["variant"] == (
+        chosen.get(v["parent_trace_id"]) or chosen.setdefault(
+            v["parent_trace_id"], choose_variant(v["parent_trace_id"], supervision)))]
     return to_table([{**v, "trace_id": v["parent_trace_id"]} for v in picked], TRAIN_SCHEMA)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Sequence
 
 from distill.answers import extract_answer, is_correct, verify
@@ -204,6 +205,7 @@ _PRODUCE_BEFORE = re.compile(
     r"\s+(?:us\s+|now\s+|then\s+|exactly\s+)?(?:a\s+(?:total|result|sum|value)\s+of\s+)?[$€£]?\s*", re.I)
 
 
+@lru_cache(maxsize=4096)  # a step's text is masked once per analysis pass, several passes per trace
 def _mask(text: str) -> str:
     """Blank list markers and "Step 2" references: their numbers are labels, not values."""
     blank = lambda m: " " * len(m.group())  # noqa: E731 - same length keeps offsets

@@ -9,6 +9,7 @@ a good trace, a missed claim only loses a signal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from fractions import Fraction
 
 from distill.arith_tokens import (_ARITH, _NEGATION, _PAIRS, _RETRACT_AFTER, _Tok, _rewrite_words, _runs, _tokenize,
@@ -254,6 +255,7 @@ def find_claims(text: str, step_index: int = 0) -> StepArith:
     return out
 
 
+@lru_cache(maxsize=4096)  # the same answer string is canonicalised by every variant re-check of a trace
 def canonical_answer(answer: str | None) -> str | None:
     """Canonical value of an extracted final answer ("1,234" -> "1234", "\\frac{1}{2}" -> "0.5")."""
     if not answer:

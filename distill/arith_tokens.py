@@ -67,6 +67,9 @@ _RETRACT_AFTER = re.compile(
 _NEGATION = re.compile(r"(?:\bnot|\binstead\s+of|\brather\s+than|≠|\\neq?)\s*[$€£]?\s*", re.I)
 
 
+_ZERO = Fraction(0)
+
+
 class _Tok:
     """kind: num op eq lp rp frac (arithmetic), word, clean (a neutral break) or poison (unknown)."""
 
@@ -74,7 +77,7 @@ class _Tok:
 
     def __init__(self, kind: str, start: int, end: int, sym: str = "") -> None:
         self.kind, self.start, self.end, self.sym = kind, start, end, sym
-        self.val: Fraction = Fraction(0)
+        self.val: Fraction = _ZERO  # shared: Fractions are immutable, and a new one per token costs
         self.places, self.canon, self.neg, self.word = 0, "", False, False
 
 

@@ -34,7 +34,9 @@ class TraceStore:
         digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:20]
         final = directory / f"part-{digest}.parquet"
         tmp = directory / f".tmp-{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, tmp)
+        # Small parts (one per scorer block): dictionaries and column statistics cost more to write than
+        # they save to read; readers filter by trace_id in Python, not by Parquet statistics.
+        pq.write_table(table, tmp, use_dictionary=False, write_statistics=False)
         os.replace(tmp, final)  # atomic on POSIX: readers see the whole part or none of it
         return final
 

@@ -153,7 +153,15 @@ def count_tokens(rows: list[dict], tokenizer=None) -> list[dict]:
     """Fill `student_tokens` of variant rows with one batched tokenizer call (a call per text costs the
     scorer a fifth of its time); rows stay as they are without a tokenizer."""
     if tokenizer is not None and rows:
-        ids = tokenizer([r["text"] for r in rows], add_special_tokens=False)["input_ids"]
-        for r, x in zip(rows, ids):
-            r["student_tokens"] = len(x)
+        texts = list(dict.fromkeys(r["text"] for r in rows))  # variants often share a text
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # The fast tokenizer's Rust batch encoder, without the Python BatchEncoding around it: the same
+            # ids (add_special_tokens=False), a third of the cost per block in the scorer.
+            counts = [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+        else:
+            counts = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        n = dict(zip(texts, counts))
+        for r in rows:
+            r["student_tokens"] = n[r["text"]]
     return rows
