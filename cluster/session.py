@@ -32,8 +32,13 @@ def ray_session(cfg: RayConfig, logs_dir=None):
         print(f"[distill] joined the Ray cluster at {address}: {len(alive_nodes(ray))} node(s)", flush=True)
     else:
         # Token authentication stays on (Ray's default); the dashboard binds to loopback unless configured.
+        # Saying so explicitly keeps Ray's "token authentication is enabled ... set RAY_AUTH_MODE" notice
+        # off the terminal; a user's own RAY_AUTH_MODE wins.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host=cfg.dashboard_host,
                  **kwargs)
+    if not cfg.verbose:
+        _divert_raylet_notices(ray, logs_dir)
     try:
         from ray.data import DataContext
 
@@ -51,6 +56,37 @@ def ray_session(cfg: RayConfig, logs_dir=None):
         if logs_dir is not None and not cfg.verbose:
             save_worker_logs(ray, logs_dir)
         ray.shutdown()
+
+
+# Raylet notices that say nothing is wrong: a run starts its stage actors at once, more than the raylet's
+# startup concurrency (the core count) -- expected, and not something a user can act on.
+_BENIGN_RAYLET = ("PYTHON worker processes have been started",)
+
+
+def _divert_raylet_notices(ray, logs_dir) -> None:
+    """The driver prints the raylet's error channel on the terminal whatever `log_to_driver` says. Ray has
+    no filter for it, so its printer is wrapped: benign notices go to `logs_dir/raylet-notices.log`
+    (nowhere without a logs dir), everything else -- a killed worker, an OOM -- still reaches the terminal."""
+    import ray._private.worker as rw
+
+    printer = getattr(rw, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "_distill", False):
+        return
+
+    def filtered(data, *args, **kwargs):
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and any(b in line for line in lines for b in _BENIGN_RAYLET):
+            if logs_dir is not None:
+                from pathlib import Path
+
+                Path(logs_dir).mkdir(parents=True, exist_ok=True)
+                with open(Path(logs_dir) / "raylet-notices.log", "a") as f:
+                    f.write("\n".join(lines) + "\n")
+            return None
+        return printer(data, *args, **kwargs)
+
+    filtered._distill = True
+    rw.print_to_stdstream = filtered
 
 
 def save_worker_logs(ray, dest, cap_mib: float = 64) -> int:

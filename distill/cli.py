@@ -105,7 +105,8 @@ An arm is a supervision variant (the default: one per --variants) or any set of 
 (sweep.arms in the recipe, or --set 'sweep.arms={lr_hi: {lr: 3.0e-4}, long: {epochs: 6}}').
 
 Variants: answer_only, decision_points (the steps the answer depends on), plan (decomposition +
-answer), full (the teacher's trace), full_no_filler.
+answer), full (the teacher's trace), full_no_filler, place_value (full_no_filler with each multi-digit
+addition or subtraction split into one line per digit of the second operand).
 
   distill sweep quickstart
   distill sweep quickstart --variants answer_only,full --set sweep.parallel=2

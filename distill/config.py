@@ -207,7 +207,7 @@ class ScorerConfig(_ActorPool):
     num_cpus: float = Field(0.25, gt=0, description="Logical CPUs per scorer actor.")
 
 
-VARIANT_NAMES = ("answer_only", "decision_points", "plan", "full", "full_no_filler")
+VARIANT_NAMES = ("answer_only", "decision_points", "plan", "full", "full_no_filler", "place_value")
 ROLE_NAMES = ("plan", "compute", "check", "answer", "filler")
 
 

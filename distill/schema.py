@@ -73,7 +73,7 @@ VARIANT_SCHEMA = pa.schema([
     ("parent_trace_id", pa.string()),
     ("problem_id", pa.string()),
     ("question", pa.string()),
-    ("variant", pa.string()),          # answer_only | decision_points | plan | full | full_no_filler
+    ("variant", pa.string()),          # answer_only | decision_points | plan | full | full_no_filler | place_value
     ("text", pa.string()),             # the supervision text (the student's completion)
     ("student_tokens", pa.int32()),    # length in the student's tokenizer
     ("chars", pa.int32()),

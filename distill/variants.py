@@ -6,6 +6,11 @@ decision_points  the steps on the decision path (the answer and, transitively, t
 plan             the plan steps, then the teacher's last answer statement.
 full             the teacher's trace verbatim (the baseline of the sweep; never edited).
 full_no_filler   every step but role=filler, original separators between steps that were adjacent.
+place_value      full_no_filler with each verified integer step `a ± b = c` whose b has two or more
+                 non-zero digits split by place value, one line per digit of b, highest first:
+                 `902 - 68 = 834` -> `902 - 60 = 842` / `842 - 8 = 834`. Finer than the teacher's own
+                 step: each line changes one digit of a running total (plus its carry), an operation a
+                 135M student can learn from a few hundred traces where a whole multi-digit sum is not.
 
 `choose_variant` picks one variant per trace for a supervision mixture.
 
@@ -16,13 +21,14 @@ since the verified answer was extracted from that very text. Pure functions, no 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from distill.anatomy import Anatomy, StepAnatomy
 from distill.answers import extract_answer, is_correct, verify
 from distill.schema import require_columns, stable_id
 
-VARIANTS = ("answer_only", "decision_points", "plan", "full", "full_no_filler")
+VARIANTS = ("answer_only", "decision_points", "plan", "full", "full_no_filler", "place_value")
 VARIANT_INPUT = ("trace_id", "text", "answer", "reference_answer", "verifier", "metadata", "question")
 
 Span = dict[str, Any]  # {start, end, role, on_path}: char span of one kept step in the variant text
@@ -65,6 +71,46 @@ def _ensure_answer(body: str, spans: list[Span], answer: str) -> tuple[str, list
     return text, [*spans, {"start": start, "end": start + len(line), "role": "answer", "on_path": True}]
 
 
+# One integer addition or subtraction as the whole step ("Step 2: " labels and a closing "." allowed).
+_ADD_STEP = re.compile(r"(?P<label>(?:Step\s*\d+\s*[:.]\s*)?)(?P<a>-?\d+)\s*(?P<op>[+-])\s*(?P<b>\d+)\s*=\s*(?P<c>-?\d+)\s*\.?")
+
+
+def split_place_value(step: str) -> list[str] | None:
+    """`a ± b = c` -> one line per non-zero digit of b, highest place first; None when the step is not a
+    single correct integer addition/subtraction or b has fewer than two non-zero digits."""
+    m = _ADD_STEP.fullmatch(step.strip())
+    if m is None:
+        return None
+    a, b, c, sign = int(m["a"]), int(m["b"]), int(m["c"]), 1 if m["op"] == "+" else -1
+    if a + sign * b != c:
+        return None  # never split (and so re-state) a wrong claim
+    digits = str(b)
+    parts = [int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"]
+    if len(parts) < 2:
+        return None
+    lines, cur = [], a
+    for part in parts:
+        lines.append(f"{cur} {m['op']} {part} = {cur + sign * part}")
+        cur += sign * part
+    lines[0] = m["label"] + lines[0]
+    return lines
+
+
+def _place_value(text: str, steps: list[StepAnatomy], answer: str) -> tuple[str, list[Span]]:
+    parts: list[str] = []
+    spans: list[Span] = []
+    pos = 0
+    for s in steps:
+        for line in split_place_value(s.text) or [s.text]:
+            if parts:
+                parts.append("\n")
+                pos += 1
+            parts.append(line)
+            spans.append({"start": pos, "end": pos + len(line), "role": s.role, "on_path": s.on_path})
+            pos += len(line)
+    return _ensure_answer("".join(parts), spans, answer)
+
+
 def _build(text: str, anatomy: Anatomy, answer: str) -> dict[str, tuple[str, list[Span]]]:
     steps = anatomy.steps
     out = {"answer_only": _ensure_answer("", [], answer)}
@@ -77,6 +123,8 @@ def _build(text: str, anatomy: Anatomy, answer: str) -> dict[str, tuple[str, lis
     out["full"] = (text, [{"start": s.start, "end": s.end, "role": s.role, "on_path": s.on_path} for s in steps])
     kept = [s for s in steps if s.role != "filler"]
     out["full_no_filler"] = _ensure_answer(*_assemble(text, kept, True), answer)
+    out["place_value"] = _place_value(text, kept, answer) if any(map(split_place_value, (s.text for s in kept))) \
+        else out["full_no_filler"]
     return {name: out[name] for name in VARIANTS}
 
 

@@ -191,3 +191,12 @@ def test_standalone_eval_rejects_bad_input(run_dir, tmp_path):
     r = subprocess.run([sys.executable, "-m", "distill.cli", "eval", str(run_dir / "student"), "--suite", "smoke",
                         "--baselines", "teacher,oracle"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown ['oracle']" in r.stderr
+
+
+def test_quiet_terminal(run_dir):
+    """The terminal gets the plan, progress and the verdict; engine and Ray chatter go to runs/<id>/logs."""
+    seen = (run_dir.parent / "terminal.txt").read_text()
+    assert "[distill]" in seen  # the plan and the verdict are there
+    for noise in ("Token authentication is enabled", "worker processes have been started", "(raylet)",
+                  "INFO ", "Loading safetensors"):
+        assert noise not in seen, f"{noise!r} on the terminal:\n{seen[-3000:]}"

@@ -65,6 +65,11 @@ EXPECTED = {
 }
 
 
+# None of these has a step that is a bare `a ± b = c` with a multi-digit b: place_value is full_no_filler.
+for _expected in EXPECTED.values():
+    _expected["place_value"] = _expected["full_no_filler"]
+
+
 @pytest.mark.parametrize("text", list(EXPECTED), ids=["clean", "dead-end-filler", "qwen-latex", "prose"])
 def test_exact_variant_texts(text):
     answer, _ = extract_answer(text)
@@ -97,6 +102,36 @@ def test_no_decision_path_degenerates_to_answer_only():
     v = build_variants(text, anatomy, "7")
     assert v["decision_points"] == v["answer_only"] == "Answer: 7"
     assert v["full"] == text  # never edited, even when it would not re-check
+
+
+FEW_SHOT = "902 - 68 = 834\n834 + 5 = 839\n839 - 310 = 529\nAnswer: 529"
+
+
+def test_place_value_splits_each_multi_digit_step_by_digit():
+    v = build_variants(FEW_SHOT, analyse(FEW_SHOT, "529"), "529")
+    assert v["place_value"] == ("902 - 60 = 842\n842 - 8 = 834\n834 + 5 = 839\n"
+                                "839 - 300 = 539\n539 - 10 = 529\nAnswer: 529")
+    assert check_variant(v["place_value"], "529", "exact", None)
+    rows = variant_rows(_row(FEW_SHOT, reference_answer="529"), analyse(FEW_SHOT, "529"))
+    pv = next(r for r in rows if r["variant"] == "place_value")
+    assert pv["ok"] and [(pv["text"][s["start"]:s["end"]], s["role"]) for s in pv["spans"]] == [
+        ("902 - 60 = 842", "compute"), ("842 - 8 = 834", "compute"), ("834 + 5 = 839", "compute"),
+        ("839 - 300 = 539", "compute"), ("539 - 10 = 529", "compute"), ("Answer: 529", "answer")]
+
+
+@pytest.mark.parametrize("step, lines", [
+    ("7 + 345 = 352", ["7 + 300 = 307", "307 + 40 = 347", "347 + 5 = 352"]),
+    ("Step 2: 5 - 310 = -305.", ["Step 2: 5 - 300 = -295", "-295 - 10 = -305"]),  # label kept, sign carried
+    ("-40 + 1005 = 965", ["-40 + 1000 = 960", "960 + 5 = 965"]),  # zero digits give no line
+    ("41 + 7 = 48", None),        # one digit: nothing finer to say
+    ("120 - 300 = -180", None),   # one non-zero digit
+    ("41 + 70 = 112", None),      # a wrong claim is never split (the lines would re-state it as right)
+    ("So 41 + 75 = 116 here", None),  # prose around the claim: left as the teacher wrote it
+])
+def test_split_place_value(step, lines):
+    from distill.variants import split_place_value
+
+    assert split_place_value(step) == lines
 
 
 def test_multiline_answer_goes_in_a_block_extraction_reads():
@@ -221,6 +256,12 @@ def test_every_variant_ends_in_the_verified_answer(case):
             assert spans[-1]["role"] == "answer" and spans[-1]["end"] == len(v)
     assert "filler" not in {s["role"] for s in by["full_no_filler"]["spans"]}
     assert all(s["on_path"] for s in by["decision_points"]["spans"])
+    # place_value: every bare sum line is right and adds or subtracts one non-zero digit of b.
+    import re
+    for a, op, b, c in re.findall(r"^(-?\d+) ([+-]) (\d+) = (-?\d+)$", by["place_value"]["text"], re.M):
+        assert int(a) + (1 if op == "+" else -1) * int(b) == int(c)
+        assert sum(d != "0" for d in b) == 1 or not any(
+            f"{a} {op} {b} = {c}" == ln.strip() and sum(d != "0" for d in b) > 1 for ln in text.splitlines())
 
 
 def test_choose_variant_is_deterministic_and_follows_the_shares():
