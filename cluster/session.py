@@ -32,9 +32,13 @@ def ray_session(cfg: RayConfig, logs_dir=None):
         print(f"[distill] joined the Ray cluster at {address}: {len(alive_nodes(ray))} node(s)", flush=True)
     else:
         # Token authentication stays on (Ray's default); the dashboard binds to loopback unless configured.
-        # Saying so explicitly keeps Ray's "token authentication is enabled ... set RAY_AUTH_MODE" notice
-        # off the terminal; a user's own RAY_AUTH_MODE wins.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # Ray announces that default on every start ("Token authentication is enabled ... RAY_AUTH_MODE"):
+        # true and expected here, so its logger is kept to errors (setting RAY_AUTH_MODE=token ourselves
+        # would silence it too, but Ray caches its config at import: the driver then skips making a token
+        # the GCS demands).
+        import logging
+
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host=cfg.dashboard_host,
                  **kwargs)
     if not cfg.verbose:
