@@ -41,8 +41,7 @@ def ray_session(cfg: RayConfig, logs_dir=None):
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host=cfg.dashboard_host,
                  **kwargs)
-    if not cfg.verbose:
-        _divert_raylet_notices(ray, logs_dir)
+    _divert_raylet_notices(ray, None if cfg.verbose else (logs_dir or ""))
     try:
         from ray.data import DataContext
 
@@ -65,27 +64,34 @@ def ray_session(cfg: RayConfig, logs_dir=None):
 # Raylet notices that say nothing is wrong: a run starts its stage actors at once, more than the raylet's
 # startup concurrency (the core count) -- expected, and not something a user can act on.
 _BENIGN_RAYLET = ("PYTHON worker processes have been started",)
+_NOTICES: dict = {"divert": False, "dir": ""}  # this process's current session: divert? and where to
 
 
-def _divert_raylet_notices(ray, logs_dir) -> None:
+def _divert_raylet_notices(ray, logs_dir: str | None) -> None:
     """The driver prints the raylet's error channel on the terminal whatever `log_to_driver` says. Ray has
-    no filter for it, so its printer is wrapped: benign notices go to `logs_dir/raylet-notices.log`
-    (nowhere without a logs dir), everything else -- a killed worker, an OOM -- still reaches the terminal."""
+    no filter for it, so its printer is wrapped (once per process): while a quiet session runs, benign
+    notices go to `logs_dir/raylet-notices.log` (nowhere when logs_dir is ""); everything else -- a killed
+    worker, an OOM -- still reaches the terminal. logs_dir None (a --verbose session) prints everything."""
     import ray._private.worker as rw
 
+    _NOTICES.update(divert=logs_dir is not None, dir=logs_dir or "")
     printer = getattr(rw, "print_to_stdstream", None)
     if printer is None or getattr(printer, "_distill", False):
         return
 
     def filtered(data, *args, **kwargs):
         lines = data.get("lines") or []
-        if data.get("pid") == "raylet" and any(b in line for line in lines for b in _BENIGN_RAYLET):
-            if logs_dir is not None:
+        if _NOTICES["divert"] and data.get("pid") == "raylet" and any(
+                b in line for line in lines for b in _BENIGN_RAYLET):
+            if _NOTICES["dir"]:
                 from pathlib import Path
 
-                Path(logs_dir).mkdir(parents=True, exist_ok=True)
-                with open(Path(logs_dir) / "raylet-notices.log", "a") as f:
-                    f.write("\n".join(lines) + "\n")
+                try:  # Ray's listener thread dies on an OSError: a full disk must not silence real errors
+                    Path(_NOTICES["dir"]).mkdir(parents=True, exist_ok=True)
+                    with open(Path(_NOTICES["dir"]) / "raylet-notices.log", "a") as f:
+                        f.write("\n".join(lines) + "\n")
+                except OSError:
+                    pass
             return None
         return printer(data, *args, **kwargs)
 

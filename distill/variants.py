@@ -72,7 +72,10 @@ def _ensure_answer(body: str, spans: list[Span], answer: str) -> tuple[str, list
 
 
 # One integer addition or subtraction as the whole step ("Step 2: " labels and a closing "." allowed).
-_ADD_STEP = re.compile(r"(?P<label>(?:Step\s*\d+\s*[:.]\s*)?)(?P<a>-?\d+)\s*(?P<op>[+-])\s*(?P<b>\d+)\s*=\s*(?P<c>-?\d+)\s*\.?")
+# ASCII digits without leading zeros, at most 30 of them ("007" or a 5,000-digit number is left alone).
+_INT = r"(?:0|[1-9][0-9]{0,29})"
+_ADD_STEP = re.compile(rf"(?P<label>(?:Step\s*[0-9]+\s*[:.]\s*)?)(?P<a>-?{_INT})\s*(?P<op>[+-])\s*(?P<b>{_INT})"
+                       rf"\s*=\s*(?P<c>-?{_INT})\s*\.?")
 
 
 def split_place_value(step: str) -> list[str] | None:
@@ -97,17 +100,24 @@ def split_place_value(step: str) -> list[str] | None:
 
 
 def _place_value(text: str, steps: list[StepAnatomy], answer: str) -> tuple[str, list[Span]]:
+    """full_no_filler's assembly (original gaps between adjacent steps), a split step's lines on lines
+    of their own."""
     parts: list[str] = []
     spans: list[Span] = []
-    pos = 0
+    pos, prev, prev_split = 0, None, False
     for s in steps:
-        for line in split_place_value(s.text) or [s.text]:
-            if parts:
-                parts.append("\n")
-                pos += 1
+        lines = split_place_value(s.text)
+        for k, line in enumerate(lines or [s.text]):
+            if prev is not None:
+                keep = k == 0 and not lines and not prev_split and s.index == prev.index + 1
+                gap = text[prev.end:s.start] if keep else "\n"
+                parts.append(gap)
+                pos += len(gap)
             parts.append(line)
             spans.append({"start": pos, "end": pos + len(line), "role": s.role, "on_path": s.on_path})
             pos += len(line)
+            prev = s
+        prev_split = bool(lines)
     return _ensure_answer("".join(parts), spans, answer)
 
 
@@ -203,7 +213,7 @@ def count_tokens(rows: list[dict], tokenizer=None) -> list[dict]:
     if tokenizer is not None and rows:
         texts = list(dict.fromkeys(r["text"] for r in rows))  # variants often share a text
         backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is not None:
+        if backend is not None and backend.truncation is None and backend.padding is None:
             # The fast tokenizer's Rust batch encoder, without the Python BatchEncoding around it: the same
             # ids (add_special_tokens=False), a third of the cost per block in the scorer.
             counts = [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]

@@ -119,6 +119,13 @@ def test_place_value_splits_each_multi_digit_step_by_digit():
         ("839 - 300 = 539", "compute"), ("539 - 10 = 529", "compute"), ("Answer: 529", "answer")]
 
 
+def test_place_value_keeps_the_gaps_between_steps_it_does_not_split():
+    text = "3 + 4 = 7\n\n7 + 2 = 9.\n9 + 15 = 24\nAnswer: 24"
+    v = build_variants(text, analyse(text, "24"), "24")
+    assert v["place_value"] == "3 + 4 = 7\n\n7 + 2 = 9.\n9 + 10 = 19\n19 + 5 = 24\nAnswer: 24"
+    assert v["full_no_filler"] == text
+
+
 @pytest.mark.parametrize("step, lines", [
     ("7 + 345 = 352", ["7 + 300 = 307", "307 + 40 = 347", "347 + 5 = 352"]),
     ("Step 2: 5 - 310 = -305.", ["Step 2: 5 - 300 = -295", "-295 - 10 = -305"]),  # label kept, sign carried
@@ -127,6 +134,9 @@ def test_place_value_splits_each_multi_digit_step_by_digit():
     ("120 - 300 = -180", None),   # one non-zero digit
     ("41 + 70 = 112", None),      # a wrong claim is never split (the lines would re-state it as right)
     ("So 41 + 75 = 116 here", None),  # prose around the claim: left as the teacher wrote it
+    ("007 + 012 = 19", None),     # leading zeros: not a plain integer, left as written
+    ("\u0669\u0660\u0662 - \u0666\u0668 = \u0668\u0663\u0664", None),  # Arabic-Indic digits are not rewritten in ASCII
+    ("1" * 5000 + " + 12 = 1", None),  # no int() of a 5,000-digit number
 ])
 def test_split_place_value(step, lines):
     from distill.variants import split_place_value
@@ -260,8 +270,7 @@ def test_every_variant_ends_in_the_verified_answer(case):
     import re
     for a, op, b, c in re.findall(r"^(-?\d+) ([+-]) (\d+) = (-?\d+)$", by["place_value"]["text"], re.M):
         assert int(a) + (1 if op == "+" else -1) * int(b) == int(c)
-        assert sum(d != "0" for d in b) == 1 or not any(
-            f"{a} {op} {b} = {c}" == ln.strip() and sum(d != "0" for d in b) > 1 for ln in text.splitlines())
+        assert sum(d != "0" for d in b) <= 1, (b, by["place_value"]["text"])
 
 
 def test_choose_variant_is_deterministic_and_follows_the_shares():
