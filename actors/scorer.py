@@ -19,7 +19,7 @@ from distill.metrics import emit
 from distill.quality import flag_output, select
 from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRAIN_SCHEMA, require_columns, to_table
 from distill.store import TraceStore
-from distill.variants import choose_variant, count_tokens, variant_rows
+from distill.variants import count_tokens, picked_variants, variant_rows
 
 
 def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
@@ -114,8 +114,5 @@ class TraceScorer:
 
 def training_table(variants: list[dict], supervision: dict[str, float]) -> pa.Table:
     """The supervision the student trains on: per accepted trace, the variant the mixture picks."""
-    chosen: dict[str, str] = {}  # one draw per trace, not one per variant row
-    picked = [v for v in variants if v["ok"] and v["variant"] == (
-        chosen.get(v["parent_trace_id"]) or chosen.setdefault(
-            v["parent_trace_id"], choose_variant(v["parent_trace_id"], supervision)))]
-    return to_table([{**v, "trace_id": v["parent_trace_id"]} for v in picked], TRAIN_SCHEMA)
+    return to_table([{**v, "trace_id": v["parent_trace_id"]} for v in picked_variants(variants, supervision)],
+                    TRAIN_SCHEMA)

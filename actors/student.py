@@ -33,10 +33,10 @@ def store_training_rows(store_root: str, supervision: dict[str, float]) -> list[
     """What epochs >= 2 train on: per accepted trace, the variant the mixture picks, if its re-check
     passed (`ok`): the same rule as the live stream's (actors/scorer.py training_table)."""
     from distill.store import TraceStore
-    from distill.variants import choose_variant
+    from distill.variants import picked_variants
 
-    return [dict(r, trace_id=r["parent_trace_id"]) for r in TraceStore(store_root).variants(ok_only=True).to_pylist()
-            if r["variant"] == choose_variant(r["parent_trace_id"], supervision)]
+    return [dict(r, trace_id=r["parent_trace_id"])
+            for r in picked_variants(TraceStore(store_root).variants(ok_only=True).to_pylist(), supervision)]
 
 
 def store_epoch_batches(rows: list[dict], epoch: int, t: dict, seed: int, rank: int, world: int) -> list[list[dict]]:
@@ -64,7 +64,7 @@ class StreamHorizon:
     def epoch_rows(self) -> float | None:
         import pyarrow.parquet as pq
 
-        from distill.variants import choose_variant
+        from distill.variants import picked_variants
 
         for p in self.store._parts(self.store.traces_dir):
             if p.name not in self._trace_parts:
@@ -72,8 +72,7 @@ class StreamHorizon:
         for p in self.store._parts(self.store.variants_dir):
             if p.name not in self._variant_parts:
                 t = pq.read_table(p, columns=["parent_trace_id", "variant", "ok"]).to_pylist()
-                self._variant_parts[p.name] = sum(1 for r in t if r["ok"] and r["variant"] == choose_variant(
-                    r["parent_trace_id"], self.supervision))
+                self._variant_parts[p.name] = len(picked_variants(t, self.supervision))
         scored = sum(self._trace_parts.values())
         if not scored:
             return None

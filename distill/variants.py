@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from distill.anatomy import Anatomy, StepAnatomy
 from distill.answers import extract_answer, is_correct, verify
@@ -44,20 +44,26 @@ def _same_answer(text: str, answer: str) -> bool:
     return found is not None and is_correct(verify(found, answer, "exact", None))
 
 
-def _assemble(text: str, steps: list[StepAnatomy], adjacent_gaps: bool) -> tuple[str, list[Span]]:
-    """Kept steps -> (variant text, spans). Original gap between steps adjacent in the trace, else "\\n"."""
+def _assemble(text: str, steps: list[StepAnatomy], adjacent_gaps: bool,
+              split: Callable[[str], list[str] | None] | None = None) -> tuple[str, list[Span]]:
+    """Kept steps -> (variant text, spans). Original gap between steps adjacent in the trace, else "\\n".
+    `split(step text)` may rewrite a step as several lines; those go on lines of their own."""
     parts: list[str] = []
     spans: list[Span] = []
-    pos, prev = 0, None
+    pos, prev, prev_split = 0, None, False
     for s in steps:
-        if prev is not None:
-            gap = text[prev.end:s.start] if adjacent_gaps and s.index == prev.index + 1 else "\n"
-            parts.append(gap)
-            pos += len(gap)
-        parts.append(s.text)
-        spans.append({"start": pos, "end": pos + len(s.text), "role": s.role, "on_path": s.on_path})
-        pos += len(s.text)
-        prev = s
+        lines = split(s.text) if split else None
+        for k, line in enumerate(lines or [s.text]):
+            if prev is not None:
+                keep = adjacent_gaps and k == 0 and not lines and not prev_split and s.index == prev.index + 1
+                gap = text[prev.end:s.start] if keep else "\n"
+                parts.append(gap)
+                pos += len(gap)
+            parts.append(line)
+            spans.append({"start": pos, "end": pos + len(line), "role": s.role, "on_path": s.on_path})
+            pos += len(line)
+            prev = s
+        prev_split = bool(lines)
     return "".join(parts), spans
 
 
@@ -99,28 +105,6 @@ def split_place_value(step: str) -> list[str] | None:
     return lines
 
 
-def _place_value(text: str, steps: list[StepAnatomy], answer: str) -> tuple[str, list[Span]]:
-    """full_no_filler's assembly (original gaps between adjacent steps), a split step's lines on lines
-    of their own."""
-    parts: list[str] = []
-    spans: list[Span] = []
-    pos, prev, prev_split = 0, None, False
-    for s in steps:
-        lines = split_place_value(s.text)
-        for k, line in enumerate(lines or [s.text]):
-            if prev is not None:
-                keep = k == 0 and not lines and not prev_split and s.index == prev.index + 1
-                gap = text[prev.end:s.start] if keep else "\n"
-                parts.append(gap)
-                pos += len(gap)
-            parts.append(line)
-            spans.append({"start": pos, "end": pos + len(line), "role": s.role, "on_path": s.on_path})
-            pos += len(line)
-            prev = s
-        prev_split = bool(lines)
-    return _ensure_answer("".join(parts), spans, answer)
-
-
 def _build(text: str, anatomy: Anatomy, answer: str) -> dict[str, tuple[str, list[Span]]]:
     steps = anatomy.steps
     out = {"answer_only": _ensure_answer("", [], answer)}
@@ -133,8 +117,8 @@ def _build(text: str, anatomy: Anatomy, answer: str) -> dict[str, tuple[str, lis
     out["full"] = (text, [{"start": s.start, "end": s.end, "role": s.role, "on_path": s.on_path} for s in steps])
     kept = [s for s in steps if s.role != "filler"]
     out["full_no_filler"] = _ensure_answer(*_assemble(text, kept, True), answer)
-    out["place_value"] = _place_value(text, kept, answer) if any(map(split_place_value, (s.text for s in kept))) \
-        else out["full_no_filler"]
+    # Nothing to split: the same text as full_no_filler.
+    out["place_value"] = _ensure_answer(*_assemble(text, kept, True, split_place_value), answer)
     return {name: out[name] for name in VARIANTS}
 
 
@@ -171,6 +155,17 @@ def choose_variant(trace_id: str, supervision: dict[str, float]) -> str:
                 break
             u -= share
     return chosen  # the last positive share absorbs float rounding at the top
+
+
+def picked_variants(rows: list[dict], supervision: dict[str, float]) -> list[dict]:
+    """The rows a student trains on: per trace, the variant the mixture picks, if its re-check passed
+    (`ok`). One draw per trace (choose_variant hashes the id), not one per variant row. The one rule for
+    the live stream (actors/scorer.py), the later epochs and the run's length (actors/student.py)."""
+    chosen: dict[str, str] = {}
+    for r in rows:
+        if r["parent_trace_id"] not in chosen:
+            chosen[r["parent_trace_id"]] = choose_variant(r["parent_trace_id"], supervision)
+    return [r for r in rows if r["ok"] and r["variant"] == chosen[r["parent_trace_id"]]]
 
 
 def _metadata(value: Any) -> dict | None:
