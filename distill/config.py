@@ -207,7 +207,14 @@ class ScorerConfig(_ActorPool):
     num_cpus: float = Field(0.25, gt=0, description="Logical CPUs per scorer actor.")
 
 
-VARIANT_NAMES = ("answer_only", "decision_points", "plan", "full", "full_no_filler", "place_value")
+def _variant_names() -> tuple[str, ...]:
+    """The supervision variants distill/variants.py builds (imported when a config is checked, not when
+    this module loads: variants pulls in the scorer's parsers and pyarrow)."""
+    from distill.variants import VARIANTS
+
+    return VARIANTS
+
+
 ROLE_NAMES = ("plan", "compute", "check", "answer", "filler")
 
 
@@ -276,9 +283,10 @@ class TrainConfig(_Placement):
 
     @model_validator(mode="after")
     def _supervision(self) -> "TrainConfig":
-        bad = [v for v in self.supervision if v not in VARIANT_NAMES]
+        names = _variant_names()
+        bad = [v for v in self.supervision if v not in names]
         if bad or not self.supervision:
-            raise ValueError(f"supervision: unknown variant(s) {bad}; expected some of {list(VARIANT_NAMES)}")
+            raise ValueError(f"supervision: unknown variant(s) {bad}; expected some of {list(names)}")
         if any(w < 0 for w in self.supervision.values()) or sum(self.supervision.values()) <= 0:
             raise ValueError("supervision: shares must be >= 0 and sum to more than 0")
         bad = [r for r in self.role_weights if r not in ROLE_NAMES]
@@ -377,9 +385,10 @@ class SweepConfig(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "SweepConfig":
-        bad = [v for v in self.variants if v not in VARIANT_NAMES]
+        names = _variant_names()
+        bad = [v for v in self.variants if v not in names]
         if bad or not self.variants:
-            raise ValueError(f"unknown variant(s) {bad}; expected some of {list(VARIANT_NAMES)}")
+            raise ValueError(f"unknown variant(s) {bad}; expected some of {list(names)}")
         return self
 
     def arm_overrides(self) -> dict[str, dict[str, Any]]:
