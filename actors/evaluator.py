@@ -22,7 +22,9 @@ class Evaluator:
         # unpickle without this; it is our own process tree, nothing from outside is deserialized.
         os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
         if cpu_threads_bind:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads_bind
+            from distill.hardware import bind_engine
+
+            bind_engine(cpu_threads_bind)  # worker threads and engine-core process on these cores
         from transformers import AutoTokenizer
 
         from distill.tokenize import ensure_chat_template

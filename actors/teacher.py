@@ -19,7 +19,7 @@ import time
 
 import pyarrow as pa
 
-from distill.hardware import bind_cores, claim_slot, engine_dtype
+from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
 from distill.metrics import emit
 from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
 from distill.prompts import messages_for, style_of
@@ -145,7 +145,7 @@ class VLLMTeacher(_TeacherBase):
             binds = teacher["replica_binds"]
             bind = binds[claim_slot("teacher-" + stable_id(os.path.abspath(store_root)), len(binds))]
         if bind:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+            bind_engine(bind)  # the engine's worker threads and its engine-core process on these cores
             self.cores = bind_cores(bind, 1)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM

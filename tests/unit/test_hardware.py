@@ -1,0 +1,37 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+# bind_engine changes the calling thread's CPU affinity, so each case runs in a fresh interpreter.
+PROBE = """
+import json, os, subprocess, sys
+from distill.hardware import bind_engine
+got = bind_engine(sys.argv[1])
+child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                       capture_output=True, text=True, check=True).stdout
+print(json.dumps({"got": sorted(got) if got is not None else None, "child": json.loads(child),
+                  "env": os.environ.get("VLLM_CPU_OMP_THREADS_BIND")}))
+"""
+
+
+def _probe(bind: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE, bind], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell a binding from none")
+def test_bind_engine_confines_the_processes_an_engine_starts_to_its_cores():
+    core = min(os.sched_getaffinity(0))
+    r = _probe(str(core))
+    # the engine's child processes (engine core, worker) inherit the binding; the OMP list is set too
+    assert r == {"got": [core], "child": [core], "env": str(core)}
+
+
+def test_bind_engine_leaves_affinity_alone_for_cores_this_machine_lacks():
+    r = _probe("9999")  # a list written for another node of a cluster
+    assert r["got"] is None and r["env"] == "9999"
+    assert r["child"] == sorted(os.sched_getaffinity(0))
