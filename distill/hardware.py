@@ -83,14 +83,14 @@ def bind_engine(bind: str | None) -> frozenset[int] | None:
     OMP threads (VLLM_CPU_OMP_THREADS_BIND) and, through this thread's CPU affinity, which the engine's
     child processes inherit, its engine-core process too. vLLM binds only the worker's threads; the
     engine core waits on the worker by spinning on shared memory (sched_yield for up to 1 s after each
-    step), and unbound it spun on the *other* core -- measured 0.67 of a core beside the trainer
-    (top, Zen 4, showcase run). -> the cores applied; None when unbound, or when this machine lacks
-    one of them (on a cluster the list may name another node's cores: then only the OMP variable)."""
+    step), and unbound it spun on the *other* core -- measured 0.66-0.87 of a core beside the trainer
+    (top, Zen 4, showcase run). -> the cores applied; None when unbound ('auto' and 'nobind' still go
+    to vLLM as they are), or when this machine lacks one of them (on a cluster the list may name
+    another node's cores: then only the OMP variable)."""
+    if bind:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
     cores = core_set(bind)
-    if cores is None:
-        return None
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
-    if not cores <= os.sched_getaffinity(0):
+    if cores is None or not cores <= os.sched_getaffinity(0):
         return None
     os.sched_setaffinity(0, cores)
     return cores

@@ -35,3 +35,8 @@ def test_bind_engine_leaves_affinity_alone_for_cores_this_machine_lacks():
     r = _probe("9999")  # a list written for another node of a cluster
     assert r["got"] is None and r["env"] == "9999"
     assert r["child"] == sorted(os.sched_getaffinity(0))
+
+
+def test_bind_engine_passes_nobind_to_vllm_and_leaves_affinity_alone():
+    r = _probe("nobind")  # vLLM's own "do not bind": it must still reach the engine
+    assert r == {"got": None, "child": sorted(os.sched_getaffinity(0)), "env": "nobind"}
