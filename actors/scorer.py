@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from distill.anatomy import analyse, trace_columns
 from distill.answers import extract_answer, is_correct, verify
+from distill.faults import fault_point
 from distill.metrics import emit
 from distill.quality import flag_output, select
 from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRAIN_SCHEMA, require_columns, to_table
@@ -96,11 +97,14 @@ class TraceScorer:
                        for r in rows if r["answer"] is None]
         # Exactly once: rows already in the store (replayed by the teacher from the ledger) still go on to
         # the trainer, but are not written again.
+        # The trace part is written last: it is the block's commit (distill/store.py). Killed before it, the
+        # retried block finds its traces uncommitted and writes all three again, under the same part names.
         fresh = {r["trace_id"] for r in rows if r["trace_id"] not in self.committed}
-        self.store.append_traces([r for r in rows if r["trace_id"] in fresh])
         self.store.append_variants([v for v in variants if v["parent_trace_id"] in fresh])
         if any(q["key"] in fresh for q in unparseable):
             self.store.append_quarantine([q for q in unparseable if q["key"] in fresh])
+        fault_point("scorer.before_commit")
+        self.store.append_traces([r for r in rows if r["trace_id"] in fresh])
         self.committed |= fresh
         accepted = sum(r["verdict"] == "accepted" for r in rows)
         emit(self.events, {"stage": "scorer", "actor": self.actor, "t0": t0, "t1": time.time(),

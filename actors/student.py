@@ -39,6 +39,18 @@ def store_training_rows(store_root: str, supervision: dict[str, float]) -> list[
             for r in picked_variants(TraceStore(store_root).variants(ok_only=True).to_pylist(), supervision)]
 
 
+def shared_store_rows(store_root: str, supervision: dict[str, float], rank: int, world: int) -> list[dict]:
+    """`store_training_rows` listed once, by rank 0, and broadcast: ranks listing a shared filesystem
+    each on their own can see different parts (NFS attribute caching), get unequal steps and deadlock."""
+    if world == 1:
+        return store_training_rows(store_root, supervision)
+    import torch.distributed as dist
+
+    box = [store_training_rows(store_root, supervision) if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def store_epoch_batches(rows: list[dict], epoch: int, t: dict, seed: int, rank: int, world: int) -> list[list[dict]]:
     """One rank's micro-batches of an epoch read from the store (shuffled, optionally length-grouped)."""
     mine = epoch_rows(rows, epoch, seed, rank, world, t["shuffle"])
@@ -340,7 +352,7 @@ def train_loop_per_worker(config: dict) -> None:
             if t["torch_threads_later"]:  # the live stream is over: the teacher's cores are free now
                 torch.set_num_threads(t["torch_threads_later"])
             if store_rows is None:
-                store_rows = store_training_rows(config["store_root"], t["supervision"])
+                store_rows = shared_store_rows(config["store_root"], t["supervision"], rank, world)
                 # The run's length is now exact: epoch 1's steps, plus the later epochs of known size.
                 later = steps_per_epoch(len(store_rows), world, t["batch_size"], t["grad_accum"])
                 epoch1 = position.get("epoch1_steps") or student.steps

@@ -12,6 +12,55 @@ WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.ge
               "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
 
 
+def worker_env(job_config_json: str | None = None) -> dict[str, str]:
+    """WORKER_ENV less the keys a submitted job's own runtime_env sets: Ray refuses to merge a job's
+    runtime_env with ray.init's when both set one env var, even to the same value (ray/_private/worker.py,
+    `_merge_runtime_env`). The user's value wins -- it reaches every worker of the job anyway.
+    `job_config_json`: what Ray's job manager puts in RAY_JOB_CONFIG_JSON_ENV_VAR (None: not a job)."""
+    import json
+
+    if not job_config_json:
+        return dict(WORKER_ENV)
+    try:
+        theirs = (json.loads(job_config_json).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        theirs = {}
+    return {k: v for k, v in WORKER_ENV.items() if k not in theirs}
+
+
+def unshared_nodes(ray, directory, nodes: list[dict], timeout_s: float = 120) -> list[str]:
+    """Ids of the alive `nodes` that do not see a file the driver has just written in `directory`: on a
+    multi-node cluster every stage reads or writes the run directory (the store, checkpoints), so it
+    must be shared storage mounted at the same path everywhere (a failed mount leaves a local dir)."""
+    import uuid
+    from pathlib import Path
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    marker = directory / f".distill-shared-{token}"
+    marker.write_text(token)
+
+    def sees(path: str, want: str) -> bool:
+        try:
+            with open(path) as f:
+                return f.read() == want
+        except OSError:
+            return False
+
+    probe = ray.remote(num_cpus=0, max_retries=0)(sees)
+    try:
+        refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(str(marker.resolve()), token) for n in nodes}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+        ok = {r for r in ready if ray.get(r)}
+        return [nid for nid, r in refs.items() if r not in ok]
+    finally:
+        marker.unlink(missing_ok=True)
+
+
 def alive_nodes(ray) -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
@@ -22,10 +71,13 @@ def ray_session(cfg: RayConfig, logs_dir=None):
     the terminal and is copied into `logs_dir` when the session ends."""
     import ray
 
-    kwargs = dict(runtime_env={"env_vars": WORKER_ENV}, log_to_driver=cfg.verbose, configure_logging=True,
-                  logging_level="WARNING")
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    env = worker_env(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR))
+    kwargs = dict(runtime_env={"env_vars": env} if env else None, log_to_driver=cfg.verbose,
+                  configure_logging=True, logging_level="WARNING")
     # Under `ray job submit` the job's driver has RAY_ADDRESS set: join that cluster (the job's
-    # runtime_env -- its working_dir -- is merged with ours by Ray). Otherwise no address means embedded.
+    # runtime_env -- its working_dir, its env vars -- is merged with ours by Ray). No address: embedded.
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)

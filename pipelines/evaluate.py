@@ -175,14 +175,17 @@ class EvalRunner:
             thread.start()
 
     def submit(self, name: str, model_path: str, requests: list[dict], cacheable: bool = False, step: int = 0,
-               on_engine: bool = False, bind: str | None = None) -> None:
+               on_engine: bool = False, bind: str | None = None, trust_remote_code: bool | None = None) -> None:
         """Queue `name` for evaluation (`step`: the training step of that checkpoint, for its curve;
         `on_engine`: on the run's EvalEngine, else a task of its own, bound to `bind` when given, else
-        to eval.cpu_threads_bind); a name already submitted is ignored."""
+        to eval.cpu_threads_bind; `trust_remote_code`: that model's own stage flag for a task -- the
+        teacher's for the teacher -- else the runner's, the student's); a name already submitted is ignored."""
         if name not in self.submitted:
             self.submitted.add(name)
             on_engine = on_engine and self.engine is not None
-            self._lanes["engine" if on_engine else "task"][0].put((name, model_path, requests, cacheable, step, bind))
+            opts = {k: v for k, v in (("cpu_threads_bind", bind), ("trust_remote_code", trust_remote_code))
+                    if v is not None}
+            self._lanes["engine" if on_engine else "task"][0].put((name, model_path, requests, cacheable, step, opts))
 
     def _cached(self, name: str, path: str, reqs: list[dict]) -> tuple[str | None, dict | None]:
         from distill import evalcache
@@ -195,7 +198,7 @@ class EvalRunner:
         preds = predictions(reqs, hit["outputs"])
         return key, {**hit, "predictions": preds, "tokens": sum(p["tokens"] for p in preds), "cache": "hit"}
 
-    def _run(self, lane: str, path: str, reqs: list[dict], bind: str | None) -> tuple[dict, float]:
+    def _run(self, lane: str, path: str, reqs: list[dict], task_opts: dict) -> tuple[dict, float]:
         """-> (the result, when it started computing: after any wait for the other lane, so a wait is
         not counted as busy time)."""
         import ray
@@ -206,7 +209,7 @@ class EvalRunner:
             with self._engine_cores:
                 t0 = time.time()
                 return ray.get(self.engine.evaluate.remote(path, reqs)), t0
-        options = {**self.options, **({"cpu_threads_bind": bind} if bind else {})}
+        options = {**self.options, **task_opts}
         shares = self.engine is not None and binds_overlap(options["cpu_threads_bind"], self.options["cpu_threads_bind"])
         with self._engine_cores if shares else nullcontext():
             t0 = time.time()
@@ -217,7 +220,7 @@ class EvalRunner:
 
         q = self._lanes[lane][0]
         while (item := q.get()) is not None:
-            name, path, reqs, cacheable, step, bind = item
+            name, path, reqs, cacheable, step, task_opts = item
             t0 = time.time()
             key = None
             if cacheable and self.use_cache:
@@ -229,7 +232,7 @@ class EvalRunner:
                     continue
             print(f"[distill] evaluating {name} on {len(reqs)} requests ({path})", flush=True)
             try:
-                res, t0 = self._run(lane, path, reqs, bind)
+                res, t0 = self._run(lane, path, reqs, task_opts)
                 if lane == "engine":
                     self.engine_log[name] = {"engine": res["engine"], "load_s": res["load_s"]}
             except Exception as e:  # one model failing to evaluate must not lose the others
@@ -405,7 +408,8 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
             if name == "student":
                 runner.submit(name, str(path), requests, on_engine=True)
             elif base_reqs.get(name):
-                runner.submit(name, str(path), base_reqs[name], cacheable=True, on_engine=name == "untrained")
+                runner.submit(name, str(path), base_reqs[name], cacheable=True, on_engine=name == "untrained",
+                              trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None)
         try:
             results = runner.wait()
         finally:

@@ -76,8 +76,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
               resume_dir, mirror) -> dict:
     from ray.util.queue import Queue
 
-    from cluster.planner import ensure_fits, node_view, observed_placement
-    from cluster.session import alive_nodes, ray_session
+    from cluster.planner import PlanError, ensure_fits, node_view, observed_placement
+    from cluster.session import alive_nodes, ray_session, unshared_nodes
     from distill.evalsuite import build_requests, load_suite
     from pipelines.evaluate import (EvalRunner, baseline_requests, close_engine, eval_engine, eval_summary,
                                     in_loop_curve, teacher_from_store, teacher_generation_mismatch, write_predictions)
@@ -111,9 +111,11 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     with ray_session(cfg.ray, run_dir / "logs") as ray:
         nodes = alive_nodes(ray)
         ensure_fits(cfg, nodes)  # every stage runs at once: the cluster must hold them all
-        if len(nodes) > 1 and not Path(cfg.output_dir).is_absolute():
-            print(f"[distill] warning: output_dir {cfg.output_dir!r} is relative on a {len(nodes)}-node cluster; "
-                  "scorers and trainers on other nodes need it on shared storage", flush=True)
+        if len(nodes) > 1 and (blind := unshared_nodes(ray, run_dir, nodes)):
+            raise PlanError(f"output_dir {str(run_dir.parent.resolve())!r} is not shared storage: node(s) "
+                            f"{', '.join(b[:12] for b in blind)} do not see a file written there by the driver. "
+                            "Mount one shared filesystem (EFS, NFS) at the same absolute path on every node "
+                            "and set output_dir to it")
         events = Queue(actor_options={"num_cpus": 0})
         sequential = cfg.stages == "sequential"
         engine = runner = None
@@ -122,7 +124,7 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             # one evaluator engine for the student's family (untrained, in-loop checkpoints, final): started once
             nonlocal engine, runner
             engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
-            runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.teacher.trust_remote_code, use_cache=cfg.eval.cache,
+            runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.train.trust_remote_code, use_cache=cfg.eval.cache,
                                 engine=engine)
 
         def start_untrained() -> None:
@@ -136,7 +138,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
                     # streamed, generation is over: the teacher's own cores are free for its evaluation
                     # (then it runs beside the student engine's evaluations, not after them)
                     bind = None if sequential else cfg.teacher.cpu_threads_bind
-                    runner.submit(name, str(path), baseline_reqs[name], cacheable=True, bind=bind)
+                    runner.submit(name, str(path), baseline_reqs[name], cacheable=True, bind=bind,
+                                  trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None)
 
         if suite and not sequential:
             start_eval()  # the engine actor only: its vLLM engine starts with its first evaluation
@@ -194,6 +197,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
         "trace_store": str(store.root), "stored_traces": store.traces().num_rows,
         "stored_trace_rows": store.physical_trace_rows(),
         "quarantine_rows": store.quarantine().num_rows,
+        # rows of scorer blocks killed before their commit and not rewritten since: 0 after a finished run
+        "orphan_rows": store.orphans(),
         "student_checkpoint": str(student_dir) if checkpoint is not None else None,
         "eval_after_training_s": round(time.time() - t_trained, 1),
         "placement": observed_placement(metrics.events, nodes),

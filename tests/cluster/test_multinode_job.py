@@ -49,7 +49,9 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
     out, shared = tmp_path / "runs", tmp_path / "shared-metrics"
     job_id = f"distill-multinode-{uuid.uuid4().hex[:8]}"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO),
-           "--submission-id", job_id, "--",
+           "--submission-id", job_id,
+           # as the shipped RayJob and gpu.yaml do: a job env var that distill also sets for its workers
+           "--runtime-env-json", json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "DISTILL_JOB_MARK": "x"}}), "--",
            "distill", "run", "smoke", "--set", f"output_dir={out}", "--set", f"storage.uri=file://{shared}",
            "--set", "teacher.labels.role=teacher", "--set", "train.labels.role=trainer",
            "--set", "eval.resources.trainer_node=1",
@@ -72,6 +74,7 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
     assert info["status"] == "SUCCEEDED"
     # The project went to the cluster as a runtime_env package, not from this checkout's path.
     assert info["runtime_env"]["working_dir"].startswith("gcs://")
+    assert info["runtime_env"]["env_vars"] == {"HF_HUB_OFFLINE": "1", "DISTILL_JOB_MARK": "x"}
     assert re.search(r"\[distill\] joined the Ray cluster at \S+: 3 node\(s\)", info["logs"]), info["logs"][-3000:]
 
     (run,) = [p for p in out.iterdir() if p.is_dir()]

@@ -81,3 +81,45 @@ def test_scorer_actor_killed_loses_and_duplicates_nothing(tiny_model, tmp_path):
     assert killed, "the scorer actor was never killed"
     ids = store.trace_ids()
     assert ids == _expected_ids(cfg, problems) and store.physical_trace_rows() == len(ids) == 24
+
+
+def test_scorer_killed_between_its_writes_commits_each_row_once(tiny_model, tmp_path, monkeypatch):
+    """The hard moment: a scorer block has written its variants and quarantine rows but not its traces
+    (the commit). The retried block must leave traces, variants and quarantine rows each exactly once."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from cluster.session import ray_session
+    from distill.sources import load_problems
+    from distill.variants import VARIANTS
+    from pipelines.stages import scored_stream
+
+    cfg = _cfg(tmp_path, tiny_model, tiny_model)
+    problems = [p for p in load_problems(cfg.sources).problems if len(p["question"]) < 1000]
+    rows = []
+    for p in problems:  # per problem: a right worked answer (accepted) and an unparseable one (quarantined)
+        a = p["reference_answer"]
+        for j, text in enumerate([f"{a} = {a}\nAnswer: {a}", "I cannot say."]):
+            rows.append({**p, "trace_id": f"{p['problem_id']}-{j}", "text": text, "finish_reason": "stop",
+                         "completion_tokens": 8, "sample_index": j})
+    marker = tmp_path / "fault-fired"
+    monkeypatch.setenv("DISTILL_FAULT", f"scorer.before_commit:{marker}")
+    store = TraceStore(tmp_path / "store")
+    with ray_session(cfg.ray):
+        # blocks of 4 rows: every block has accepted traces and unparseable ones, so the block that dies
+        # leaves variants and quarantine rows behind without their traces
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows) // 4)
+        out = scored_stream(cfg, ds, str(store.root), None).take_all()
+    assert marker.exists(), "the scorer never reached its fault point"
+    accepted = {r["trace_id"] for r in rows if r["sample_index"] == 0}
+    unparseable = {r["trace_id"] for r in rows if r["sample_index"] == 1}
+    assert store.trace_ids() == accepted | unparseable and store.physical_trace_rows() == len(rows)
+    variants = store.variants(ok_only=False).to_pylist()
+    per_trace = {t: sum(v["parent_trace_id"] == t for v in variants) for t in accepted}
+    assert per_trace == {t: len(VARIANTS) for t in accepted}  # none lost
+    physical = sum(pq.ParquetFile(p).metadata.num_rows for p in (store.root / "variants").glob("part-*.parquet"))
+    assert physical == len(variants) == len(accepted) * len(VARIANTS)  # none written twice
+    q = store.quarantine().to_pylist()
+    assert sorted(r["key"] for r in q if r["stage"] == "scorer") == sorted(unparseable)
+    assert store.orphans() == {"variants": 0, "quarantine": 0}
+    assert sorted(r["trace_id"] for r in out) == sorted(accepted)  # each accepted trace reaches the trainer once

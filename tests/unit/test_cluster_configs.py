@@ -35,6 +35,11 @@ def test_launcher_yaml_passes_rays_schema_and_places_stages_by_label():
     assert raw["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}")
     assert types["teacher_gpu"]["labels"] == {"role": "teacher"} and types["trainer_gpu"]["labels"] == {"role": "trainer"}
     assert "GPU" not in types[raw["head_node_type"]]["resources"]
+    # token authentication on every node, the token shipped to each, the dashboard on loopback only
+    starts = raw["head_start_ray_commands"] + raw["worker_start_ray_commands"]
+    assert all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts if "ray start" in c)
+    assert raw["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "--dashboard-host=127.0.0.1" in " ".join(raw["head_start_ray_commands"])
 
 
 def test_rayjob_manifest_is_a_complete_rayjob_for_the_gpu_recipe():
@@ -45,6 +50,7 @@ def test_rayjob_manifest_is_a_complete_rayjob_for_the_gpu_recipe():
     assert isinstance(yaml.safe_load(spec["runtimeEnvYAML"]), dict)
     rc = spec["rayClusterSpec"]
     assert rc["rayVersion"] == ray.__version__
+    assert rc["authOptions"] == {"mode": "token"}  # KubeRay makes the token and sets it on every container
     head = rc["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {p["containerPort"] for p in head["ports"]} >= {6379, 8265}
     groups = {g["groupName"]: g for g in rc["workerGroupSpecs"]}

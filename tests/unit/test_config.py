@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -48,6 +49,21 @@ def test_bad_override_syntax_and_unknown_recipe():
         load_config("no-such-recipe")
 
 
+def test_set_paths_that_cannot_be_are_config_errors_naming_the_key():
+    cfg = load_config("smoke", ["sources.0.size=5", "storage=null", "storage.uri=file:///tmp/m"])
+    assert cfg.sources[0].size == 5 and cfg.storage.uri == "file:///tmp/m"  # a null mapping is filled in
+    for bad, says in (("sources.3.size=5", "'sources.3' is not an index of a 1-item list"),
+                      ("sources.-1.size=5", "'sources.-1' is not an index"),  # never counted from the end
+                      ("sources.first.size=5", "'sources.first' is not an index"),
+                      ("train.lr.x=1", "'train.lr' is a value"),
+                      ("name.x=1", "'name' is a value")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load_config("smoke", [bad])
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "plan", "smoke", "--set", "sources.-1.size=5"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "sources.-1" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_yaml_file_with_unknown_top_level_key(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("name: x\nsources: [{kind: reasoning_gym, task: chain_sum}]\nteacher: {model: m}\n"
@@ -83,6 +99,19 @@ def test_resume_needs_a_run_directory(tmp_path):
     assert r.returncode == 2 and "--resume: no run directory" in r.stderr
     r = subprocess.run([sys.executable, "-m", "distill.cli", "run"], capture_output=True, text=True)
     assert r.returncode == 2 and "RECIPE_OR_YAML is required" in r.stderr
+
+
+def test_resume_finds_the_run_under_output_dir_and_refuses_ledger_changes(tmp_path):
+    import yaml
+
+    run = tmp_path / "out" / "smoke-20260101-000000-abcdef"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(load_config("smoke", [f"output_dir={tmp_path / 'out'}"]).model_dump()))
+    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--resume", run.name, "--set",
+                        f"output_dir={tmp_path / 'out'}", "--set", "teacher.temperature=0.3", "--set", "sources.0.size=9"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "sources, teacher.temperature" in r.stderr and "Traceback" not in r.stderr  # found, then refused
 
 
 def test_k_greedy_samples_are_rejected():

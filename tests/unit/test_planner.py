@@ -101,3 +101,18 @@ def test_observed_placement_names_each_stages_nodes():
                                "custom_resources": {"teacher_node": 1}, "head": False, "events": 2,
                                "actors": ["t@h:1", "t@h:2"]}]
     assert got["train"][0]["node_id"] == "n2" and got["train"][0]["head"] and got["train"][0]["events"] == 2
+
+
+def test_plan_without_a_cluster_checks_the_embedded_ray_and_joins_nothing():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    ok = subprocess.run([sys.executable, "-m", "distill.cli", "plan", "smoke"], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert ok.returncode == 0 and "embedded Ray" in ok.stdout and "fits" in ok.stdout, ok.stdout + ok.stderr
+    assert "joined the Ray cluster" not in ok.stdout
+    gpu = subprocess.run([sys.executable, "-m", "distill.cli", "plan", "smoke", "--set", "teacher.num_gpus=1"],
+                         capture_output=True, text=True, env={**env, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert gpu.returncode == 2 and "does NOT fit" in gpu.stdout and "teacher" in gpu.stdout, gpu.stdout + gpu.stderr

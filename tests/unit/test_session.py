@@ -35,3 +35,23 @@ def test_a_logs_dir_that_cannot_be_written_does_not_raise(tmp_path, capsys):
     _divert_raylet_notices(ray, blocker / "logs")  # mkdir fails with an OSError
     _say(BENIGN)  # must not raise: Ray's listener thread would die and silence later errors
     assert "worker processes" not in capsys.readouterr().out
+
+
+def test_a_job_runtime_env_setting_our_env_vars_merges_with_ray_init():
+    """`ray job submit --runtime-env-json '{"env_vars": {"HF_HUB_OFFLINE": "1"}}'`: Ray's own merge (the
+    one ray.init runs in the job's driver) refuses a key set on both sides; distill leaves the job's alone."""
+    import json
+
+    from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    from cluster.session import WORKER_ENV, worker_env
+
+    job_rt = {"working_dir": "gcs://_ray_pkg_x.zip", "env_vars": {"HF_HUB_OFFLINE": "0", "MY_VAR": "x"}}
+    injected = json.dumps({"runtime_env": job_rt, "metadata": {}})
+    assert _merge_runtime_env(job_rt, {"env_vars": WORKER_ENV}) is None  # the failure this guards against
+    ours = worker_env(injected)
+    assert "HF_HUB_OFFLINE" not in ours and ours["TOKENIZERS_PARALLELISM"] == "false"
+    merged = _merge_runtime_env(job_rt, {"env_vars": ours})
+    assert merged["env_vars"]["HF_HUB_OFFLINE"] == "0" and merged["env_vars"]["MY_VAR"] == "x"  # theirs wins
+    assert merged["working_dir"] == job_rt["working_dir"]
+    assert worker_env(None) == WORKER_ENV == worker_env(json.dumps({"runtime_env": None}))

@@ -52,3 +52,36 @@ def test_require_columns_names_the_missing_one():
     require_columns("scorer", ["a", "b"], ["a"])
     with pytest.raises(MissingColumnError, match="'text'"):
         require_columns("scorer", ["a", "b"], ["a", "text"])
+
+
+def _variant(tid, name="full", created_at=1.0):
+    return {"variant_id": f"{tid}/{name}", "parent_trace_id": tid, "variant": name, "problem_id": "p1",
+            "question": "1+1?", "text": "2", "student_tokens": 1, "chars": 1, "ok": True, "spans": [],
+            "created_at": created_at}
+
+
+def _quarantined(key, stage="scorer", at=1.0):
+    return {"schema_version": SCHEMA_VERSION, "stage": stage, "key": key, "reason": "unparseable", "payload": "{}",
+            "at": at}
+
+
+def test_a_block_killed_before_its_commit_leaves_orphans_that_readers_skip(tmp_path):
+    store = TraceStore(tmp_path)
+    store.append_traces([_row("a")])
+    store.append_variants([_variant("a")])
+    # block 2 wrote its variants and quarantine rows, then died before its trace part (the commit)
+    store.append_variants([_variant("b"), _variant("b", "plan")])
+    store.append_quarantine([_quarantined("c"), _quarantined("line9", stage="source")])
+    assert store.variants().column("parent_trace_id").to_pylist() == ["a"]
+    assert [r["key"] for r in store.quarantine().to_pylist()] == ["line9"]  # source rows need no commit
+    assert store.orphans() == {"variants": 2, "quarantine": 1}
+    # the retry writes the block again -- here under another part name (its rows in another order and a
+    # later stamp) -- and commits it: every row once, none lost
+    store.append_quarantine([_quarantined("c", at=2.0)])
+    store.append_variants([_variant("b", "plan", 2.0), _variant("b", created_at=2.0)])
+    store.append_traces([_row("b"), _row("c", "rejected")])
+    v = store.variants().to_pylist()
+    assert sorted((r["parent_trace_id"], r["variant"]) for r in v) == [("a", "full"), ("b", "full"), ("b", "plan")]
+    assert all(r["created_at"] == 2.0 for r in v if r["parent_trace_id"] == "b")
+    assert sorted(r["key"] for r in store.quarantine().to_pylist()) == ["c", "line9"]
+    assert store.orphans() == {"variants": 0, "quarantine": 0}

@@ -116,9 +116,48 @@ def test_only_rechecked_variants_train_in_every_epoch(tmp_path):
                          "variant": v, "text": "x", "student_tokens": 3, "chars": 1, "ok": not (i == 2 and v == "full"),
                          "spans": [], "created_at": 0.0})
     store.append_variants(rows)
+    assert store_training_rows(str(tmp_path), sup) == []  # their traces are not committed yet: no rows
+    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0} for i in range(10)])
     got = sorted(r["trace_id"] for r in store_training_rows(str(tmp_path), sup))
     assert got == ["t0", "t1", "t3", "t4", "t5"]  # t2's chosen variant failed its re-check: not in any epoch
     assert all(choose_variant(t, sup) == "full" for t in got)
     # the horizon estimate while epoch 1 streams: 5 training rows from 10 of 40 expected traces -> 20
-    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0} for i in range(10)])
     assert StreamHorizon(str(tmp_path), sup, expected_traces=40).epoch_rows() == pytest.approx(20.0)
+
+
+def _listing_rank(rank: int, port: int, roots: list[str], out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from actors.student import shared_store_rows
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    rows = shared_store_rows(roots[rank], {"full": 1.0}, rank, 2)
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(sorted(r["trace_id"] for r in rows), f)
+
+
+def test_later_epochs_list_the_store_once_and_every_rank_trains_that_list(tmp_path):
+    """Rank 1 is given a store path that lists nothing (a stale NFS view at its worst): with the listing
+    broadcast from rank 0, both ranks still hold rank 0's rows, so their steps stay equal."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from distill.store import TraceStore
+
+    store = TraceStore(tmp_path / "store")
+    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0} for i in range(3)])
+    store.append_variants([{"variant_id": f"t{i}-full", "parent_trace_id": f"t{i}", "problem_id": f"p{i}",
+                            "question": "q", "variant": "full", "text": "x", "student_tokens": 1, "chars": 1,
+                            "ok": True, "spans": [], "created_at": 0.0} for i in range(3)])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "rows")
+    mp.start_processes(_listing_rank, args=(port, [str(store.root), str(tmp_path / "empty")], out), nprocs=2,
+                       start_method="spawn")
+    assert [json.load(open(f"{out}.{r}")) for r in (0, 1)] == [["t0", "t1", "t2"]] * 2
