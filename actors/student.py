@@ -117,6 +117,8 @@ class StudentStep:
         base = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32,
                                                     trust_remote_code=t["trust_remote_code"])
         base.config.use_cache = False
+        if t.get("gradient_checkpointing"):  # HF's own: each decoder layer re-run in the backward pass
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.base = base
         # packing: the wrapped module returns logits at label positions only (distill/packing.py); DDP wraps it
         self.packing = bool(t.get("packing"))

@@ -217,3 +217,52 @@ def describe(demands: list[Demand], nodes: list[dict]) -> str:
     lines.append(f"cluster: {sum(1 for n in nodes if n.get('Alive', True))} node(s); "
                  + ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the student's training memory
+
+def train_memory_gib(n_params: float, layers: int, hidden: int, vocab: int, tokens: int, label_tokens: int,
+                     packing: bool, checkpointing: bool, bf16: bool, chunk: int = 1024) -> dict[str, float]:
+    """Estimated peak memory of one training worker (GiB), by part. A planning figure, not a measurement:
+    - state: fp32 master weights, fp32 grads, AdamW's two moments = 16 bytes/param (+ 2 for bf16 copies);
+    - activations kept for backward: ~34 bytes per token, layer and hidden unit in bf16 (Korthikanti et
+      al. 2022, attention by SDPA/flash: no score matrix), or with checkpointing the layers' inputs
+      (2 bytes) plus one layer's full set;
+    - logits: without packing, [tokens x vocab] in the compute dtype plus the loss's fp32 copy and
+      log-softmax (4 + 4 bytes) and their grads; packed, only the label positions' logits (and grad)
+      and one fp32 chunk of them."""
+    gib = 2 ** 30
+    act_b = 2 if bf16 else 4
+    state = n_params * (16 + (2 if bf16 else 0))
+    per_layer = 34 / 2 * act_b * tokens * hidden
+    acts = (layers * act_b * tokens * hidden + per_layer) if checkpointing else layers * per_layer
+    if packing:
+        logits = 2 * label_tokens * vocab * act_b + min(chunk, label_tokens) * vocab * 8
+    else:
+        logits = 2 * tokens * vocab * (act_b + 8)
+    parts = {"state": state / gib, "activations": acts / gib, "logits": logits / gib}
+    return {**{k: round(v, 1) for k, v in parts.items()}, "total": round(sum(parts.values()), 1)}
+
+
+def student_memory(cfg: RunConfig) -> dict | None:
+    """`train_memory_gib` for the recipe's student at its longest micro-batch (batch_size x max_seq_len
+    tokens, half of them labels), from the model's config.json; None where that config is not readable
+    here (a hub model not yet downloaded, offline)."""
+    t = cfg.train
+    try:
+        from transformers import AutoConfig
+
+        from distill.models import resolve_model
+
+        c = AutoConfig.from_pretrained(resolve_model(t.student, auto_fetch=False), trust_remote_code=t.trust_remote_code,
+                                       local_files_only=True)  # planning never downloads
+        c = getattr(c, "text_config", c)
+        h, layers, vocab, inter = c.hidden_size, c.num_hidden_layers, c.vocab_size, c.intermediate_size
+        kv = getattr(c, "num_key_value_heads", c.num_attention_heads) * getattr(c, "head_dim", h // c.num_attention_heads)
+    except Exception:  # no config here: the plan says so instead of guessing
+        return None
+    n_params = layers * (2 * h * h + 2 * h * kv + 3 * h * inter) + vocab * h * (1 if c.tie_word_embeddings else 2)
+    tokens = t.batch_size * t.max_seq_len
+    bf16 = t.bf16 if t.bf16 is not None else t.use_gpu
+    est = train_memory_gib(n_params, layers, h, vocab, tokens, tokens // 2, t.packing, t.gradient_checkpointing, bf16)
+    return {"params_m": round(n_params / 1e6), "tokens_per_micro_batch": tokens, **est}

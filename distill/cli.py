@@ -243,7 +243,7 @@ def embedded_node(num_cpus: int) -> dict:
 def cmd_plan(args) -> int:
     import yaml
 
-    from cluster.planner import check, describe, nodes_from_kuberay, nodes_from_launcher, plan
+    from cluster.planner import check, describe, nodes_from_kuberay, nodes_from_launcher, plan, student_memory
 
     try:
         cfg = _config(args.recipe, args.set, None)
@@ -266,6 +266,13 @@ def cmd_plan(args) -> int:
               "--address auto checks a running cluster, --cluster FILE a cluster config")
     demands = plan(cfg)
     print(describe(demands, nodes))
+    mem = student_memory(cfg)
+    t = cfg.train
+    print(f"train: about {mem['total']:g} GiB per worker (estimate: optimizer state {mem['state']:g}, activations "
+          f"{mem['activations']:g}, logits {mem['logits']:g}; {mem['params_m']}M params, "
+          f"{mem['tokens_per_micro_batch']} tokens per micro-batch, packing {'on' if t.packing else 'off'}, "
+          f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'})" if mem else
+          f"train: memory per worker not estimated ({t.student}: its config.json is not readable here)")
     problems = check(demands, nodes)
     if problems:
         print("does NOT fit:\n  " + "\n  ".join(problems))

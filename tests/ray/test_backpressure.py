@@ -22,7 +22,9 @@ def _plasma_mib() -> float:
 
     text = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
     m = re.search(r"Plasma memory usage (\d+(?:\.\d+)?) MiB", text)
-    return float(m.group(1)) if m else 0.0
+    # a format Ray changed must fail the test, not read as 0 MiB (which would always pass the bound)
+    assert m, f"no 'Plasma memory usage' in Ray's memory summary:\n{text[:1000]}"
+    return float(m.group(1))
 
 
 def _ray_rss_mib() -> float:

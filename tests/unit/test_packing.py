@@ -44,8 +44,8 @@ def _examples(tok, n=6):
     return out
 
 
-@pytest.mark.parametrize("chunk,per_example", [(1024, True), (7, False)])
-def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chunk, per_example):
+@pytest.mark.parametrize("chunk,per_example,recompute", [(1024, True, False), (7, False, False), (1024, True, True)])
+def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chunk, per_example, recompute):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -66,10 +66,20 @@ def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chu
     g_pad = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
 
+    if recompute:  # activation checkpointing (train.gradient_checkpointing): active in train mode only
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        assert model.model.gradient_checkpointing
     pids, pos, plabels, pweights = collate_packed(exs, 448, tok.pad_token_id)
     assert pids.shape[0] < len(exs) and pids.numel() < ids.numel()
+    layer, calls = model.model.layers[0], []
+    run = layer.forward  # counted on the instance: a recompute re-runs forward (forward hooks do not fire again)
+    layer.forward = lambda *a, **k: calls.append(1) or run(*a, **k)
     packed = packed_loss_sum(label_logits_model(model, per_example), pids, pos, plabels, pweights, chunk=chunk)
+    in_forward = len(calls)
     packed.backward()
+    del layer.forward
+    assert in_forward > 0 and len(calls) == (2 if recompute else 1) * in_forward  # recomputed in the backward
     assert packed.item() == pytest.approx(padded.item(), rel=1e-4)
     # the losses are sums over ~500 tokens, so gradients are large: compare relative to each one's size
     # (measured: ~1e-6 relative, fp32 summation order; a crossed attention or a shifted label is ~1e-1)

@@ -116,3 +116,32 @@ def test_plan_without_a_cluster_checks_the_embedded_ray_and_joins_nothing():
     gpu = subprocess.run([sys.executable, "-m", "distill.cli", "plan", "smoke", "--set", "teacher.num_gpus=1"],
                          capture_output=True, text=True, env={**env, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
     assert gpu.returncode == 2 and "does NOT fit" in gpu.stdout and "teacher" in gpu.stdout, gpu.stdout + gpu.stderr
+
+
+def test_student_memory_estimate_by_hand_and_the_gpu_recipe_fits_24_gb():
+    from cluster.planner import student_memory, train_memory_gib
+
+    gib = 2 ** 30
+    # by hand: 10 params, 2 layers, hidden 4, vocab 8, 6 tokens (3 labels), fp32, nothing saved
+    e = train_memory_gib(10, 2, 4, 8, 6, 3, packing=False, checkpointing=False, bf16=False)
+    assert e["state"] == round(160 / gib, 1) and e["total"] == 0.0  # bytes: far below 0.1 GiB
+    big = dict(n_params=1e9, layers=10, hidden=1000, vocab=100_000, tokens=10_000, label_tokens=5_000, bf16=True)
+    e = train_memory_gib(**big, packing=False, checkpointing=False)
+    assert e["state"] == round(18e9 / gib, 1)  # 16 bytes/param fp32 state + 2 bf16 copies
+    assert e["activations"] == round(10 * 34 * 10_000 * 1000 / gib, 1)
+    assert e["logits"] == round(2 * 10_000 * 100_000 * 10 / gib, 1)
+    ck = train_memory_gib(**big, packing=True, checkpointing=True)
+    assert ck["activations"] == round((10 * 2 + 34) * 10_000 * 1000 / gib, 1)
+    assert ck["logits"] == round((2 * 5_000 * 100_000 * 2 + 1024 * 100_000 * 8) / gib, 1)
+    # The gpu recipe's student, Qwen2.5-0.5B-Instruct (its published config: hidden 896, 24 layers, 14 heads
+    # / 2 KV heads of 64, MLP 4864, vocab 151,936, tied embeddings), 4 x 3,584 tokens, bf16 on the GPU:
+    qwen = 24 * (2 * 896 ** 2 + 2 * 896 * 128 + 3 * 896 * 4864) + 151_936 * 896
+    assert round(qwen / 1e6) == 494
+    plain = train_memory_gib(qwen, 24, 896, 151_936, 4 * 3584, 2 * 3584, packing=False, checkpointing=False, bf16=True)
+    shipped = train_memory_gib(qwen, 24, 896, 151_936, 4 * 3584, 2 * 3584, packing=True, checkpointing=True, bf16=True)
+    assert plain["total"] > 22 > shipped["total"]  # an A10G's 24 GB (22.3 GiB): only the shipped settings fit
+    cfg = load_config("gpu")
+    assert cfg.train.packing and cfg.train.gradient_checkpointing and cfg.train.batch_size * cfg.train.max_seq_len == 4 * 3584
+    # the embedded student is readable here: the estimate comes from its own config.json
+    m = student_memory(load_config("quickstart"))
+    assert abs(m["params_m"] - 135) <= 1 and m["tokens_per_micro_batch"] == 8 * 512  # 134.5M: norms left out
