@@ -120,13 +120,44 @@ def check(demands: list[Demand], nodes: list[dict]) -> list[str]:
     return problems + _shortfalls(demands, cluster_totals(nodes), "", "the cluster has")
 
 
-def ensure_fits(cfg: RunConfig, nodes: list[dict]) -> list[Demand]:
-    """Raise PlanError naming every shortfall, before anything is launched; returns the plan."""
+def ensure_fits(cfg: RunConfig, nodes: list[dict], grown: list[dict] | None = None) -> list[str]:
+    """Raise PlanError naming every shortfall, before anything is launched. `grown`: the cluster at the
+    autoscaler's limits (grown_nodes), where it has one: a plan that fits only there is launched, and
+    the stages that wait for scale-up are returned (their replicas start as nodes join)."""
     demands = plan(cfg)
     problems = check(demands, nodes)
-    if problems:
-        raise PlanError("the run does not fit the cluster:\n  " + "\n  ".join(problems))
-    return demands
+    if not problems:
+        return []
+    if grown is not None and not (grown_problems := check(demands, grown)):
+        return [d.stage for d in demands if check([d], nodes)] or sorted({d.stage for d in demands})
+    if grown is not None:
+        raise PlanError("the run does not fit the cluster, even grown to its autoscaler's limits:\n  "
+                        + "\n  ".join(grown_problems))
+    raise PlanError("the run does not fit the cluster:\n  " + "\n  ".join(problems))
+
+
+def _declared(node: dict) -> dict[str, float]:
+    """A node's CPUs, GPUs and custom resources (what a node type declares), without Ray's own entries."""
+    return {k: float(v) for k, v in node.get("Resources", {}).items() if k not in ("memory", "object_store_memory")
+            and not k.startswith(("node:", "accelerator_type:"))}
+
+
+def grown_nodes(cluster_config, alive: list[dict]) -> list[dict] | None:
+    """The cluster at the autoscaler's limits, as `ray.nodes()`-shaped dicts: every node group at its
+    max_count (the autoscaler's ClusterConfig in the GCS, `ray._private.state.state.get_cluster_config()`;
+    None without an autoscaler). The config carries no node labels: a group takes the labels of an alive
+    node with exactly its resources (the same node type), else none -- so a label selector is only
+    satisfied by a type already seen alive."""
+    if cluster_config is None or not cluster_config.node_group_configs:
+        return None
+    nodes = []
+    for g in cluster_config.node_group_configs:
+        res = {k: float(v) for k, v in g.resources.items()}
+        twin = next((n for n in alive if _declared(n) == res), None)
+        count = g.max_count if g.max_count >= 0 else 64  # -1: no limit; 64 nodes stand for it
+        nodes += [{"NodeID": f"{g.name}-{i}", "Alive": True, "Resources": dict(res),
+                   "Labels": dict(twin.get("Labels", {})) if twin else {}} for i in range(count)]
+    return nodes
 
 
 STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")

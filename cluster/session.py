@@ -61,6 +61,15 @@ def unshared_nodes(ray, directory, nodes: list[dict], timeout_s: float = 120) ->
         marker.unlink(missing_ok=True)
 
 
+def autoscaler_config(ray):
+    """The autoscaler's node groups (resources, min/max count) as it stored them in the GCS, or None
+    (no autoscaler: an embedded Ray, a fixed `ray start` cluster). A private Ray API: read defensively."""
+    try:
+        return ray._private.state.state.get_cluster_config()
+    except Exception:
+        return None
+
+
 def alive_nodes(ray) -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 

@@ -243,12 +243,14 @@ def embedded_node(num_cpus: int) -> dict:
 def cmd_plan(args) -> int:
     import yaml
 
-    from cluster.planner import check, describe, nodes_from_kuberay, nodes_from_launcher, plan, student_memory
+    from cluster.planner import (check, describe, grown_nodes, nodes_from_kuberay, nodes_from_launcher, plan,
+                                 student_memory)
 
     try:
         cfg = _config(args.recipe, args.set, None)
     except ConfigError as e:
         return _error(e)
+    grown = None  # a live cluster's size at its autoscaler's limits, where it has an autoscaler
     if args.cluster:
         try:
             doc = yaml.safe_load(Path(args.cluster).read_text())
@@ -256,10 +258,11 @@ def cmd_plan(args) -> int:
             return _error(f"--cluster: {e}")
         nodes = nodes_from_kuberay(doc) if isinstance(doc, dict) and "apiVersion" in doc else nodes_from_launcher(doc)
     elif args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-        from cluster.session import alive_nodes, ray_session
+        from cluster.session import alive_nodes, autoscaler_config, ray_session
 
         with ray_session(cfg.ray.model_copy(update={"address": args.address or cfg.ray.address})) as ray:
             nodes = alive_nodes(ray)
+            grown = grown_nodes(autoscaler_config(ray), nodes)
     else:  # no cluster named: the embedded Ray `distill run` would start here -- never whatever cluster is up
         nodes = [embedded_node(cfg.ray.num_cpus)]
         print(f"checked against the embedded Ray `distill run` starts here (one node, {cfg.ray.num_cpus} CPUs); "
@@ -274,6 +277,11 @@ def cmd_plan(args) -> int:
           f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'})" if mem else
           f"train: memory per worker not estimated ({t.student}: its config.json is not readable here)")
     problems = check(demands, nodes)
+    if problems and grown is not None and not check(demands, grown):
+        waiting = [d.stage for d in demands if check([d], nodes)]
+        print(f"fits once the autoscaler adds nodes (its limits): {', '.join(waiting)} wait(s) for scale-up; now:\n  "
+              + "\n  ".join(problems))
+        return 0
     if problems:
         print("does NOT fit:\n  " + "\n  ".join(problems))
         return EXIT_CONFIG

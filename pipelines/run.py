@@ -76,8 +76,8 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
               resume_dir, mirror) -> dict:
     from ray.util.queue import Queue
 
-    from cluster.planner import PlanError, ensure_fits, node_view, observed_placement
-    from cluster.session import alive_nodes, ray_session, unshared_nodes
+    from cluster.planner import PlanError, ensure_fits, grown_nodes, node_view, observed_placement
+    from cluster.session import alive_nodes, autoscaler_config, ray_session, unshared_nodes
     from distill.evalsuite import build_requests, load_suite
     from pipelines.evaluate import (EvalRunner, baseline_requests, close_engine, eval_engine, eval_summary,
                                     in_loop_curve, teacher_from_store, teacher_generation_mismatch, write_predictions)
@@ -110,7 +110,11 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     student_dir = run_dir / "student"
     with ray_session(cfg.ray, run_dir / "logs") as ray:
         nodes = alive_nodes(ray)
-        ensure_fits(cfg, nodes)  # every stage runs at once: the cluster must hold them all
+        # every stage runs at once: the cluster must hold them all, now or grown by its autoscaler
+        waiting = ensure_fits(cfg, nodes, grown_nodes(autoscaler_config(ray), nodes))
+        if waiting:
+            print(f"[distill] the plan fits only once the autoscaler adds nodes: {', '.join(waiting)} "
+                  "wait(s) for scale-up (see `ray status`)", flush=True)
         if len(nodes) > 1 and (blind := unshared_nodes(ray, run_dir, nodes)):
             raise PlanError(f"output_dir {str(run_dir.parent.resolve())!r} is not shared storage: node(s) "
                             f"{', '.join(b[:12] for b in blind)} do not see a file written there by the driver. "

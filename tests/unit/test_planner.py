@@ -1,4 +1,5 @@
 """The resource planner on hand-made clusters: what fits, and what it says when something does not."""
+import pytest
 from cluster.planner import Demand, check, cluster_totals, plan
 from distill.config import load_config
 
@@ -54,7 +55,7 @@ def test_ensure_fits_raises_with_every_shortfall():
     cfg = load_config("smoke", ["teacher.num_gpus=1"])
     with pytest.raises(PlanError, match="does not fit the cluster:\n  teacher: no node can host one replica"):
         ensure_fits(cfg, [_node(8)])
-    assert [d.stage for d in ensure_fits(cfg, [_node(8, 1)])] == ["teacher", "scorer", "train", "eval"]
+    assert ensure_fits(cfg, [_node(8, 1)]) == []  # fits now: nothing waits
 
 
 def _labelled(cpu, gpu, **labels):
@@ -145,3 +146,29 @@ def test_student_memory_estimate_by_hand_and_the_gpu_recipe_fits_24_gb():
     # the embedded student is readable here: the estimate comes from its own config.json
     m = student_memory(load_config("quickstart"))
     assert abs(m["params_m"] - 135) <= 1 and m["tokens_per_micro_batch"] == 8 * 512  # 134.5M: norms left out
+
+
+def test_an_autoscaling_cluster_is_checked_at_its_limits_and_says_which_stages_wait():
+    """The autoscaler's own ClusterConfig type (what Ray keeps in the GCS): a GPU group at 0 nodes now,
+    up to 2; the head alive. The gpu-needing teacher waits for scale-up; beyond the limits, exit 2."""
+    from ray.core.generated import autoscaler_pb2
+
+    from cluster.planner import PlanError, ensure_fits, grown_nodes
+
+    cc = autoscaler_pb2.ClusterConfig(node_group_configs=[
+        autoscaler_pb2.NodeGroupConfig(name="head", resources={"CPU": 8}, min_count=1, max_count=1),
+        autoscaler_pb2.NodeGroupConfig(name="gpu", resources={"CPU": 8, "GPU": 1}, min_count=0, max_count=2)])
+    alive = [_node(8)]
+    cfg = load_config("smoke", ["teacher.num_gpus=1", "teacher.replicas_min=2", "teacher.replicas_max=2"])
+    grown = grown_nodes(cc, alive)
+    assert len(grown) == 3 and sum(n["Resources"].get("GPU", 0) for n in grown) == 2
+    assert ensure_fits(cfg, alive, grown) == ["teacher"]  # launched; the teacher waits for the GPU nodes
+    with pytest.raises(PlanError, match="even grown to its autoscaler's limits"):
+        ensure_fits(load_config("smoke", ["teacher.num_gpus=1", "teacher.replicas_min=3", "teacher.replicas_max=3"]),
+                    alive, grown)
+    with pytest.raises(PlanError, match="does not fit the cluster:"):  # no autoscaler: alive nodes only
+        ensure_fits(cfg, alive, grown_nodes(None, alive))
+    # labels: a group takes those of an alive node of its type; a selector no alive type has is not met
+    labelled = [_node(8), {**_node(8, 1), "Labels": {"role": "teacher"}}]
+    assert [n["Labels"] for n in grown_nodes(cc, labelled)] == [{}, {"role": "teacher"}, {"role": "teacher"}]
+    assert grown_nodes(cc, alive)[1]["Labels"] == {}  # no GPU node alive yet: its labels are unknown
