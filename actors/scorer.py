@@ -76,7 +76,9 @@ class TraceScorer:
         if student_path:  # variant lengths are counted in the student's tokens
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(student_path)
+            from distill.models import on_this_node
+
+            self.tokenizer = AutoTokenizer.from_pretrained(on_this_node(student_path))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         t0 = time.time()

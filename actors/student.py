@@ -106,6 +106,9 @@ class StudentStep:
 
         from distill.hardware import train_bf16
 
+        from distill.models import on_this_node
+
+        student_path = on_this_node(student_path)  # the driver's cache path may not exist on this node
         t = dict(cfg["train"])
         self.bf16 = t["bf16"] = train_bf16(t.get("bf16"), torch.cuda.is_available() and t.get("use_gpu", False))
         self.cfg, self.reduce, self.world = t, reduce, world

@@ -23,6 +23,7 @@ from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
 from distill.metrics import emit
 from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
 from distill.prompts import messages_for, style_of
+from distill.models import on_this_node
 from distill.store import TraceStore
 
 # What the teacher stage adds to a problem row (the rest of TRACE_SCHEMA is the scorer's).
@@ -39,6 +40,7 @@ class _TeacherBase:
         from transformers import AutoTokenizer
 
         self.cfg, self.style = teacher, style_of(prompt)
+        model_path = on_this_node(model_path)  # the driver's cache path may not exist on this node
         self.model_path, self.model_name = model_path, model_name
         self.store = TraceStore(store_root)
         self.events = events
@@ -150,7 +152,7 @@ class VLLMTeacher(_TeacherBase):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(model=model_path, dtype=engine_dtype(teacher["dtype"], bool(teacher.get("num_gpus"))), max_model_len=teacher["max_model_len"],
+        args = AsyncEngineArgs(model=self.model_path, dtype=engine_dtype(teacher["dtype"], bool(teacher.get("num_gpus"))), max_model_len=teacher["max_model_len"],
                                seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
                                enforce_eager=teacher["enforce_eager"], trust_remote_code=teacher["trust_remote_code"],
                                disable_log_stats=True,
@@ -220,7 +222,7 @@ class HFTeacher(_TeacherBase):
 
         dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16,
                  "float32": torch.float32}[engine_dtype(teacher["dtype"], torch.cuda.is_available())]
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype,
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
                                                           trust_remote_code=teacher["trust_remote_code"]).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -280,6 +280,18 @@ def list_models() -> list[dict]:
     ]
 
 
+def on_this_node(path: str) -> str:
+    """A model path the driver resolved, as this node sees it. An embedded model lives in each node's own
+    cache (DISTILL_MODEL_CACHE, or ~/.cache/distill/models: homes and caches differ between nodes), so a
+    driver's cache dir that is missing here is resolved again by the model's name -- found in this node's
+    cache, or fetched into it (file-locked, sha256-checked). Anything else is returned as it is: an HF
+    id is resolved by whoever loads it, a user's path must be on shared storage."""
+    p = Path(str(path))
+    if p.name in EMBEDDED and not (p / MARKER).is_file():
+        return resolve_model(p.name)
+    return str(path)
+
+
 def resolve_model(name_or_path: str, auto_fetch: bool = True) -> str:
     """Embedded name -> local dir (fetching it if allowed); local path -> itself; else an HF id."""
     if name_or_path in EMBEDDED:

@@ -137,3 +137,19 @@ def test_fetched_smollm2_loads_with_chat_template():
     model = AutoModelForCausalLM.from_pretrained(d)
     assert str(model.dtype) == "torch.bfloat16"
     assert getattr(model.config, "quantization_config", None) is None
+
+
+@pytest.mark.skipif(not models.is_fetched(SMOL), reason=f"{SMOL} not in cache (run `distill models fetch`)")
+def test_a_path_from_another_nodes_cache_resolves_in_this_nodes_cache(tmp_path, monkeypatch):
+    """The driver resolved the embedded student to its own cache dir; on a node whose cache lives
+    elsewhere (another home, another DISTILL_MODEL_CACHE) that dir is missing: the actor finds the
+    model in its node's cache instead. Other paths and hub ids pass as they are."""
+    here = tmp_path / "this-node-cache"
+    here.mkdir()
+    (here / SMOL).symlink_to(models.model_dir(SMOL))  # this node's own (complete) copy
+    monkeypatch.setenv("DISTILL_MODEL_CACHE", str(here))
+    drivers = str(tmp_path / "driver-home" / ".cache" / "distill" / "models" / SMOL)
+    assert models.on_this_node(drivers) == str(here / SMOL)
+    assert models.on_this_node(str(here / SMOL)) == str(here / SMOL)  # present here: used as it is
+    assert models.on_this_node("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert models.on_this_node(str(tmp_path / "my-own-model")) == str(tmp_path / "my-own-model")
