@@ -31,7 +31,7 @@ smoke: models
 	$(BIN)/distill run smoke
 
 test: models
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
