@@ -47,7 +47,9 @@ def shared_store_rows(store_root: str, supervision: dict[str, float], rank: int,
     import torch.distributed as dist
 
     box = [store_training_rows(store_root, supervision) if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)
+    # over gloo (host memory) even when training on NCCL: the rows are text, not tensors for a GPU
+    group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
 
@@ -71,7 +73,8 @@ class StreamHorizon:
 
         self.store, self.supervision, self.expected = TraceStore(store_root), supervision, expected_traces
         self._trace_parts: dict[str, int] = {}
-        self._variant_parts: dict[str, int] = {}
+        self._committed: set[str] = set()
+        self._variant_parts: dict[str, list[dict]] = {}
 
     def epoch_rows(self) -> float | None:
         import pyarrow.parquet as pq
@@ -80,15 +83,19 @@ class StreamHorizon:
 
         for p in self.store._parts(self.store.traces_dir):
             if p.name not in self._trace_parts:
-                self._trace_parts[p.name] = pq.ParquetFile(p).metadata.num_rows
+                ids = pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()
+                self._trace_parts[p.name] = len(ids)
+                self._committed.update(ids)
         for p in self.store._parts(self.store.variants_dir):
             if p.name not in self._variant_parts:
                 t = pq.read_table(p, columns=["parent_trace_id", "variant", "ok"]).to_pylist()
-                self._variant_parts[p.name] = len(picked_variants(t, self.supervision))
+                self._variant_parts[p.name] = picked_variants(t, self.supervision)
         scored = sum(self._trace_parts.values())
         if not scored:
             return None
-        return sum(self._variant_parts.values()) * max(self.expected, scored) / scored
+        # a block's variants are written before its traces (its commit): count those of committed blocks
+        rows = sum(r["parent_trace_id"] in self._committed for v in self._variant_parts.values() for r in v)
+        return rows * max(self.expected, scored) / scored
 
 
 class StudentStep:
@@ -105,7 +112,6 @@ class StudentStep:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from distill.hardware import train_bf16
-
         from distill.models import on_this_node
 
         student_path = on_this_node(student_path)  # the driver's cache path may not exist on this node

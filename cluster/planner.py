@@ -143,20 +143,23 @@ def _declared(node: dict) -> dict[str, float]:
 
 
 def grown_nodes(cluster_config, alive: list[dict]) -> list[dict] | None:
-    """The cluster at the autoscaler's limits, as `ray.nodes()`-shaped dicts: every node group at its
-    max_count (the autoscaler's ClusterConfig in the GCS, `ray._private.state.state.get_cluster_config()`;
-    None without an autoscaler). The config carries no node labels: a group takes the labels of an alive
-    node with exactly its resources (the same node type), else none -- so a label selector is only
-    satisfied by a type already seen alive."""
+    """The cluster at the autoscaler's limits, as `ray.nodes()`-shaped dicts: the alive nodes, plus each
+    node group's missing nodes up to its max_count (the autoscaler's ClusterConfig in the GCS,
+    `ray._private.state.state.get_cluster_config()`; None without an autoscaler). A node belongs to a
+    group when its declared resources (CPU, GPU, custom; not Ray's memory or accelerator entries) are the
+    group's. The config carries no node labels: a group's new nodes take those of an alive node of the
+    group, else none -- a label selector is met only by a type already seen alive. The cluster-wide cap
+    (`max_resources`, the launcher's max_workers) is not applied: an optimistic bound."""
     if cluster_config is None or not cluster_config.node_group_configs:
         return None
-    nodes = []
+    nodes = list(alive)  # what is up stays (a node outside every group too)
     for g in cluster_config.node_group_configs:
-        res = {k: float(v) for k, v in g.resources.items()}
-        twin = next((n for n in alive if _declared(n) == res), None)
-        count = g.max_count if g.max_count >= 0 else 64  # -1: no limit; 64 nodes stand for it
-        nodes += [{"NodeID": f"{g.name}-{i}", "Alive": True, "Resources": dict(res),
-                   "Labels": dict(twin.get("Labels", {})) if twin else {}} for i in range(count)]
+        res = _declared({"Resources": dict(g.resources)})
+        twins = [n for n in alive if _declared(n) == res]  # alive nodes of this type (same declared resources)
+        limit = g.max_count if g.max_count >= 0 else len(twins) + 64  # -1: no limit; 64 more stand for it
+        labels = dict(twins[0].get("Labels", {})) if twins else {}
+        nodes += [{"NodeID": f"{g.name}-new-{i}", "Alive": True, "Resources": dict(res), "Labels": labels}
+                  for i in range(max(0, limit - len(twins)))]
     return nodes
 
 

@@ -28,10 +28,11 @@ def worker_env(job_config_json: str | None = None) -> dict[str, str]:
     return {k: v for k, v in WORKER_ENV.items() if k not in theirs}
 
 
-def unshared_nodes(ray, directory, nodes: list[dict], timeout_s: float = 120) -> list[str]:
-    """Ids of the alive `nodes` that do not see a file the driver has just written in `directory`: on a
-    multi-node cluster every stage reads or writes the run directory (the store, checkpoints), so it
-    must be shared storage mounted at the same path everywhere (a failed mount leaves a local dir)."""
+def unshared_nodes(ray, directory, nodes: list[dict], timeout_s: float = 300) -> dict[str, str]:
+    """{node id: what went wrong} for the alive `nodes` that do not see a file the driver has just written
+    in `directory` ("not shared"), or could not be asked ("no answer ..."): on a multi-node cluster every
+    stage reads or writes the run directory (the store, checkpoints), so it must be shared storage mounted
+    at the same path everywhere (a failed mount leaves a local directory of the same name)."""
     import uuid
     from pathlib import Path
 
@@ -52,11 +53,22 @@ def unshared_nodes(ray, directory, nodes: list[dict], timeout_s: float = 120) ->
 
     probe = ray.remote(num_cpus=0, max_retries=0)(sees)
     try:
+        # the path as the stages get it (absolute, symlinks kept), not a driver-only resolution of it
         refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(str(marker.resolve()), token) for n in nodes}
+                .remote(os.path.abspath(marker), token) for n in nodes}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
-        ok = {r for r in ready if ray.get(r)}
-        return [nid for nid, r in refs.items() if r not in ok]
+        out = {}
+        for nid, r in refs.items():
+            if r not in ready:
+                out[nid] = f"no answer in {timeout_s:.0f} s"
+                ray.cancel(r, force=True)
+                continue
+            try:
+                if not ray.get(r):
+                    out[nid] = "not shared"
+            except Exception as e:  # the node died, its worker could not start, ...
+                out[nid] = f"no answer ({type(e).__name__})"
+        return out
     finally:
         marker.unlink(missing_ok=True)
 

@@ -77,7 +77,8 @@ def _resume_dir(ref: str, overrides: list[str]) -> Path:
 # What makes a trace's id and text: changed on --resume, the store's traces would not be the ones the
 # ledger replays (schema.trace_id; the prompt decides the text).
 _LEDGER_FIELDS = ("sources", "teacher.model", "teacher.samples", "teacher.temperature", "teacher.top_p",
-                  "teacher.max_tokens", "teacher.stop", "teacher.logprobs", "teacher.seed", "teacher.prompt", "prompt")
+                  "teacher.max_tokens", "teacher.stop", "teacher.logprobs", "teacher.seed", "teacher.prompt", "prompt",
+                  "teacher.max_model_len", "teacher.backend", "teacher.dtype")
 
 
 def _check_resume_overrides(resume: Path, cfg) -> None:
@@ -264,8 +265,9 @@ def cmd_plan(args) -> int:
             nodes = alive_nodes(ray)
             grown = grown_nodes(autoscaler_config(ray), nodes)
     else:  # no cluster named: the embedded Ray `distill run` would start here -- never whatever cluster is up
-        nodes = [embedded_node(cfg.ray.num_cpus)]
-        print(f"checked against the embedded Ray `distill run` starts here (one node, {cfg.ray.num_cpus} CPUs); "
+        cpus = cfg.ray.num_cpus or os.cpu_count() or 1  # None: Ray takes every core
+        nodes = [embedded_node(cpus)]
+        print(f"checked against the embedded Ray `distill run` starts here (one node, {cpus} CPUs); "
               "--address auto checks a running cluster, --cluster FILE a cluster config")
     demands = plan(cfg)
     print(describe(demands, nodes))
@@ -278,7 +280,7 @@ def cmd_plan(args) -> int:
           f"train: memory per worker not estimated ({t.student}: its config.json is not readable here)")
     problems = check(demands, nodes)
     if problems and grown is not None and not check(demands, grown):
-        waiting = [d.stage for d in demands if check([d], nodes)]
+        waiting = [d.stage for d in demands if check([d], nodes)] or sorted({d.stage for d in demands})
         print(f"fits once the autoscaler adds nodes (its limits): {', '.join(waiting)} wait(s) for scale-up; now:\n  "
               + "\n  ".join(problems))
         return 0

@@ -287,7 +287,9 @@ def on_this_node(path: str) -> str:
     cache, or fetched into it (file-locked, sha256-checked). Anything else is returned as it is: an HF
     id is resolved by whoever loads it, a user's path must be on shared storage."""
     p = Path(str(path))
-    if p.name in EMBEDDED and not (p / MARKER).is_file():
+    # only a path in a distill model cache (<cache>/<embedded name>, absolute) that is missing here: a user's
+    # own directory that happens to carry an embedded name, or a hub id, is never swapped for ours
+    if p.is_absolute() and p.name in EMBEDDED and not p.exists() and p.parent.name in ("models", cache_dir().name):
         return resolve_model(p.name)
     return str(path)
 

@@ -84,7 +84,7 @@ class TraceStore:
 
     def variants(self, variant: str | None = None, ok_only: bool = True) -> pa.Table:
         t = _dedupe_latest(self._read_dir(self.variants_dir, VARIANT_SCHEMA), "variant_id", "created_at")
-        t = _committed(t, "parent_trace_id", self.trace_ids())
+        t = _committed(t, "parent_trace_id", self._ledger()["accepted"])
         if variant is not None:
             t = t.filter(pc.equal(t.column("variant"), variant))
         if ok_only:
@@ -100,19 +100,38 @@ class TraceStore:
         return sum(pq.ParquetFile(p).metadata.num_rows for p in self._parts(self.traces_dir))
 
     def quarantine(self) -> pa.Table:
-        """Quarantined rows, one per (stage, key); a scorer row only once its block's traces are committed."""
+        """Quarantined rows, one per (stage, key); a scorer row only while the committed trace it names is
+        unparseable (its block committed, and a retry did not score a parseable text since)."""
         t = self._quarantine_all()
-        return t.filter(pc.invert(_orphan_quarantine(t, self.trace_ids())))
+        return t.filter(pc.invert(_orphan_quarantine(t, self._ledger()["unparseable"])))
 
     def orphans(self) -> dict[str, int]:
-        """Rows of scorer blocks killed before their commit and not written again since (readers skip them)."""
-        committed = self.trace_ids()
+        """Rows readers skip: those of scorer blocks killed before their commit and not written again, and
+        those a retried block made stale (its trace, scored again, no longer accepted or unparseable)."""
+        ledger = self._ledger()
         v = self._read_dir(self.variants_dir, VARIANT_SCHEMA)
         ids = v.column("variant_id").to_pylist()
         parents = v.column("parent_trace_id").to_pylist()
         q = self._quarantine_all()
-        return {"variants": len({i for i, p in zip(ids, parents) if p not in committed}),
-                "quarantine": sum(_orphan_quarantine(q, committed).to_pylist())}
+        return {"variants": len({i for i, p in zip(ids, parents) if p not in ledger["accepted"]}),
+                "quarantine": sum(_orphan_quarantine(q, ledger["unparseable"]).to_pylist())}
+
+    def _ledger(self) -> dict[str, set[str]]:
+        """Committed traces by their latest verdict: accepted ones (whose variants train) and unparseable
+        ones (no answer: their scorer quarantine rows stand). Reads four columns."""
+        cols = ["trace_id", "scored_at", "verdict", "answer"]
+        parts = self._parts(self.traces_dir)
+        if not parts:
+            return {"accepted": set(), "unparseable": set()}
+        t = _dedupe_latest(pa.concat_tables([pq.read_table(p, columns=cols) for p in parts]), "trace_id", "scored_at")
+        rows = zip(t.column("trace_id").to_pylist(), t.column("verdict").to_pylist(), t.column("answer").to_pylist())
+        acc, unp = set(), set()
+        for tid, verdict, answer in rows:
+            if verdict == "accepted":
+                acc.add(tid)
+            if answer is None:
+                unp.add(tid)
+        return {"accepted": acc, "unparseable": unp}
 
     def _quarantine_all(self) -> pa.Table:
         t = self._read_dir(self.quarantine_dir, QUARANTINE_SCHEMA)
@@ -129,11 +148,12 @@ def _committed(t: pa.Table, column: str, committed: set[str]) -> pa.Table:
     return t.filter(pc.is_in(t.column(column), pa.array(sorted(committed), pa.string()))) if t.num_rows else t
 
 
-def _orphan_quarantine(t: pa.Table, committed: set[str]) -> pa.Array:
-    """Mask of scorer quarantine rows whose trace is not committed (their block crashed before its commit)."""
+def _orphan_quarantine(t: pa.Table, unparseable: set[str]) -> pa.Array:
+    """Mask of scorer quarantine rows (key: a trace_id) whose committed trace is not unparseable: its block
+    died before its commit, or a retry scored a parseable text for it."""
     if t.num_rows == 0:
         return pa.array([], pa.bool_())
-    return pa.array([s == "scorer" and k not in committed
+    return pa.array([s == "scorer" and k not in unparseable
                      for s, k in zip(t.column("stage").to_pylist(), t.column("key").to_pylist())])
 
 

@@ -116,10 +116,11 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             print(f"[distill] the plan fits only once the autoscaler adds nodes: {', '.join(waiting)} "
                   "wait(s) for scale-up (see `ray status`)", flush=True)
         if len(nodes) > 1 and (blind := unshared_nodes(ray, run_dir, nodes)):
-            raise PlanError(f"output_dir {str(run_dir.parent.resolve())!r} is not shared storage: node(s) "
-                            f"{', '.join(b[:12] for b in blind)} do not see a file written there by the driver. "
-                            "Mount one shared filesystem (EFS, NFS) at the same absolute path on every node "
-                            "and set output_dir to it")
+            raise PlanError(f"output_dir {str(run_dir.parent.absolute())!r} must be one shared filesystem: a file "
+                            "the driver wrote there was checked from every node -- "
+                            + "; ".join(f"node {nid[:12]}: {why}" for nid, why in blind.items())
+                            + ". Mount shared storage (EFS, NFS) at the same absolute path on every node and set "
+                            "output_dir to it")
         events = Queue(actor_options={"num_cpus": 0})
         sequential = cfg.stages == "sequential"
         engine = runner = None

@@ -153,3 +153,5 @@ def test_a_path_from_another_nodes_cache_resolves_in_this_nodes_cache(tmp_path, 
     assert models.on_this_node(str(here / SMOL)) == str(here / SMOL)  # present here: used as it is
     assert models.on_this_node("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
     assert models.on_this_node(str(tmp_path / "my-own-model")) == str(tmp_path / "my-own-model")
+    finetune = str(tmp_path / "finetunes" / SMOL)  # a user's own dir with our name, not a cache: never swapped
+    assert models.on_this_node(finetune) == finetune

@@ -157,7 +157,9 @@ def test_an_autoscaling_cluster_is_checked_at_its_limits_and_says_which_stages_w
 
     cc = autoscaler_pb2.ClusterConfig(node_group_configs=[
         autoscaler_pb2.NodeGroupConfig(name="head", resources={"CPU": 8}, min_count=1, max_count=1),
-        autoscaler_pb2.NodeGroupConfig(name="gpu", resources={"CPU": 8, "GPU": 1}, min_count=0, max_count=2)])
+        # as the launcher and KubeRay write it: memory (and an accelerator type) beside the declared resources
+        autoscaler_pb2.NodeGroupConfig(name="gpu", resources={"CPU": 8, "GPU": 1, "memory": 10**10,
+                                                              "accelerator_type:A10G": 1}, min_count=0, max_count=2)])
     alive = [_node(8)]
     cfg = load_config("smoke", ["teacher.num_gpus=1", "teacher.replicas_min=2", "teacher.replicas_max=2"])
     grown = grown_nodes(cc, alive)
@@ -170,5 +172,5 @@ def test_an_autoscaling_cluster_is_checked_at_its_limits_and_says_which_stages_w
         ensure_fits(cfg, alive, grown_nodes(None, alive))
     # labels: a group takes those of an alive node of its type; a selector no alive type has is not met
     labelled = [_node(8), {**_node(8, 1), "Labels": {"role": "teacher"}}]
-    assert [n["Labels"] for n in grown_nodes(cc, labelled)] == [{}, {"role": "teacher"}, {"role": "teacher"}]
+    assert [n.get("Labels", {}) for n in grown_nodes(cc, labelled)] == [{}, {"role": "teacher"}, {"role": "teacher"}]
     assert grown_nodes(cc, alive)[1]["Labels"] == {}  # no GPU node alive yet: its labels are unknown

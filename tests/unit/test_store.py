@@ -85,3 +85,9 @@ def test_a_block_killed_before_its_commit_leaves_orphans_that_readers_skip(tmp_p
     assert all(r["created_at"] == 2.0 for r in v if r["parent_trace_id"] == "b")
     assert sorted(r["key"] for r in store.quarantine().to_pylist()) == ["c", "line9"]
     assert store.orphans() == {"variants": 0, "quarantine": 0}
+    # a later attempt (a resumed run sampling again) scores b rejected and c parseable: b's variants and
+    # c's "unparseable" row are stale, not training data or quarantine any more
+    store.append_traces([_row("b", "rejected", scored_at=3.0), {**_row("c", "rejected", scored_at=3.0), "answer": "7"}])
+    assert [r["parent_trace_id"] for r in store.variants().to_pylist()] == ["a"]
+    assert [r["key"] for r in store.quarantine().to_pylist()] == ["line9"]
+    assert store.orphans() == {"variants": 2, "quarantine": 1}

@@ -117,7 +117,8 @@ def test_only_rechecked_variants_train_in_every_epoch(tmp_path):
                          "spans": [], "created_at": 0.0})
     store.append_variants(rows)
     assert store_training_rows(str(tmp_path), sup) == []  # their traces are not committed yet: no rows
-    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0} for i in range(10)])
+    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0, "verdict": "accepted"}
+                         for i in range(10)])
     got = sorted(r["trace_id"] for r in store_training_rows(str(tmp_path), sup))
     assert got == ["t0", "t1", "t3", "t4", "t5"]  # t2's chosen variant failed its re-check: not in any epoch
     assert all(choose_variant(t, sup) == "full" for t in got)
@@ -150,7 +151,8 @@ def test_later_epochs_list_the_store_once_and_every_rank_trains_that_list(tmp_pa
     from distill.store import TraceStore
 
     store = TraceStore(tmp_path / "store")
-    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0} for i in range(3)])
+    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0, "verdict": "accepted"}
+                         for i in range(3)])
     store.append_variants([{"variant_id": f"t{i}-full", "parent_trace_id": f"t{i}", "problem_id": f"p{i}",
                             "question": "q", "variant": "full", "text": "x", "student_tokens": 1, "chars": 1,
                             "ok": True, "spans": [], "created_at": 0.0} for i in range(3)])
