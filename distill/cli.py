@@ -367,9 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description=RUN_HELP + f"\nShipped recipes: {_recipes()}",
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("recipe", metavar="RECIPE_OR_YAML", nargs="?", help=f"recipe name ({_recipes()}) or YAML path")
-    run.add_argument("--resume", default=None, metavar="RUN_ID", help="finish an interrupted run (a run id under "
-                     "runs/ or its directory): committed traces are not generated again, training resumes from "
-                     "its last checkpoint with its data position")
+    run.add_argument("--resume", default=None, metavar="RUN_ID", help="finish an interrupted run (its directory, or a run "
+                     "id under --set output_dir, runs/ or a shipped recipe's output_dir): committed traces are not "
+                     "generated again, training resumes from its last checkpoint with its data position; a --set "
+                     "that changes what the traces are (sources, the teacher's model, prompt, sampling) is refused")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field, e.g. teacher.temperature=0.5 (repeatable)")
     run.add_argument("--address", default=None, help="Ray address of a running cluster ('auto' after "
