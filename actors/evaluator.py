@@ -11,14 +11,13 @@ import os
 import time
 
 from distill.evalsuite import predictions
+from distill.models import on_this_node
 
 
 class Evaluator:
     def __init__(self, model_path: str, backend: str = "vllm", max_model_len: int = 1024, kv_cache_gib: int = 1,
                  cpu_threads_bind: str | None = None, seed: int = 0, trust_remote_code: bool = False,
                  dtype: str | None = None):
-        from distill.models import on_this_node
-
         model_path = on_this_node(str(model_path))  # the driver's cache path may not exist on this node
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # `load` sends a function of ours (retie_lm_head) to the engine's worker, which vLLM refuses to
@@ -56,8 +55,6 @@ class Evaluator:
     def can_load(self, model_path: str) -> bool:
         """Whether `model_path` fits this engine as it is (same architecture and shapes): then `load`
         swaps the weights in place instead of starting a new engine."""
-        from distill.models import on_this_node
-
         return same_architecture(self.model_path, on_this_node(model_path))
 
     def load(self, model_path: str) -> float:
@@ -67,7 +64,6 @@ class Evaluator:
         t0 = time.time()
         from transformers import AutoTokenizer
 
-        from distill.models import on_this_node
         from distill.tokenize import ensure_chat_template
 
         model_path = on_this_node(str(model_path))

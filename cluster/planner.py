@@ -128,12 +128,35 @@ def ensure_fits(cfg: RunConfig, nodes: list[dict], grown: list[dict] | None = No
     problems = check(demands, nodes)
     if not problems:
         return []
-    if grown is not None and not (grown_problems := check(demands, grown)):
-        return [d.stage for d in demands if check([d], nodes)] or sorted({d.stage for d in demands})
+    waiting = waiting_for_scale_up(demands, nodes, grown)
+    if waiting is not None:
+        return waiting
     if grown is not None:
         raise PlanError("the run does not fit the cluster, even grown to its autoscaler's limits:\n  "
-                        + "\n  ".join(grown_problems))
+                        + "\n  ".join(check(demands, grown)))
     raise PlanError("the run does not fit the cluster:\n  " + "\n  ".join(problems))
+
+
+def waiting_for_scale_up(demands: list[Demand], nodes: list[dict], grown: list[dict] | None) -> list[str] | None:
+    """For a plan that does not fit `nodes`: the stages that wait for the autoscaler when it fits `grown`
+    (the cluster at its limits), else None (no autoscaler, or too big even then)."""
+    if grown is None or check(demands, grown):
+        return None
+    return [d.stage for d in demands if check([d], nodes)] or sorted({d.stage for d in demands})
+
+
+def embedded_node(num_cpus: int) -> dict:
+    """The one node of an embedded `ray.init(num_cpus=...)`, shaped like `ray.nodes()`: Ray adds the GPUs
+    it detects (CUDA_VISIBLE_DEVICES, else all)."""
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # a CPU-only torch build, or none: no GPUs
+        pass
+    return {"NodeID": "embedded", "Alive": True, "Labels": {},
+            "Resources": {"CPU": float(num_cpus), **({"GPU": float(gpus)} if gpus else {})}}
 
 
 def _declared(node: dict) -> dict[str, float]:

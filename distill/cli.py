@@ -61,13 +61,15 @@ def _recipes() -> str:
 def _resume_dir(ref: str, overrides: list[str]) -> Path:
     """A run directory, or a run id under an output_dir: the one in --set output_dir=..., `runs`, or a
     shipped recipe's."""
+    if (Path(ref) / "config.yaml").is_file():
+        return Path(ref)
     dirs = [v.split("=", 1)[1] for v in overrides if v.split("=", 1)[0].strip() == "output_dir"]
     for r in sorted(RECIPE_DIR.glob("*.yaml")):
         try:
             dirs.append(load_config(str(r)).output_dir)
         except ConfigError:
             continue
-    for cand in [Path(ref)] + [Path(d).expanduser() / ref for d in dict.fromkeys(dirs + ["runs"])]:
+    for cand in [Path(d).expanduser() / ref for d in dict.fromkeys(dirs + ["runs"])]:
         if (cand / "config.yaml").is_file():
             return cand
     raise ConfigError(f"--resume: no run directory {ref!r} (expected a path, or a run id with its config.yaml "
@@ -227,25 +229,11 @@ when it does not fit. `distill run` makes the same check against the live cluste
 """
 
 
-def embedded_node(num_cpus: int) -> dict:
-    """The one node of an embedded `ray.init(num_cpus=...)`, shaped like `ray.nodes()`: Ray adds the GPUs
-    it detects (CUDA_VISIBLE_DEVICES, else all)."""
-    gpus = 0
-    try:
-        import torch
-
-        gpus = torch.cuda.device_count()
-    except Exception:  # a CPU-only torch build, or none: no GPUs
-        pass
-    return {"NodeID": "embedded", "Alive": True, "Resources": {"CPU": float(num_cpus), **({"GPU": float(gpus)} if gpus else {})},
-            "Labels": {}}
-
-
 def cmd_plan(args) -> int:
     import yaml
 
-    from cluster.planner import (check, describe, grown_nodes, nodes_from_kuberay, nodes_from_launcher, plan,
-                                 student_memory)
+    from cluster.planner import (check, describe, embedded_node, grown_nodes, nodes_from_kuberay, nodes_from_launcher,
+                                 plan, student_memory, waiting_for_scale_up)
 
     try:
         cfg = _config(args.recipe, args.set, None)
@@ -279,8 +267,7 @@ def cmd_plan(args) -> int:
           f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'})" if mem else
           f"train: memory per worker not estimated ({t.student}: its config.json is not readable here)")
     problems = check(demands, nodes)
-    if problems and grown is not None and not check(demands, grown):
-        waiting = [d.stage for d in demands if check([d], nodes)] or sorted({d.stage for d in demands})
+    if problems and (waiting := waiting_for_scale_up(demands, nodes, grown)) is not None:
         print(f"fits once the autoscaler adds nodes (its limits): {', '.join(waiting)} wait(s) for scale-up; now:\n  "
               + "\n  ".join(problems))
         return 0
