@@ -40,8 +40,11 @@ class TraceStore:
         final = directory / f"part-{digest}.parquet"
         tmp = directory / f".tmp-{uuid.uuid4().hex}.parquet"
         # Small parts (one per scorer block): dictionaries and column statistics cost more to write than
-        # they save to read; readers filter by trace_id in Python, not by Parquet statistics.
-        pq.write_table(table, tmp, use_dictionary=False, write_statistics=False)
+        # they save to read; readers filter by trace_id in Python, not by Parquet statistics. Nor is the
+        # Arrow schema serialised into each part (a third of a trace part's write, its nested step
+        # structs): every reader here passes the schema (schema.py), and the Parquet types alone
+        # round-trip it (tests/unit/test_store.py).
+        pq.write_table(table, tmp, use_dictionary=False, write_statistics=False, store_schema=False)
         os.replace(tmp, final)  # atomic on POSIX: readers see the whole part or none of it
         return final
 

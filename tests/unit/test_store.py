@@ -1,6 +1,6 @@
 import pyarrow.parquet as pq
 
-from distill.schema import SCHEMA_VERSION, TRACE_SCHEMA, MissingColumnError, require_columns, trace_id
+from distill.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, VARIANT_SCHEMA, MissingColumnError, require_columns, trace_id
 from distill.store import TraceStore
 
 import pytest
@@ -32,11 +32,18 @@ def test_append_is_idempotent_and_dedupes(tmp_path):
 
 
 def test_parts_carry_the_versioned_schema(tmp_path):
+    # Parts are written without the serialised Arrow schema (store.py): the Parquet types alone must give
+    # back every table's exact schema to a reader that passes none (pandas, DuckDB, ray.data).
     store = TraceStore(tmp_path)
     path = store.append_traces([_row("a")])
     t = pq.read_table(path)
     assert t.schema.equals(TRACE_SCHEMA)
     assert t.column("schema_version").to_pylist() == [SCHEMA_VERSION]
+    v = pq.read_table(store.append_variants([_variant("a")]))
+    assert v.schema.equals(VARIANT_SCHEMA) and v.column("variant").to_pylist() == ["full"]
+    q = pq.read_table(store.append_quarantine([{"schema_version": 1, "stage": "scorer", "key": "a", "reason": "x",
+                                                "payload": "{}", "at": 0.0}]))
+    assert q.schema.equals(QUARANTINE_SCHEMA)
 
 
 def test_empty_store_and_quarantine(tmp_path):
