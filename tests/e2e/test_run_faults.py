@@ -1,4 +1,4 @@
-"""Real kills on `distill run smoke`: a training worker, then the driver itself.
+"""Real kills on `distill run smoke`: the driver itself, then a training worker of the resumed run.
 
 Processes are killed by their ids with SIGKILL. The uninterrupted `run_dir` fixture run of the same
 recipe is the reference: same set of trace_ids, each stored exactly once.
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from actors.student import store_training_rows
+from distill.config import load_config
 from distill.store import TraceStore
 
 pytestmark = pytest.mark.e2e
@@ -66,38 +68,9 @@ def _train_pids(run: Path) -> list[int]:
     return pids
 
 
-def test_training_worker_killed_restarts_from_checkpoint_and_completes(run_dir, tmp_path):
-    proc = _start(tmp_path)
-    run = _run_dir(tmp_path)
-    # Kill the worker once Ray Train has registered its first checkpoint (the controller's snapshot
-    # names it), while it trains epoch 2.
-    snapshot = run / "ray_train" / "train" / "checkpoint_manager_snapshot.json"
-    _wait_for(lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(), proc, 600,
-              "the first registered checkpoint")
-    (pid,) = _wait_for(lambda: _train_pids(run), proc, 60, "a training step")
-    os.kill(pid, signal.SIGKILL)
-    assert proc.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
-    s = json.loads((run / "summary.json").read_text())
-    pids = _train_pids(run)
-    assert pid in pids and len(pids) == 2, "a new worker must have taken over"
-    # Steps per epoch come from this run's own accepted traces: greedy decoding on CPU is not
-    # bit-stable across batch compositions, so the accepted count may differ from the reference's.
-    per_epoch = math.ceil(s["stages"]["scorer"]["accepted"] / 2)  # smoke: train.batch_size 2
-    # the workers' own output is off the terminal: the run copied it to runs/<id>/logs/
-    log = "".join(p.read_text(errors="replace") for p in sorted((run / "logs").rglob("worker-*.out")))
-    assert f"resumed at step {per_epoch} (epoch 1, done)" in log  # the new worker loaded the checkpoint
-    assert "resumed at step" not in (tmp_path / "driver.log").read_text()  # a quiet terminal
-    steps = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
-    after = [e["step"] for e in steps if e["stage"] == "train" and e["actor"].endswith(f":{pids[1]}")]
-    assert after[0] == per_epoch + 1, "the new worker must continue after the checkpoint, not from step 1"
-    assert after == list(range(per_epoch + 1, 2 * per_epoch + 1))  # the rest of epoch 2, once each
-    # Steps the killed worker took after the checkpoint are counted too: they were done, then lost.
-    assert s["stages"]["train"]["steps"] >= 2 * per_epoch
-    assert s["student_checkpoint"] and (run / "student" / "config.json").is_file()
-    assert TraceStore(run / "store").trace_ids() == TraceStore(run_dir / "store").trace_ids()
-
-
-def test_driver_killed_then_resume_matches_an_uninterrupted_run(run_dir, tmp_path):
+def test_driver_killed_then_resumed_run_survives_a_worker_kill_and_matches_an_uninterrupted_run(run_dir, tmp_path):
+    """Both kills in one run (each costs a whole smoke run on 2 cores): the driver while traces stream in,
+    then, in the resumed run, the training worker once its first checkpoint is registered (epoch 2)."""
     proc = _start(tmp_path)
     run = _run_dir(tmp_path)
     store = TraceStore(run / "store")
@@ -106,14 +79,45 @@ def test_driver_killed_then_resume_matches_an_uninterrupted_run(run_dir, tmp_pat
     proc.wait()
     before = store.trace_ids()
     assert 8 <= len(before) < 24, f"killed too late: {len(before)} traces committed"
+    killed_run_pids = set(_train_pids(run))  # workers of the killed driver, if training had begun
     time.sleep(3)
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--resume", str(run)],
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    with open(tmp_path / "resume.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "run", "--resume", str(run)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    # Kill the resumed run's worker once Ray Train has registered its first checkpoint (the controller's
+    # snapshot names it), while it trains epoch 2.
+    snapshot = run / "ray_train" / "train" / "checkpoint_manager_snapshot.json"
+    _wait_for(lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(), proc, 900,
+              "the first registered checkpoint")
+    new_pids = lambda: [p for p in _train_pids(run) if p not in killed_run_pids]  # noqa: E731
+    (pid,) = _wait_for(new_pids, proc, 60, "a training step")
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=900) == 0, (tmp_path / "resume.log").read_text()[-4000:]
     s = json.loads((run / "summary.json").read_text())
+
+    # the driver kill: the ledger replayed, nothing generated or stored twice
     after = store.trace_ids()
     assert after == TraceStore(run_dir / "store").trace_ids() and len(after) == 24
     assert store.physical_trace_rows() == 24  # each trace stored exactly once
     assert s["resumed"] and s["replayed_traces"] == len(before)  # committed problems never reached the teacher
     assert s["stages"]["teacher"]["problems"] == 24 and s["stored_traces"] == 24
     assert (run / "student" / "config.json").is_file() and not (run / "student" / "trainer_state.pt").exists()
+
+    # the worker kill: a new worker continued from the checkpoint
+    pids = new_pids()
+    assert pid in pids and len(pids) == 2, "a new worker must have taken over"
+    # Steps per epoch come from this run's own training rows (its store): greedy decoding on CPU is not
+    # bit-stable across batch compositions, so the accepted count may differ from the reference's.
+    rows = store_training_rows(str(run / "store"), load_config("smoke").train.supervision)
+    per_epoch = math.ceil(len(rows) / 2)  # smoke: train.batch_size 2, one worker
+    # the workers' own output is off the terminal: the run copied it to runs/<id>/logs/
+    log = "".join(p.read_text(errors="replace") for p in sorted((run / "logs").rglob("worker-*.out")))
+    assert f"resumed at step {per_epoch} (epoch 1, done)" in log  # the new worker loaded the checkpoint
+    assert "resumed at step" not in (tmp_path / "resume.log").read_text()  # a quiet terminal
+    steps = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    after_kill = [e["step"] for e in steps if e["stage"] == "train" and e["actor"].endswith(f":{pids[1]}")]
+    assert after_kill[0] == per_epoch + 1, "the new worker must continue after the checkpoint, not from step 1"
+    assert after_kill == list(range(per_epoch + 1, 2 * per_epoch + 1))  # the rest of epoch 2, once each
+    # Steps the killed worker took after the checkpoint are counted too: they were done, then lost.
+    assert s["stages"]["train"]["steps"] >= 2 * per_epoch
+    assert s["student_checkpoint"]
