@@ -19,7 +19,7 @@ from pathlib import Path
 
 from distill.answers import _norm_text, is_correct, verify
 from distill.schema import stable_id
-from distill.sources import LoadedProblems, _as_text, _guess_verifier, _quarantine
+from distill.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
 
 LETTERS = string.ascii_uppercase  # more options than letters is quarantined, not guessed at
 _LETTER_ONLY = re.compile(r"\(?([a-z])\)?[.:]?")
@@ -32,7 +32,7 @@ def _targets(raw: object) -> list[str]:
         raise ValueError("empty target list")
     out: list[str] = []
     for t in items:
-        text = _as_text(t, "target").strip()
+        text = as_text(t, "target").strip()
         if text not in out:  # BIG-bench lists repeat targets; a repeat is one answer
             out.append(text)
     return out
@@ -47,7 +47,7 @@ def _target_scores(raw: object) -> dict[str, float]:
         raise ValueError(f"{len(raw)} options, more than the {len(LETTERS)} option letters")
     scores: dict[str, float] = {}
     for option, score in raw.items():
-        text = _as_text(option, "option").strip()
+        text = as_text(option, "option").strip()
         if isinstance(score, bool) or not isinstance(score, (int, float)):
             raise ValueError(f"score of option {text!r} is not a number")
         if text in scores:
@@ -70,7 +70,7 @@ def _question(prefix: str, text: str, choices: list[str] | None) -> str:
 def _to_problem(name: str, prefix: str, example: object, prefer_mc: bool = True) -> dict:
     if not isinstance(example, dict):
         raise ValueError(f"expected a JSON object, got {type(example).__name__}")
-    text = _as_text(example.get("input"), "field 'input'")
+    text = as_text(example.get("input"), "field 'input'")
     pid = stable_id("bigbench", name, text)
     source = f"bigbench:{name}"
     # Some tasks (e.g. arithmetic) give both; the task's preferred_score decides which one it is.
@@ -85,7 +85,7 @@ def _to_problem(name: str, prefix: str, example: object, prefer_mc: bool = True)
     if "target" not in example:
         raise ValueError("missing field 'target' (and no 'target_scores')")
     targets = _targets(example["target"])
-    verifier = "math" if all(_guess_verifier(t) == "math" for t in targets) else "exact"
+    verifier = "math" if all(guess_verifier(t) == "math" for t in targets) else "exact"
     meta = {"targets": targets, "mc": False}
     return {"problem_id": pid, "source": source, "question": _question(prefix, text, None),
             "reference_answer": targets[0], "verifier": verifier, "metadata": json.dumps(meta)}
@@ -130,10 +130,10 @@ def load_task(path: str | Path, size: int | None = None, seed: int = 0) -> Loade
         try:
             p = _to_problem(name, prefix, example, prefer_mc)
         except ValueError as e:
-            out.quarantined.append(_quarantine(key, str(e), example))
+            out.quarantined.append(quarantine_row(key, str(e), example))
             continue
         if p["problem_id"] in seen:
-            out.quarantined.append(_quarantine(key, f"duplicate problem_id {p['problem_id']}", example))
+            out.quarantined.append(quarantine_row(key, f"duplicate problem_id {p['problem_id']}", example))
             continue
         seen.add(p["problem_id"])
         out.problems.append(p)

@@ -121,6 +121,15 @@ class _Placement(_Strict):
                              "own fields)")
         return v
 
+    def placement_options(self) -> dict:
+        """Ray options placing this stage's replicas: its custom resources and node-label selector."""
+        out: dict = {}
+        if self.resources:
+            out["resources"] = dict(self.resources)
+        if self.labels:
+            out["label_selector"] = dict(self.labels)
+        return out
+
 
 class _ActorPool(_Placement):
     """An actor pool: size min..max, autoscaled by Ray Data between the two."""

@@ -32,9 +32,7 @@ def evaluator_options(ev: EvalConfig, seed: int, trust_remote_code: bool = False
 
 def remote_options(ev: EvalConfig) -> dict:
     """Ray options of an evaluator task: its CPUs/GPUs and placement (custom resources, node labels)."""
-    from pipelines.stages import placement
-
-    return {"num_cpus": ev.num_cpus, "num_gpus": ev.num_gpus, **placement(ev)}
+    return {"num_cpus": ev.num_cpus, "num_gpus": ev.num_gpus, **ev.placement_options()}
 
 
 def _evaluate(model, requests: list[dict], options: dict) -> dict:
@@ -383,14 +381,14 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
     from distill.metrics import RunMetrics, provenance, write_json
     from distill.models import resolve_model
     from distill.report import write_report
-    from pipelines.run import _yaml, new_run_dir
+    from distill.rundir import config_yaml, new_run_dir
 
     ckpt = Path(checkpoint).expanduser().resolve()
     if not (ckpt / "config.json").is_file():
         raise FileNotFoundError(f"{ckpt} is not an HF model directory (no config.json)")
     run_id, run_dir = new_run_dir(cfg, prefix="eval")
     t_start = time.time()
-    (run_dir / "config.yaml").write_text(_yaml(cfg))
+    (run_dir / "config.yaml").write_text(config_yaml(cfg))
     store = Path(train_store) if train_store else ckpt.parent / "store"
     suite = load_suite(cfg.eval, train_problem_ids(cfg, store))
     requests = build_requests(suite, cfg.eval, cfg.prompt)

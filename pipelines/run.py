@@ -11,23 +11,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
-from datetime import datetime
 from pathlib import Path
 
 from distill.config import ConfigError, RunConfig
 from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
+from distill.rundir import config_yaml, new_run_dir
 from distill.sources import load_problems
 from distill.store import TraceStore
-
-
-def new_run_dir(cfg: RunConfig, prefix: str | None = None) -> tuple[str, Path]:
-    name = f"{prefix}-{cfg.name}" if prefix else cfg.name
-    run_id = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    run_dir = Path(cfg.output_dir).resolve() / run_id
-    run_dir.mkdir(parents=True)
-    return run_id, run_dir
 
 
 def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
@@ -39,7 +30,7 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     check_output_dir(cfg)
     if resume_dir is None:
         run_id, run_dir = new_run_dir(cfg)
-        (run_dir / "config.yaml").write_text(_yaml(cfg))
+        (run_dir / "config.yaml").write_text(config_yaml(cfg))
     else:
         run_dir = Path(resume_dir).resolve()
         run_id = run_dir.name
@@ -266,12 +257,6 @@ def cores_of(cfg: RunConfig):
         return 1.0
 
     return f
-
-
-def _yaml(cfg: RunConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
 def _hparams(metrics: RunMetrics, cfg: RunConfig, summary: dict) -> None:

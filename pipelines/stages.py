@@ -12,16 +12,6 @@ from distill.config import RunConfig
 from distill.metrics import RunMetrics
 
 
-def placement(stage) -> dict:
-    """Ray options placing a stage's replicas: custom resources and a node-label selector (config)."""
-    out: dict = {}
-    if stage.resources:
-        out["resources"] = dict(stage.resources)
-    if stage.labels:
-        out["label_selector"] = dict(stage.labels)
-    return out
-
-
 def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events,
                       student_path: str | None = None):
     """problems -> teacher pool -> scorer pool -> the chosen supervision of accepted traces (lazy)."""
@@ -48,7 +38,7 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
                                            max_tasks_in_flight_per_actor=t.concurrent_batches,
                                            max_concurrent_calls_per_actor=t.concurrent_batches
                                            if t.backend == "vllm" else None),
-        num_cpus=t.num_cpus, num_gpus=t.num_gpus, **placement(t))
+        num_cpus=t.num_cpus, num_gpus=t.num_gpus, **t.placement_options())
     return ds
 
 
@@ -65,7 +55,7 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
         fn_constructor_kwargs=dict(scorer=s.model_dump(), store_root=store_root, events=events,
                                    supervision=cfg.train.supervision, student_path=student_path),
         compute=ray.data.ActorPoolStrategy(min_size=s.replicas_min, max_size=s.replicas_max),
-        num_cpus=s.num_cpus, **placement(s))
+        num_cpus=s.num_cpus, **s.placement_options())
 
 
 def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events,

@@ -28,7 +28,7 @@ def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     from ray.util.queue import Queue
 
     from cluster.session import ray_session
-    from pipelines.run import _yaml, new_run_dir
+    from distill.rundir import config_yaml, new_run_dir
     from pipelines.stages import EventPump, generation_stream
 
     arms = cfg.sweep.arm_overrides()
@@ -39,7 +39,7 @@ def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     held_out = validation_problems(cfg, TraceStore(store_root) if store_root else None)
     run_id, run_dir = new_run_dir(cfg, prefix="sweep")
     t_start = time.time()
-    (run_dir / "config.yaml").write_text(_yaml(cfg))
+    (run_dir / "config.yaml").write_text(config_yaml(cfg))
     print(f"[distill] sweep {run_id} -> {run_dir}  arms: {', '.join(arms)}  x {cfg.sweep.seeds} seed(s)")
     student_path = resolve_model(cfg.train.student)
     store = TraceStore(store_root or run_dir / "store")
