@@ -17,11 +17,11 @@ from contextlib import nullcontext
 from typing import Callable, Iterable
 
 from distill.metrics import emit
+from distill.packing import collate_packed, label_logits_model, packed_loss_sum
 from distill.prompts import messages_for, pick_style, style_of
 from distill.schema import TRAIN_INPUT, require_columns
 from distill.tokenize import IGNORE, ensure_chat_template
 from distill.training import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
-from distill.packing import collate_packed, label_logits_model, packed_loss_sum
 from distill.weights import collate_weighted, token_weights, weighted_loss_sum
 
 STATE_FILE = "trainer_state.pt"  # optimizer, fp32 master weights (torch.save of tensors; loaded weights_only)

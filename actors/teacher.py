@@ -22,8 +22,8 @@ import pyarrow as pa
 from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
 from distill.metrics import emit
 from distill.models import on_this_node
-from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
 from distill.prompts import messages_for, style_of
+from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
 from distill.store import TraceStore
 
 # What the teacher stage adds to a problem row (the rest of TRACE_SCHEMA is the scorer's).

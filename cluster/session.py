@@ -91,7 +91,6 @@ def ray_session(cfg: RayConfig, logs_dir=None):
     """Ray for one command. Unless `cfg.verbose`, workers' output (engine and library chatter) stays off
     the terminal and is copied into `logs_dir` when the session ends."""
     import ray
-
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
     env = worker_env(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR))

@@ -9,11 +9,20 @@ a good trace, a missed claim only loses a signal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from fractions import Fraction
+from functools import lru_cache
 
-from distill.arith_tokens import (_ARITH, _NEGATION, _PAIRS, _RETRACT_AFTER, _Tok, _rewrite_words, _runs, _tokenize,
-                                   canonical)
+from distill.arith_tokens import (
+    _ARITH,
+    _NEGATION,
+    _PAIRS,
+    _RETRACT_AFTER,
+    _rewrite_words,
+    _runs,
+    _Tok,
+    _tokenize,
+    canonical,
+)
 
 MAX_SIDE_TOKENS = 256  # one side of an equation; longer sides are not checked
 MAX_BITS = 4096  # size bound on every intermediate numerator / denominator

@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from distill.answers import _norm_text, is_correct, verify
-from distill.schema import stable_id
 from distill.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
+from distill.schema import stable_id
 
 LETTERS = string.ascii_uppercase  # more options than letters is quarantined, not guessed at
 _LETTER_ONLY = re.compile(r"\(?([a-z])\)?[.:]?")

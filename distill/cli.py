@@ -115,9 +115,8 @@ def cmd_run(args) -> int:
             cfg = _config(args.recipe, args.set, args.address, args.no_eval_cache, args.verbose)
     except ConfigError as e:
         return _error(e)
-    from pipelines.run import main
-
     from cluster.planner import PlanError
+    from pipelines.run import main
 
     try:
         main(cfg, resume_dir=resume)
@@ -232,8 +231,17 @@ when it does not fit. `distill run` makes the same check against the live cluste
 def cmd_plan(args) -> int:
     import yaml
 
-    from cluster.planner import (check, describe, embedded_node, grown_nodes, nodes_from_kuberay, nodes_from_launcher,
-                                 plan, student_memory, waiting_for_scale_up)
+    from cluster.planner import (
+        check,
+        describe,
+        embedded_node,
+        grown_nodes,
+        nodes_from_kuberay,
+        nodes_from_launcher,
+        plan,
+        student_memory,
+        waiting_for_scale_up,
+    )
 
     try:
         cfg = _config(args.recipe, args.set, None)

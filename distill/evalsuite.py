@@ -17,7 +17,7 @@ from collections import defaultdict
 
 from distill.anatomy import analyse
 from distill.answers import extract_answer, is_correct, verify
-from distill.config import EvalConfig, PromptConfig, PromptStyle
+from distill.config import EvalConfig, PromptConfig
 from distill.evalcompare import compare
 from distill.evalmetrics import imitation_fidelity, prompt_style_metrics, reasoning_delta, split_metrics
 from distill.prompts import messages_for, style_of

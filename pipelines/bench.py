@@ -300,7 +300,7 @@ def arm_eval_engine(a) -> dict:
     path = resolve_model(cfg.train.student)
     eng = EvalEngine(opts)
     try:
-        first = eng._evaluate(path, reqs)
+        eng._evaluate(path, reqs)  # the engine start (history()[0])
         again = eng._evaluate(path, reqs)  # an in-place swap (the same weights: the cost is the swap's)
     finally:
         eng.close()

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import queue
-from contextlib import nullcontext
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import EvalConfig, RunConfig

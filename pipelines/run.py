@@ -70,8 +70,17 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     from cluster.planner import PlanError, ensure_fits, grown_nodes, node_view, observed_placement
     from cluster.session import alive_nodes, autoscaler_config, ray_session, unshared_nodes
     from distill.evalsuite import build_requests, load_suite
-    from pipelines.evaluate import (EvalRunner, baseline_requests, close_engine, eval_engine, eval_summary,
-                                    in_loop_curve, teacher_from_store, teacher_generation_mismatch, write_predictions)
+    from pipelines.evaluate import (
+        EvalRunner,
+        baseline_requests,
+        close_engine,
+        eval_engine,
+        eval_summary,
+        in_loop_curve,
+        teacher_from_store,
+        teacher_generation_mismatch,
+        write_predictions,
+    )
     from pipelines.stages import EventPump, generation_stream, student_trainer
 
     store = TraceStore(run_dir / "store")

@@ -66,8 +66,15 @@ def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str
     `engine`: the run's EvalEngine actor, which the in-loop evaluations then share (no engine start each)."""
     from functools import partial
 
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
-    from ray.train import ValidationConfig, ValidationTaskConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        ScalingConfig,
+        ValidationConfig,
+        ValidationTaskConfig,
+    )
+    from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from actors.student import train_loop_per_worker

@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
+from test_stream import _cfg  # tests/ray is on sys.path (pytest prepend import mode)
 
 from distill.schema import trace_id
 from distill.store import TraceStore
-from test_stream import _cfg  # tests/ray is on sys.path (pytest prepend import mode)
 
 pytestmark = pytest.mark.ray
 

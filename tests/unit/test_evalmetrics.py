@@ -3,8 +3,17 @@ import math
 import pytest
 
 from distill.evalmetrics import (
-    _lcs_len, accuracy, imitation_fidelity, maj_at_k, normalize_answer, pass_at_k, prompt_style_metrics,
-    reasoning_delta, rouge_l, split_metrics, token_f1,
+    _lcs_len,
+    accuracy,
+    imitation_fidelity,
+    maj_at_k,
+    normalize_answer,
+    pass_at_k,
+    prompt_style_metrics,
+    reasoning_delta,
+    rouge_l,
+    split_metrics,
+    token_f1,
 )
 
 

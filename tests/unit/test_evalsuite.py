@@ -4,8 +4,16 @@ import json
 import pytest
 
 from distill.config import EvalConfig, PromptConfig, SourceConfig
-from distill.evalsuite import (build_requests, load_suite, messages_for, prediction, score_answer, side_by_side,
-                               style_of, summarize)
+from distill.evalsuite import (
+    build_requests,
+    load_suite,
+    messages_for,
+    prediction,
+    score_answer,
+    side_by_side,
+    style_of,
+    summarize,
+)
 from distill.sources import load_problems
 
 

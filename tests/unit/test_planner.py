@@ -1,5 +1,6 @@
 """The resource planner on hand-made clusters: what fits, and what it says when something does not."""
 import pytest
+
 from cluster.planner import Demand, check, cluster_totals, plan
 from distill.config import load_config
 

@@ -1,9 +1,16 @@
 import pyarrow.parquet as pq
-
-from distill.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, VARIANT_SCHEMA, MissingColumnError, require_columns, trace_id
-from distill.store import TraceStore
-
 import pytest
+
+from distill.schema import (
+    QUARANTINE_SCHEMA,
+    SCHEMA_VERSION,
+    TRACE_SCHEMA,
+    VARIANT_SCHEMA,
+    MissingColumnError,
+    require_columns,
+    trace_id,
+)
+from distill.store import TraceStore
 
 
 def _row(tid, verdict="accepted", scored_at=1.0, pid="p1", j=0):

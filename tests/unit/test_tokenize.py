@@ -23,8 +23,8 @@ def test_prompt_masked_completion_and_end_of_turn_trained(tok):
     assert len(ids) == len(labels)
     prompt_len = len(tok(tok.apply_chat_template(MSGS, tokenize=False, add_generation_prompt=True),
                          add_special_tokens=False)["input_ids"])
-    assert all(l == IGNORE for l in labels[:prompt_len])           # no loss on the prompt
-    trained = [i for i, l in enumerate(labels) if l != IGNORE]
+    assert all(x == IGNORE for x in labels[:prompt_len])           # no loss on the prompt
+    trained = [i for i, x in enumerate(labels) if x != IGNORE]
     assert trained[0] == prompt_len                                 # loss starts at the first reply token
     eot = end_of_turn_ids(tok)
     last = trained[-1]
@@ -53,4 +53,4 @@ def test_tokenizer_without_template_gets_chatml():
     t.chat_template = None
     ensure_chat_template(t)
     ex = encode_example(t, MSGS, "5", 64)
-    assert ex is not None and any(l != IGNORE for l in ex["labels"])
+    assert ex is not None and any(x != IGNORE for x in ex["labels"])

@@ -85,11 +85,12 @@ def test_a_pool_style_identical_to_an_eval_style_is_a_config_error_naming_both()
 
 
 def test_prefilled_training_prompt_is_tokenised_as_at_inference():
+    from transformers import AutoTokenizer
+
     from distill.models import resolve_model
     from distill.prompts import messages_for
     from distill.tokenize import IGNORE, render_prompt
     from distill.weights import token_weights
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     msgs = messages_for("3 + 4 =", {"system": None, "instruction": "Go.", "examples": [], "prefill": ""})
