@@ -2,6 +2,7 @@
 
 Below distill/sources.py and distill/bigbench.py, which both import it (no import circle between them).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ class LoadedProblems:
 
 
 def quarantine_row(key: str, reason: str, payload: Any) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "stage": "source", "key": key, "reason": reason,
-            "payload": json.dumps(payload, default=_json_default, ensure_ascii=False)[:4000], "at": time.time()}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "stage": "source",
+        "key": key,
+        "reason": reason,
+        "payload": json.dumps(payload, default=_json_default, ensure_ascii=False)[:4000],
+        "at": time.time(),
+    }
 
 
 def _json_default(o: Any) -> str:

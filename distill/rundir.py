@@ -2,6 +2,7 @@
 
 Shared by every driver (run, sweep, evaluate); below pipelines/, so none of them imports another for it.
 """
+
 from __future__ import annotations
 
 import uuid

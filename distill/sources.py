@@ -3,6 +3,7 @@
 Every source yields rows of PROBLEM_SCHEMA. A row that cannot become a problem (missing field, empty
 question, bad bytes, duplicate id) is quarantined with its reason; it never stops the run.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ def _file_rows(src: SourceConfig) -> Iterator[tuple[str, dict]]:
             try:
                 row = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                yield f"line{i + 1}", {"__error__": f"line is not valid UTF-8 ({e.reason} at byte {e.start})",
-                                        "__raw__": raw[:500]}
+                yield (
+                    f"line{i + 1}",
+                    {"__error__": f"line is not valid UTF-8 ({e.reason} at byte {e.start})", "__raw__": raw[:500]},
+                )
                 continue
             except json.JSONDecodeError as e:
                 yield f"line{i + 1}", {"__error__": f"not valid JSON: {e.msg}", "__raw__": raw[:500]}
@@ -98,8 +101,14 @@ def _to_problem(src: SourceConfig, name: str, key: str, row: dict) -> dict:
     meta = dict(metadata or {})
     if verifier == "reasoning_gym" and "source_dataset" not in meta:
         meta["source_dataset"] = src.task
-    return {"problem_id": pid, "source": name, "question": question, "reference_answer": answer,
-            "verifier": verifier, "metadata": json.dumps(meta, default=str)}
+    return {
+        "problem_id": pid,
+        "source": name,
+        "question": question,
+        "reference_answer": answer,
+        "verifier": verifier,
+        "metadata": json.dumps(meta, default=str),
+    }
 
 
 def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
@@ -113,8 +122,9 @@ def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
             out.quarantined.extend(got.quarantined)
             for p in got.problems:
                 if p["problem_id"] in seen:
-                    out.quarantined.append(quarantine_row(f"{name}#{p['problem_id']}",
-                                                       f"duplicate problem_id {p['problem_id']}", p))
+                    out.quarantined.append(
+                        quarantine_row(f"{name}#{p['problem_id']}", f"duplicate problem_id {p['problem_id']}", p)
+                    )
                     continue
                 seen.add(p["problem_id"])
                 out.problems.append(p)

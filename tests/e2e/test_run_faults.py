@@ -3,6 +3,7 @@
 Processes are killed by their ids with SIGKILL. The uninterrupted `run_dir` fixture run of the same
 recipe is the reference: same set of trace_ids, each stored exactly once.
 """
+
 import json
 import math
 import os
@@ -18,14 +19,25 @@ from distill.store import TraceStore
 
 pytestmark = pytest.mark.e2e
 
-NO_EVAL = ["--set", "eval.in_distribution=[]", "--set", "eval.related=[]", "--set", "eval.difficulty_shift=[]",
-           "--set", "eval.prompt_styles={}"]
+NO_EVAL = [
+    "--set",
+    "eval.in_distribution=[]",
+    "--set",
+    "eval.related=[]",
+    "--set",
+    "eval.difficulty_shift=[]",
+    "--set",
+    "eval.prompt_styles={}",
+]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     log = open(out / "driver.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}",
-                             *NO_EVAL, *extra], stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}", *NO_EVAL, *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _run_dir(out: Path, timeout: float = 120) -> Path:
@@ -72,8 +84,12 @@ def test_training_worker_killed_restarts_from_checkpoint_and_completes(run_dir, 
     # Kill the worker once Ray Train has registered its first checkpoint (the controller's snapshot
     # names it), while it trains epoch 2.
     snapshot = run / "ray_train" / "train" / "checkpoint_manager_snapshot.json"
-    _wait_for(lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(), proc, 600,
-              "the first registered checkpoint")
+    _wait_for(
+        lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(),
+        proc,
+        600,
+        "the first registered checkpoint",
+    )
     (pid,) = _wait_for(lambda: _train_pids(run), proc, 60, "a training step")
     os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=900) == 0, (tmp_path / "driver.log").read_text()[-4000:]
@@ -107,8 +123,9 @@ def test_driver_killed_then_resume_matches_an_uninterrupted_run(run_dir, tmp_pat
     before = store.trace_ids()
     assert 8 <= len(before) < 24, f"killed too late: {len(before)} traces committed"
     time.sleep(3)
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--resume", str(run)],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "run", "--resume", str(run)], capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     s = json.loads((run / "summary.json").read_text())
     after = store.trace_ids()

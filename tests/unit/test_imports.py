@@ -1,5 +1,6 @@
 """The project's modules import each other without a circle, lazy (in-function) imports included:
 a circle means two modules that cannot be understood, tested or moved one without the other."""
+
 import ast
 import graphlib
 from pathlib import Path
