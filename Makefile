@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 EXTRA   ?= cpu
 STAMP   := $(VENV)/.distill-installed
 
-.PHONY: setup models quickstart smoke test test-unit bench-cluster clean
+.PHONY: setup models quickstart smoke test test-unit lint bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,8 +30,13 @@ quickstart: models
 smoke: models
 	$(BIN)/distill run smoke
 
-test: models
+test: models lint
 	$(BIN)/python -m pytest -q --durations=20 tests
+
+# ruff: lint (pyflakes, pycodestyle, import order) and the formatter's check; config in pyproject.toml
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

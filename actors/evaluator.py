@@ -5,6 +5,7 @@ transformers `generate` as the fallback for models vLLM cannot load. Each reques
 messages (from distill/evalsuite.py) and is rendered with the model's own chat template, plus an
 optional assistant prefill. Scoring is pure and lives in distill/evalsuite.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,17 @@ from distill.models import on_this_node
 
 
 class Evaluator:
-    def __init__(self, model_path: str, backend: str = "vllm", max_model_len: int = 1024, kv_cache_gib: int = 1,
-                 cpu_threads_bind: str | None = None, seed: int = 0, trust_remote_code: bool = False,
-                 dtype: str | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        backend: str = "vllm",
+        max_model_len: int = 1024,
+        kv_cache_gib: int = 1,
+        cpu_threads_bind: str | None = None,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        dtype: str | None = None,
+    ):
         model_path = on_this_node(str(model_path))  # the driver's cache path may not exist on this node
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # `load` sends a function of ours (retie_lm_head) to the engine's worker, which vLLM refuses to
@@ -43,14 +52,22 @@ class Evaluator:
         if backend == "vllm":
             from vllm import LLM
 
-            self.llm = LLM(model=model_path, max_model_len=max_model_len, seed=seed, enforce_eager=True,
-                           dtype=self.dtype, disable_log_stats=True, trust_remote_code=trust_remote_code)
+            self.llm = LLM(
+                model=model_path,
+                max_model_len=max_model_len,
+                seed=seed,
+                enforce_eager=True,
+                dtype=self.dtype,
+                disable_log_stats=True,
+                trust_remote_code=trust_remote_code,
+            )
         else:
             import torch
             from transformers import AutoModelForCausalLM
 
-            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype),
-                                                              trust_remote_code=trust_remote_code).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_path, dtype=getattr(torch, self.dtype), trust_remote_code=trust_remote_code
+            ).eval()
 
     def can_load(self, model_path: str) -> bool:
         """Whether `model_path` fits this engine as it is (same architecture and shapes): then `load`
@@ -78,8 +95,9 @@ class Evaluator:
             import torch
             from transformers import AutoModelForCausalLM
 
-            self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype),
-                                                              trust_remote_code=self.trust_remote_code).eval()
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model_path, dtype=getattr(torch, self.dtype), trust_remote_code=self.trust_remote_code
+            ).eval()
         self.model_path = str(model_path)
         return time.time() - t0
 
@@ -110,8 +128,13 @@ class Evaluator:
         # A prompt longer than the context is answered by nobody: scored as no answer, and counted.
         raw = [outs.get(i) or [("", 0, "prompt_too_long")] * r["n"] for i, r in enumerate(requests)]
         preds = predictions(requests, raw)
-        return {"predictions": preds, "outputs": raw, "wall_s": round(time.time() - t0, 2),
-                "tokens": sum(p["tokens"] for p in preds), "skipped_too_long": len(requests) - len(fits)}
+        return {
+            "predictions": preds,
+            "outputs": raw,
+            "wall_s": round(time.time() - t0, 2),
+            "tokens": sum(p["tokens"] for p in preds),
+            "skipped_too_long": len(requests) - len(fits),
+        }
 
     def _room(self, r: dict, ids: list[int]) -> int:
         return max(1, min(r["max_tokens"], self.max_model_len - len(ids)))
@@ -119,8 +142,15 @@ class Evaluator:
     def _vllm(self, requests: list[dict], ids: list[list[int]]) -> list[list[tuple[str, int, str]]]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=r["n"], temperature=r["temperature"], max_tokens=self._room(r, x),
-                                 seed=self.seed if r["n"] > 1 else None) for r, x in zip(requests, ids)]
+        params = [
+            SamplingParams(
+                n=r["n"],
+                temperature=r["temperature"],
+                max_tokens=self._room(r, x),
+                seed=self.seed if r["n"] > 1 else None,
+            )
+            for r, x in zip(requests, ids)
+        ]
         outs = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
         return [[(c.text, len(c.token_ids), c.finish_reason) for c in o.outputs] for o in outs]
 
@@ -133,13 +163,19 @@ class Evaluator:
         for r, x in zip(requests, ids):
             inp = torch.tensor([x])
             with torch.no_grad():
-                g = self.model.generate(inp, attention_mask=torch.ones_like(inp), max_new_tokens=self._room(r, x),
-                                        do_sample=r["temperature"] > 0, temperature=r["temperature"] or None,
-                                        num_return_sequences=r["n"], pad_token_id=pad)
+                g = self.model.generate(
+                    inp,
+                    attention_mask=torch.ones_like(inp),
+                    max_new_tokens=self._room(r, x),
+                    do_sample=r["temperature"] > 0,
+                    temperature=r["temperature"] or None,
+                    num_return_sequences=r["n"],
+                    pad_token_id=pad,
+                )
             res = []
-            for seq in g[:, len(x):].tolist():
+            for seq in g[:, len(x) :].tolist():
                 finish = "stop" if tok.eos_token_id in seq else "length"
-                seq = seq[:seq.index(tok.eos_token_id)] if tok.eos_token_id in seq else seq
+                seq = seq[: seq.index(tok.eos_token_id)] if tok.eos_token_id in seq else seq
                 res.append((tok.decode(seq, skip_special_tokens=True), len(seq), finish))
             out.append(res)
         return out
@@ -159,8 +195,18 @@ def retie_lm_head(worker) -> bool:
     return True
 
 
-ARCH_KEYS = ("architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-             "num_attention_heads", "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings")
+ARCH_KEYS = (
+    "architectures",
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "tie_word_embeddings",
+    "max_position_embeddings",
+)
 
 
 def same_architecture(a: str, b: str) -> bool:

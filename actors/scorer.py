@@ -4,6 +4,7 @@ Receives whole teacher output blocks (wired with batch_size=None), so all k samp
 in one call and the per-problem selection policy sees them together. Every scored row, accepted or
 not, is appended to the trace store before it is passed on: a crash loses at most what was in flight.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,16 @@ def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
         if anatomy["wrong_intermediate"]:
             flags = flags + ["wrong_intermediate"]
         blocking = [f for f in flags if f in cfg["reject_flags"]]
-        r.update(answer=answer, answer_rule=rule, score=score, correct=correct, flags=flags, scored_at=now,
-                 _ok=correct and not blocking, **anatomy)
+        r.update(
+            answer=answer,
+            answer_rule=rule,
+            score=score,
+            correct=correct,
+            flags=flags,
+            scored_at=now,
+            _ok=correct and not blocking,
+            **anatomy,
+        )
         if err:
             r["reason"] = err
         elif blocking:
@@ -53,8 +62,18 @@ def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
             r["reason"] = "wrong_answer"
         else:
             r["reason"] = ""
-    keep = select([{"problem_id": r["problem_id"], "sample_index": r["sample_index"], "ok": r["_ok"],
-                    "completion_tokens": r["completion_tokens"]} for r in rows], cfg["policy"])
+    keep = select(
+        [
+            {
+                "problem_id": r["problem_id"],
+                "sample_index": r["sample_index"],
+                "ok": r["_ok"],
+                "completion_tokens": r["completion_tokens"],
+            }
+            for r in rows
+        ],
+        cfg["policy"],
+    )
     for r, k in zip(rows, keep):
         r["selected"] = bool(k)
         r["verdict"] = "accepted" if k else "rejected"
@@ -64,8 +83,14 @@ def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
 
 
 class TraceScorer:
-    def __init__(self, scorer: dict, store_root: str, events=None, supervision: dict | None = None,
-                 student_path: str | None = None):
+    def __init__(
+        self,
+        scorer: dict,
+        store_root: str,
+        events=None,
+        supervision: dict | None = None,
+        student_path: str | None = None,
+    ):
         self.cfg = scorer
         self.store = TraceStore(store_root)
         self.events = events
@@ -88,15 +113,25 @@ class TraceScorer:
         for r in rows:
             anatomy = r.pop("_anatomy")
             if r["verdict"] == "accepted":
-                variants += [{**v, "problem_id": r["problem_id"], "question": r["question"], "created_at": t0}
-                             for v in variant_rows(r, anatomy)]
+                variants += [
+                    {**v, "problem_id": r["problem_id"], "question": r["question"], "created_at": t0}
+                    for v in variant_rows(r, anatomy)
+                ]
         count_tokens(variants, self.tokenizer)  # one batched tokenizer call for the whole block
         # Unparseable outputs (no final answer at all) also go to quarantine, so they are counted with
         # their reason next to malformed problems; the trace row keeps verdict=rejected.
-        unparseable = [{"schema_version": SCHEMA_VERSION, "stage": "scorer", "key": r["trace_id"],
-                        "reason": "unparseable teacher output: no final answer found",
-                        "payload": json.dumps({"text": (r["text"] or "")[-1000:]}), "at": time.time()}
-                       for r in rows if r["answer"] is None]
+        unparseable = [
+            {
+                "schema_version": SCHEMA_VERSION,
+                "stage": "scorer",
+                "key": r["trace_id"],
+                "reason": "unparseable teacher output: no final answer found",
+                "payload": json.dumps({"text": (r["text"] or "")[-1000:]}),
+                "at": time.time(),
+            }
+            for r in rows
+            if r["answer"] is None
+        ]
         # Exactly once: rows already in the store (replayed by the teacher from the ledger) still go on to
         # the trainer, but are not written again.
         # The trace part is written last: it is the block's commit (distill/store.py). Killed before it, the
@@ -109,16 +144,28 @@ class TraceScorer:
         self.store.append_traces([r for r in rows if r["trace_id"] in fresh])
         self.committed |= fresh
         accepted = sum(r["verdict"] == "accepted" for r in rows)
-        emit(self.events, {"stage": "scorer", "actor": self.actor, "t0": t0, "t1": time.time(),
-                           "rows_in": len(rows), "rows_out": accepted, "count/accepted": accepted,
-                           "count/rejected": len(rows) - accepted, "count/correct": sum(r["correct"] for r in rows),
-                           "count/quarantined": len(unparseable),
-                           "count/wrong_intermediate": sum(bool(r["wrong_intermediate"]) for r in rows),
-                           "count/variants_failed": sum(not v["ok"] for v in variants)})
+        emit(
+            self.events,
+            {
+                "stage": "scorer",
+                "actor": self.actor,
+                "t0": t0,
+                "t1": time.time(),
+                "rows_in": len(rows),
+                "rows_out": accepted,
+                "count/accepted": accepted,
+                "count/rejected": len(rows) - accepted,
+                "count/correct": sum(r["correct"] for r in rows),
+                "count/quarantined": len(unparseable),
+                "count/wrong_intermediate": sum(bool(r["wrong_intermediate"]) for r in rows),
+                "count/variants_failed": sum(not v["ok"] for v in variants),
+            },
+        )
         return training_table(variants, self.supervision)
 
 
 def training_table(variants: list[dict], supervision: dict[str, float]) -> pa.Table:
     """The supervision the student trains on: per accepted trace, the variant the mixture picks."""
-    return to_table([{**v, "trace_id": v["parent_trace_id"]} for v in picked_variants(variants, supervision)],
-                    TRAIN_SCHEMA)
+    return to_table(
+        [{**v, "trace_id": v["parent_trace_id"]} for v in picked_variants(variants, supervision)], TRAIN_SCHEMA
+    )

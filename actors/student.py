@@ -7,6 +7,7 @@ batches and optimizer steps in every epoch (equal streaming splits; equal shards
 otherwise DDP's collectives deadlock. What to train in which order, and at which learning rate, is
 decided by the pure functions of distill/training.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,11 +18,11 @@ from contextlib import nullcontext
 from typing import Callable, Iterable
 
 from distill.metrics import emit
+from distill.packing import collate_packed, label_logits_model, packed_loss_sum
 from distill.prompts import messages_for, pick_style, style_of
 from distill.schema import TRAIN_INPUT, require_columns
 from distill.tokenize import IGNORE, ensure_chat_template
 from distill.training import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
-from distill.packing import collate_packed, label_logits_model, packed_loss_sum
 from distill.weights import collate_weighted, token_weights, weighted_loss_sum
 
 STATE_FILE = "trainer_state.pt"  # optimizer, fp32 master weights (torch.save of tensors; loaded weights_only)
@@ -35,8 +36,10 @@ def store_training_rows(store_root: str, supervision: dict[str, float]) -> list[
     from distill.store import TraceStore
     from distill.variants import picked_variants
 
-    return [dict(r, trace_id=r["parent_trace_id"])
-            for r in picked_variants(TraceStore(store_root).variants(ok_only=True).to_pylist(), supervision)]
+    return [
+        dict(r, trace_id=r["parent_trace_id"])
+        for r in picked_variants(TraceStore(store_root).variants(ok_only=True).to_pylist(), supervision)
+    ]
 
 
 def shared_store_rows(store_root: str, supervision: dict[str, float], rank: int, world: int) -> list[dict]:
@@ -106,8 +109,14 @@ class StudentStep:
     step in which no rank has a token to train is skipped by every rank alike (no AdamW update, no
     schedule step: AdamW's momentum and weight decay would otherwise move the weights on nothing)."""
 
-    def __init__(self, cfg: dict, student_path: str, wrap=lambda m: m,
-                 reduce: Callable[[list[float]], list[float]] = lambda xs: xs, world: int = 1):
+    def __init__(
+        self,
+        cfg: dict,
+        student_path: str,
+        wrap=lambda m: m,
+        reduce: Callable[[list[float]], list[float]] = lambda xs: xs,
+        world: int = 1,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -123,16 +132,20 @@ class StudentStep:
         self.tokenizer = AutoTokenizer.from_pretrained(student_path, trust_remote_code=t["trust_remote_code"])
         ensure_chat_template(self.tokenizer)
         # fp32 master weights; bf16 autocast for the compute where native (self.bf16); saved in bf16 then.
-        base = AutoModelForCausalLM.from_pretrained(student_path, dtype=torch.float32,
-                                                    trust_remote_code=t["trust_remote_code"])
+        base = AutoModelForCausalLM.from_pretrained(
+            student_path, dtype=torch.float32, trust_remote_code=t["trust_remote_code"]
+        )
         base.config.use_cache = False
         if t.get("gradient_checkpointing"):  # HF's own: each decoder layer re-run in the backward pass
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.base = base
         # packing: the wrapped module returns logits at label positions only (distill/packing.py); DDP wraps it
         self.packing = bool(t.get("packing"))
-        self.model = wrap(label_logits_model(base, t.get("packed_attention", "per_example") == "per_example")
-                          if self.packing else base)
+        self.model = wrap(
+            label_logits_model(base, t.get("packed_attention", "per_example") == "per_example")
+            if self.packing
+            else base
+        )
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
         self.device = next(self.model.parameters()).device
@@ -141,16 +154,24 @@ class StudentStep:
 
     def lr(self) -> float:
         t = self.cfg
-        return t["lr"] * lr_multiplier(self.steps, self.total_steps, t["lr_schedule"], t["warmup_ratio"],
-                                       t["min_lr_ratio"])
+        return t["lr"] * lr_multiplier(
+            self.steps, self.total_steps, t["lr_schedule"], t["warmup_ratio"], t["min_lr_ratio"]
+        )
 
     def encode(self, rows: list[dict]) -> tuple[list[dict], int]:
         out, skipped = [], 0
         for r in rows:
             _, style = pick_style(r["trace_id"], self.prompt, self.pool, self.cfg.get("prompt_pool_share", 0.0))
-            ex = token_weights(self.tokenizer, messages_for(r["question"], style), r["text"], r.get("spans") or [],
-                               self.cfg["role_weights"], self.cfg["max_seq_len"], self.cfg["path_weight"],
-                               prefill=style["prefill"])
+            ex = token_weights(
+                self.tokenizer,
+                messages_for(r["question"], style),
+                r["text"],
+                r.get("spans") or [],
+                self.cfg["role_weights"],
+                self.cfg["max_seq_len"],
+                self.cfg["path_weight"],
+                prefill=style["prefill"],
+            )
             if ex is None:
                 skipped += 1
             else:
@@ -165,8 +186,11 @@ class StudentStep:
         if batches and isinstance(batches[0], dict):
             batches = [batches]
         encoded = [self.encode(b) for b in batches]
-        local_w = sum(float(sum(w for w, lab in zip(e["weights"][1:], e["labels"][1:]) if lab != IGNORE))
-                      for ex, _ in encoded for e in ex)
+        local_w = sum(
+            float(sum(w for w, lab in zip(e["weights"][1:], e["labels"][1:]) if lab != IGNORE))
+            for ex, _ in encoded
+            for e in ex
+        )
         global_w, horizon_sum = self.reduce([local_w, float(horizon)])
         if horizon_sum > 0:
             self.total_steps = max(int(round(horizon_sum)), self.steps + 1)
@@ -174,8 +198,15 @@ class StudentStep:
         skipped = sum(s for _, s in encoded)
         tokens = trained = padded = 0
         if global_w <= 0:  # nothing to train on any rank: no forward, no update, no schedule step
-            return {"loss": float("nan"), "tokens": 0, "trained_tokens": 0, "examples": n_rows - skipped,
-                    "skipped": skipped, "lr": self.lr(), "stepped": False}
+            return {
+                "loss": float("nan"),
+                "tokens": 0,
+                "trained_tokens": 0,
+                "examples": n_rows - skipped,
+                "skipped": skipped,
+                "lr": self.lr(),
+                "stepped": False,
+            }
         loss_sum = 0.0
         for i, (examples, _) in enumerate(encoded):
             if not examples:  # this rank has nothing here but others do: join the collective with no tokens
@@ -185,12 +216,19 @@ class StudentStep:
             with sync:
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
                     if self.packing:  # rows of max_seq_len, logits at label positions only
-                        ids, pos, labels, weights = (x.to(self.device) for x in collate_packed(
-                            examples, max(self.cfg["pack_len"], self.cfg["max_seq_len"]), self.tokenizer.pad_token_id))
+                        ids, pos, labels, weights = (
+                            x.to(self.device)
+                            for x in collate_packed(
+                                examples,
+                                max(self.cfg["pack_len"], self.cfg["max_seq_len"]),
+                                self.tokenizer.pad_token_id,
+                            )
+                        )
                         part = packed_loss_sum(self.model, ids, pos, labels, weights)
                     else:
-                        ids, mask, labels, weights = (x.to(self.device) for x in
-                                                      collate_weighted(examples, self.tokenizer.pad_token_id))
+                        ids, mask, labels, weights = (
+                            x.to(self.device) for x in collate_weighted(examples, self.tokenizer.pad_token_id)
+                        )
                         logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
                         part = weighted_loss_sum(logits, labels, weights)  # sum of w * ce over this micro-batch
                 # DDP averages gradients over ranks: x world makes the result the global token mean.
@@ -206,9 +244,16 @@ class StudentStep:
         self.opt.zero_grad(set_to_none=True)
         lr = self.opt.param_groups[0]["lr"]
         self.steps += 1
-        return {"loss": loss_sum / local_w if local_w else float("nan"), "tokens": tokens, "trained_tokens": trained,
-                "padded_tokens": padded,
-                "examples": n_rows - skipped, "skipped": skipped, "lr": lr, "stepped": True}
+        return {
+            "loss": loss_sum / local_w if local_w else float("nan"),
+            "tokens": tokens,
+            "trained_tokens": trained,
+            "padded_tokens": padded,
+            "examples": n_rows - skipped,
+            "skipped": skipped,
+            "lr": lr,
+            "stepped": True,
+        }
 
     def save(self, directory: str) -> None:
         """The HF model (safetensors) in the dtype it trained in: bf16 under bf16 autocast (half the
@@ -220,8 +265,9 @@ class StudentStep:
         else:
             import json
 
-            self.base.save_pretrained(directory, state_dict={k: v.detach().to(torch.bfloat16)
-                                                            for k, v in self.base.state_dict().items()})
+            self.base.save_pretrained(
+                directory, state_dict={k: v.detach().to(torch.bfloat16) for k, v in self.base.state_dict().items()}
+            )
             # save_pretrained records the in-memory (fp32) dtype; the file holds bf16
             cfg_file = os.path.join(directory, "config.json")
             with open(cfg_file) as f:
@@ -298,11 +344,14 @@ def train_loop_per_worker(config: dict) -> None:
             # prepare_model moves the model to this worker's device and wraps it in DDP when world > 1.
             student = StudentStep(config, d, wrap=ray.train.torch.prepare_model, reduce=reduce, world=world)
             position = student.load_state(d)
-        print(f"[distill] train: resumed at step {student.steps} (epoch {position['epoch']}, "
-              f"{'done' if position['epoch_done'] else str(position['batches']) + ' batches in'})")
+        print(
+            f"[distill] train: resumed at step {student.steps} (epoch {position['epoch']}, "
+            f"{'done' if position['epoch_done'] else str(position['batches']) + ' batches in'})"
+        )
     else:
-        student = StudentStep(config, config["student_path"], wrap=ray.train.torch.prepare_model, reduce=reduce,
-                              world=world)
+        student = StudentStep(
+            config, config["student_path"], wrap=ray.train.torch.prepare_model, reduce=reduce, world=world
+        )
     horizon = StreamHorizon(config["store_root"], t["supervision"], config["expected_traces"]) if rank == 0 else None
 
     def run_step(group: list[list[dict]], epoch: int, estimate: bool) -> dict:
@@ -311,14 +360,30 @@ def train_loop_per_worker(config: dict) -> None:
         if estimate and horizon is not None and (rows := horizon.epoch_rows()):
             est = t["epochs"] * steps_per_epoch(int(rows), world, t["batch_size"], t["grad_accum"])
         m = student.step(group, horizon=est)
-        emit(events, {"stage": "train", "actor": actor, "t0": t0, "t1": time.time(), "step": student.steps,
-                      "rows_in": sum(len(b) for b in group), "rows_out": m["examples"], "loss": m["loss"],
-                      "lr": m["lr"], "epoch": epoch, "count/tokens": m["tokens"], "count/skipped_too_long": m["skipped"],
-                      "count/empty_steps": int(not m["stepped"]), "horizon": student.total_steps})
+        emit(
+            events,
+            {
+                "stage": "train",
+                "actor": actor,
+                "t0": t0,
+                "t1": time.time(),
+                "step": student.steps,
+                "rows_in": sum(len(b) for b in group),
+                "rows_out": m["examples"],
+                "loss": m["loss"],
+                "lr": m["lr"],
+                "epoch": epoch,
+                "count/tokens": m["tokens"],
+                "count/skipped_too_long": m["skipped"],
+                "count/empty_steps": int(not m["stepped"]),
+                "horizon": student.total_steps,
+            },
+        )
         return m
 
-    def checkpoint(epoch: int, last: dict, batches: int, trained_ids: list[str], final: bool = False,
-                   epoch_done: bool = False) -> None:
+    def checkpoint(
+        epoch: int, last: dict, batches: int, trained_ids: list[str], final: bool = False, epoch_done: bool = False
+    ) -> None:
         from ray.train import ValidationTaskConfig
 
         metrics = {"epoch": epoch, "step": student.steps, "loss": last.get("loss", float("nan"))}
@@ -327,15 +392,29 @@ def train_loop_per_worker(config: dict) -> None:
                 student.save(tmp)
                 if epoch == 1 and epoch_done:
                     position["epoch1_steps"] = student.steps
-                student.save_state(tmp, {"epoch": epoch, "epoch_done": epoch_done, "batches": batches,
-                                         "trained_ids": trained_ids if epoch == 1 and not epoch_done else [],
-                                         "epoch1_steps": position.get("epoch1_steps")})
+                student.save_state(
+                    tmp,
+                    {
+                        "epoch": epoch,
+                        "epoch_done": epoch_done,
+                        "batches": batches,
+                        "trained_ids": trained_ids if epoch == 1 and not epoch_done else [],
+                        "epoch1_steps": position.get("epoch1_steps"),
+                    },
+                )
                 # In-loop evaluation: Ray Train scores this checkpoint in a task while we keep training.
                 # The final checkpoint is scored on the whole suite by the driver instead.
-                validation = (ValidationTaskConfig(fn_kwargs={"step": student.steps, "epoch": epoch})
-                              if config.get("in_loop_eval") and not final else False)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"checkpoint-step{student.steps:06d}", validation=validation)
+                validation = (
+                    ValidationTaskConfig(fn_kwargs={"step": student.steps, "epoch": epoch})
+                    if config.get("in_loop_eval") and not final
+                    else False
+                )
+                ray.train.report(
+                    metrics,
+                    checkpoint=Checkpoint.from_directory(tmp),
+                    checkpoint_dir_name=f"checkpoint-step{student.steps:06d}",
+                    validation=validation,
+                )
             else:
                 ray.train.report(metrics)
 
@@ -350,8 +429,9 @@ def train_loop_per_worker(config: dict) -> None:
         skip = position["batches"] if resuming and epoch > 1 else 0
         if epoch == 1:
             shard = ray.train.get_dataset_shard("train")
-            batches: Iterable[list[dict]] = (b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"],
-                                                                                       batch_format="pyarrow"))
+            batches: Iterable[list[dict]] = (
+                b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"], batch_format="pyarrow")
+            )
             if done_ids and world == 1:
                 # Rows trained before the restart come round again (replayed from the ledger): skip
                 # them. With several ranks, skipping would give ranks unequal steps (a DDP deadlock),

@@ -10,6 +10,7 @@ at wiring time from config. Two backends share everything but `_generate`:
   the transformers backend below. The processor hides (a)-(c) behind its own stages.
 - HFTeacher: batched `transformers.generate`, for models vLLM cannot load.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,21 +23,31 @@ import pyarrow as pa
 from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
 from distill.metrics import emit
 from distill.models import on_this_node
-from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
 from distill.prompts import messages_for, style_of
+from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
 from distill.store import TraceStore
 
 # What the teacher stage adds to a problem row (the rest of TRACE_SCHEMA is the scorer's).
-TEACHER_OUTPUT = TEACHER_INPUT + ("schema_version", "trace_id", "prompt", "teacher_model", "sampling", "sample_index",
-                                  "text", "prompt_tokens", "completion_tokens", "finish_reason", "topk_logprobs",
-                                  "generated_at")
+TEACHER_OUTPUT = TEACHER_INPUT + (
+    "schema_version",
+    "trace_id",
+    "prompt",
+    "teacher_model",
+    "sampling",
+    "sample_index",
+    "text",
+    "prompt_tokens",
+    "completion_tokens",
+    "finish_reason",
+    "topk_logprobs",
+    "generated_at",
+)
 
 MIN_NEW_TOKENS = 16  # a prompt leaving fewer than this for the answer is quarantined as too long
 
 
 class _TeacherBase:
-    def __init__(self, teacher: dict, prompt: dict, model_path: str, model_name: str, store_root: str,
-                 events=None):
+    def __init__(self, teacher: dict, prompt: dict, model_path: str, model_name: str, store_root: str, events=None):
         from transformers import AutoTokenizer
 
         self.cfg, self.style = teacher, style_of(prompt)
@@ -52,7 +63,9 @@ class _TeacherBase:
         # The ledger: traces already committed to the store (a resumed run, a restarted actor, a
         # re-executed stream) are replayed from it, never generated twice.
         committed = self.store.traces()
-        self.ledger = {r["trace_id"]: {k: r[k] for k in TEACHER_OUTPUT} for r in committed.select(list(TEACHER_OUTPUT)).to_pylist()}
+        self.ledger = {
+            r["trace_id"]: {k: r[k] for k in TEACHER_OUTPUT} for r in committed.select(list(TEACHER_OUTPUT)).to_pylist()
+        }
 
     def _trace_ids(self, problem_id: str) -> list[str]:
         return [trace_id(problem_id, self.model_name, self.sampling, j) for j in range(self.cfg["samples"])]
@@ -85,9 +98,16 @@ class _TeacherBase:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             room = self.cfg["max_model_len"] - len(ids)
             if room < MIN_NEW_TOKENS:
-                quarantined.append({"schema_version": SCHEMA_VERSION, "stage": "teacher", "key": p["problem_id"],
-                                    "reason": f"prompt too long: {len(ids)} tokens, context {self.cfg['max_model_len']}",
-                                    "payload": json.dumps({"question": p["question"][:2000]}), "at": time.time()})
+                quarantined.append(
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "stage": "teacher",
+                        "key": p["problem_id"],
+                        "reason": f"prompt too long: {len(ids)} tokens, context {self.cfg['max_model_len']}",
+                        "payload": json.dumps({"question": p["question"][:2000]}),
+                        "at": time.time(),
+                    }
+                )
                 continue
             kept.append(p)
             prompts.append(text)
@@ -97,25 +117,55 @@ class _TeacherBase:
             self.store.append_quarantine(quarantined)
         return kept, prompts, prompt_ids, max_new, len(quarantined)
 
-    def _finish(self, t0: float, n_in: int, n_quarantined: int, kept, prompts, prompt_ids, outputs,
-                replayed: list[dict] | None = None) -> pa.Table:
+    def _finish(
+        self,
+        t0: float,
+        n_in: int,
+        n_quarantined: int,
+        kept,
+        prompts,
+        prompt_ids,
+        outputs,
+        replayed: list[dict] | None = None,
+    ) -> pa.Table:
         now = time.time()
         replayed = replayed or []
         rows = list(replayed)
         for p, text, ids, samples in zip(kept, prompts, prompt_ids, outputs):
             for j, s in enumerate(samples):
-                rows.append({**p, "schema_version": SCHEMA_VERSION,
-                             "trace_id": trace_id(p["problem_id"], self.model_name, self.sampling, j),
-                             "prompt": text, "teacher_model": self.model_name,
-                             "sampling": json.dumps(self.sampling, sort_keys=True), "sample_index": j,
-                             "text": s["text"], "prompt_tokens": len(ids), "completion_tokens": len(s["token_ids"]),
-                             "finish_reason": s["finish_reason"], "topk_logprobs": s.get("topk"),
-                             "generated_at": now})
-        emit(self.events, {"stage": "teacher", "actor": self.actor, "t0": t0, "t1": time.time(),
-                           **({"cores": self.cores} if self.cores else {}),
-                           "rows_in": n_in, "rows_out": len(rows), "count/problems": n_in,
-                           "count/tokens_out": sum(r["completion_tokens"] for r in rows[len(replayed):]),
-                           "count/replayed": len(replayed), "count/quarantined": n_quarantined})
+                rows.append(
+                    {
+                        **p,
+                        "schema_version": SCHEMA_VERSION,
+                        "trace_id": trace_id(p["problem_id"], self.model_name, self.sampling, j),
+                        "prompt": text,
+                        "teacher_model": self.model_name,
+                        "sampling": json.dumps(self.sampling, sort_keys=True),
+                        "sample_index": j,
+                        "text": s["text"],
+                        "prompt_tokens": len(ids),
+                        "completion_tokens": len(s["token_ids"]),
+                        "finish_reason": s["finish_reason"],
+                        "topk_logprobs": s.get("topk"),
+                        "generated_at": now,
+                    }
+                )
+        emit(
+            self.events,
+            {
+                "stage": "teacher",
+                "actor": self.actor,
+                "t0": t0,
+                "t1": time.time(),
+                **({"cores": self.cores} if self.cores else {}),
+                "rows_in": n_in,
+                "rows_out": len(rows),
+                "count/problems": n_in,
+                "count/tokens_out": sum(r["completion_tokens"] for r in rows[len(replayed) :]),
+                "count/replayed": len(replayed),
+                "count/quarantined": n_quarantined,
+            },
+        )
         return to_table(rows, TRACE_SCHEMA)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -152,12 +202,16 @@ class VLLMTeacher(_TeacherBase):
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        args = AsyncEngineArgs(model=self.model_path, dtype=engine_dtype(teacher["dtype"], bool(teacher.get("num_gpus"))), max_model_len=teacher["max_model_len"],
-                               seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
-                               enforce_eager=teacher["enforce_eager"], trust_remote_code=teacher["trust_remote_code"],
-                               disable_log_stats=True,
-                               **({"gpu_memory_utilization": teacher["gpu_memory_utilization"]}
-                                  if teacher.get("num_gpus") else {}))
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            dtype=engine_dtype(teacher["dtype"], bool(teacher.get("num_gpus"))),
+            max_model_len=teacher["max_model_len"],
+            seed=teacher["seed"],  # global seed: per-request seeds crash the CPU engine
+            enforce_eager=teacher["enforce_eager"],
+            trust_remote_code=teacher["trust_remote_code"],
+            disable_log_stats=True,
+            **({"gpu_memory_utilization": teacher["gpu_memory_utilization"]} if teacher.get("num_gpus") else {}),
+        )
         self.engine = AsyncLLM.from_engine_args(args)
         self._n = 0
         # When the pool ends, Ray exits the actor's process without deleting the UDF: its engine core (a
@@ -185,9 +239,16 @@ class VLLMTeacher(_TeacherBase):
         from vllm.sampling_params import RequestOutputKind
 
         c = self.cfg
-        params = SamplingParams(n=c["samples"], temperature=c["temperature"], top_p=c["top_p"], max_tokens=max_new,
-                                stop=c["stop"] or None, logprobs=c["logprobs"], ignore_eos=c.get("ignore_eos", False),
-                                output_kind=RequestOutputKind.FINAL_ONLY)
+        params = SamplingParams(
+            n=c["samples"],
+            temperature=c["temperature"],
+            top_p=c["top_p"],
+            max_tokens=max_new,
+            stop=c["stop"] or None,
+            logprobs=c["logprobs"],
+            ignore_eos=c.get("ignore_eos", False),
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
         self._n += 1
         final = None
         async for out in self.engine.generate({"prompt_token_ids": ids}, params, f"{self.actor}-{self._n}"):
@@ -197,11 +258,21 @@ class VLLMTeacher(_TeacherBase):
             topk = None
             if c["logprobs"] and o.logprobs:
                 # per generated token: {token_id: Logprob}; keep the top-k by rank
-                topk = [[{"token_id": int(t), "logprob": float(lp.logprob)}
-                         for t, lp in sorted(step.items(), key=lambda kv: kv[1].rank or 0)[: c["logprobs"]]]
-                        for step in o.logprobs]
-            samples.append({"text": o.text, "token_ids": list(o.token_ids),
-                            "finish_reason": o.finish_reason or "stop", "topk": topk})
+                topk = [
+                    [
+                        {"token_id": int(t), "logprob": float(lp.logprob)}
+                        for t, lp in sorted(step.items(), key=lambda kv: kv[1].rank or 0)[: c["logprobs"]]
+                    ]
+                    for step in o.logprobs
+                ]
+            samples.append(
+                {
+                    "text": o.text,
+                    "token_ids": list(o.token_ids),
+                    "finish_reason": o.finish_reason or "stop",
+                    "topk": topk,
+                }
+            )
         return samples
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
@@ -220,10 +291,12 @@ class HFTeacher(_TeacherBase):
         import torch
         from transformers import AutoModelForCausalLM
 
-        dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16,
-                 "float32": torch.float32}[engine_dtype(teacher["dtype"], torch.cuda.is_available())]
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
-                                                          trust_remote_code=teacher["trust_remote_code"]).eval()
+        dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[
+            engine_dtype(teacher["dtype"], torch.cuda.is_available())
+        ]
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=dtype, trust_remote_code=teacher["trust_remote_code"]
+        ).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         torch.manual_seed(teacher["seed"])
@@ -237,15 +310,24 @@ class HFTeacher(_TeacherBase):
         ids = torch.full((len(prompt_ids), T), tok.pad_token_id, dtype=torch.long)  # [B, T]
         mask = torch.zeros_like(ids)
         for i, p in enumerate(prompt_ids):
-            ids[i, T - len(p):] = torch.tensor(p)
-            mask[i, T - len(p):] = 1
+            ids[i, T - len(p) :] = torch.tensor(p)
+            mask[i, T - len(p) :] = 1
         sample = c["temperature"] > 0
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max(max_new), num_return_sequences=k,
-                do_sample=sample, temperature=c["temperature"] if sample else None, top_p=c["top_p"] if sample else None,
-                stop_strings=c["stop"] or None, tokenizer=tok if c["stop"] else None, pad_token_id=tok.pad_token_id,
-                return_dict_in_generate=True, output_scores=bool(c["logprobs"]))
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max(max_new),
+                num_return_sequences=k,
+                do_sample=sample,
+                temperature=c["temperature"] if sample else None,
+                top_p=c["top_p"] if sample else None,
+                stop_strings=c["stop"] or None,
+                tokenizer=tok if c["stop"] else None,
+                pad_token_id=tok.pad_token_id,
+                return_dict_in_generate=True,
+                output_scores=bool(c["logprobs"]),
+            )
         seqs = out.sequences[:, T:]  # [B*k, new]
         gen_eos = self.model.generation_config.eos_token_id
         eos = {tok.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])

@@ -8,6 +8,7 @@ Prints per round: the wall of the command (`distill run` / `ray job submit`, pac
 included), the run's own wall_s from summary.json, and where each stage ran; then the ratios
 job / embedded. Absolute times wander on a shared machine; the ratios are the result.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,14 @@ sys.path.insert(0, str(REPO))
 from cluster.local import NodeSpec, local_cluster  # noqa: E402
 
 BIN = Path(sys.executable).parent
-PLACEMENT = ["--set", "teacher.labels.role=teacher", "--set", "train.labels.role=trainer",
-             "--set", "eval.resources.trainer_node=1"]
+PLACEMENT = [
+    "--set",
+    "teacher.labels.role=teacher",
+    "--set",
+    "train.labels.role=trainer",
+    "--set",
+    "eval.resources.trainer_node=1",
+]
 
 
 def _summary(out: Path) -> dict:
@@ -36,8 +43,9 @@ def _summary(out: Path) -> dict:
 
 def embedded(recipe: str, overrides: list[str], out: Path) -> tuple[float, dict]:
     t0 = time.time()
-    r = subprocess.run([str(BIN / "distill"), "run", recipe, "--set", f"output_dir={out}", *overrides],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "distill"), "run", recipe, "--set", f"output_dir={out}", *overrides], capture_output=True, text=True
+    )
     wall = time.time() - t0
     if r.returncode:
         raise SystemExit(f"embedded run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
@@ -45,9 +53,25 @@ def embedded(recipe: str, overrides: list[str], out: Path) -> tuple[float, dict]
 
 
 def submitted(cluster, recipe: str, overrides: list[str], out: Path) -> tuple[float, dict]:
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO),
-           "--submission-id", f"bench-{uuid.uuid4().hex[:8]}", "--",
-           "distill", "run", recipe, "--set", f"output_dir={out}", *PLACEMENT, *overrides]
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard,
+        "--working-dir",
+        str(REPO),
+        "--submission-id",
+        f"bench-{uuid.uuid4().hex[:8]}",
+        "--",
+        "distill",
+        "run",
+        recipe,
+        "--set",
+        f"output_dir={out}",
+        *PLACEMENT,
+        *overrides,
+    ]
     t0 = time.time()
     r = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True)
     wall = time.time() - t0
@@ -60,27 +84,45 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", default="smoke")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--set", action="append", default=["eval.related=[]", "eval.prompt_styles={}"],
-                    metavar="KEY=VALUE", help="overrides for both runs (default: the smoke suite without "
-                    "related tasks and prompt styles)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=["eval.related=[]", "eval.prompt_styles={}"],
+        metavar="KEY=VALUE",
+        help="overrides for both runs (default: the smoke suite without related tasks and prompt styles)",
+    )
     args = ap.parse_args()
     overrides = [x for kv in args.set for x in ("--set", kv)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         t0 = time.time()
-        with local_cluster([NodeSpec(2, {"role": "teacher"}, {"teacher_node": 1}),
-                            NodeSpec(4, {"role": "trainer"}, {"trainer_node": 4})], head_cpus=1, bin_dir=BIN) as c:
+        with local_cluster(
+            [
+                NodeSpec(2, {"role": "teacher"}, {"teacher_node": 1}),
+                NodeSpec(4, {"role": "trainer"}, {"trainer_node": 4}),
+            ],
+            head_cpus=1,
+            bin_dir=BIN,
+        ) as c:
             print(f"3-node cluster up in {time.time() - t0:.1f}s", flush=True)
             for i in range(args.rounds):
                 for mode in ("embedded", "job") if i % 2 == 0 else ("job", "embedded"):
                     out = Path(tmp) / f"{mode}-{i}"
-                    wall, s = (embedded(args.recipe, overrides, out) if mode == "embedded"
-                               else submitted(c, args.recipe, overrides, out))
-                    where = {st: sorted({(p["labels"] or {}).get("role", "head" if p["head"] else "-") for p in ps})
-                             for st, ps in s["placement"].items()}
+                    wall, s = (
+                        embedded(args.recipe, overrides, out)
+                        if mode == "embedded"
+                        else submitted(c, args.recipe, overrides, out)
+                    )
+                    where = {
+                        st: sorted({(p["labels"] or {}).get("role", "head" if p["head"] else "-") for p in ps})
+                        for st, ps in s["placement"].items()
+                    }
                     rows.append((i, mode, wall, s["wall_s"], where))
-                    print(f"round {i} {mode:<8} command {wall:6.1f}s  run wall_s {s['wall_s']:6.1f}s  "
-                          f"nodes {len(s['cluster_nodes'])}  placement {where}", flush=True)
+                    print(
+                        f"round {i} {mode:<8} command {wall:6.1f}s  run wall_s {s['wall_s']:6.1f}s  "
+                        f"nodes {len(s['cluster_nodes'])}  placement {where}",
+                        flush=True,
+                    )
     for i in range(args.rounds):
         e = next(r for r in rows if r[0] == i and r[1] == "embedded")
         j = next(r for r in rows if r[0] == i and r[1] == "job")

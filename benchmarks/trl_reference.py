@@ -13,6 +13,7 @@ every model answers the recipe's `--split` problems (validation by default: the 
 distill's evaluator, and each compared model is set against TRL's, paired (Newcombe interval,
 McNemar). Writes trl_reference.json in --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,22 +41,40 @@ def train_trl(store: str, cfg, out_dir: Path) -> tuple[Path, dict]:
     if not rows:
         raise SystemExit(f"{store}: no accepted traces to train on")
     style = style_of(cfg.prompt)
-    data = Dataset.from_list([{"prompt": messages_for(r["question"], style),
-                               "completion": [{"role": "assistant", "content": r["text"]}]} for r in rows])
+    data = Dataset.from_list(
+        [
+            {"prompt": messages_for(r["question"], style), "completion": [{"role": "assistant", "content": r["text"]}]}
+            for r in rows
+        ]
+    )
     path = resolve_model(cfg.train.student)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    args = SFTConfig(output_dir=str(out_dir / "trl_run"), use_cpu=True, bf16=native_bf16(False),
-                     save_strategy="no", report_to="none", logging_steps=10, seed=cfg.seed)
+    args = SFTConfig(
+        output_dir=str(out_dir / "trl_run"),
+        use_cpu=True,
+        bf16=native_bf16(False),
+        save_strategy="no",
+        report_to="none",
+        logging_steps=10,
+        seed=cfg.seed,
+    )
     t0 = time.time()
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     result = trainer.train()
     model_dir = out_dir / "trl_student"
     trainer.save_model(str(model_dir))
     tok.save_pretrained(str(model_dir))
-    return model_dir, {"examples": len(rows), "train_s": round(time.time() - t0, 1), "steps": result.global_step,
-                       "final_loss": result.training_loss, "lr": args.learning_rate, "epochs": args.num_train_epochs,
-                       "batch": args.per_device_train_batch_size, "schedule": str(args.lr_scheduler_type)}
+    return model_dir, {
+        "examples": len(rows),
+        "train_s": round(time.time() - t0, 1),
+        "steps": result.global_step,
+        "final_loss": result.training_loss,
+        "lr": args.learning_rate,
+        "epochs": args.num_train_epochs,
+        "batch": args.per_device_train_batch_size,
+        "schedule": str(args.lr_scheduler_type),
+    }
 
 
 def main() -> None:
@@ -86,13 +105,24 @@ def main() -> None:
         problems = validation_problems(cfg, TraceStore(store))["problems"]
     else:
         problems = load_suite(cfg.eval, train_problem_ids(cfg, store))["problems"]["in_distribution"]
-    models = {"trl_sft_defaults": str(model_dir), **{Path(c).name if Path(c).name != "student" else
-                                                      Path(c).parent.name: str(Path(c).resolve()) for c in a.compare}}
+    models = {
+        "trl_sft_defaults": str(model_dir),
+        **{
+            Path(c).name if Path(c).name != "student" else Path(c).parent.name: str(Path(c).resolve())
+            for c in a.compare
+        },
+    }
     with ray_session(cfg.ray):
         evals = evaluate_models(cfg, models, problems)
     preds = {name: ev["predictions"] for name, ev in evals.items()}
-    result = {"train": train_info, "split": a.split, "n": len(problems), "models": models,
-              "accuracy": {m: accuracy_ci([p["correct"] for p in ps]) for m, ps in preds.items()}, "vs_trl": {}}
+    result = {
+        "train": train_info,
+        "split": a.split,
+        "n": len(problems),
+        "models": models,
+        "accuracy": {m: accuracy_ci([p["correct"] for p in ps]) for m, ps in preds.items()},
+        "vs_trl": {},
+    }
     ref = _correct_by_problem(preds["trl_sft_defaults"])
     ids = sorted(ref)
     for m, ps in preds.items():

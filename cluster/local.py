@@ -6,6 +6,7 @@ Token authentication is on, as on a real cluster, with a token made for this clu
 that talks to it (nodes, `ray job submit`, state queries) gets it through `env`. Teardown is
 `ray stop --force`, which stops every `ray start` process on this machine.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -56,21 +57,34 @@ def _ray(bin_dir: Path, *args: str, env: dict, timeout: float = 180) -> str:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: list[NodeSpec], head_cpus: int = 1, bin_dir: Path | None = None,
-                  timeout: float = 120):
+def local_cluster(workers: list[NodeSpec], head_cpus: int = 1, bin_dir: Path | None = None, timeout: float = 120):
     """Start a head with `head_cpus` CPUs and one node per spec; yield a LocalCluster; stop them all."""
     bin_dir = Path(bin_dir or Path(sys.executable).parent)  # the venv whose `ray` and `distill` run
     # A short temp dir: Ray's unix sockets live under it and their paths are limited to 107 bytes.
     temp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
+    }
     env.pop("RAY_ADDRESS", None)
     gcs, dash = _free_port(), _free_port()
     try:
-        _ray(bin_dir, "start", "--head", f"--port={gcs}", f"--num-cpus={head_cpus}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp}",
-             "--disable-usage-stats", env=env)
+        _ray(
+            bin_dir,
+            "start",
+            "--head",
+            f"--port={gcs}",
+            f"--num-cpus={head_cpus}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+            env=env,
+        )
         for w in workers:
             args = [f"--address=127.0.0.1:{gcs}", f"--num-cpus={w.num_cpus}", "--disable-usage-stats"]
             if w.labels:

@@ -10,6 +10,7 @@ Nodes are given as Ray reports them (`ray.nodes()`): {"Alive": bool, "Resources"
 "memory": ..., "node:10.0.0.1": 1, "teacher_node": 1}, "Labels": {"role": "teacher"}}. Only resources a
 stage asks for are checked; a stage with a label selector may only use the nodes whose labels match.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,9 +44,11 @@ def plan(cfg: RunConfig) -> list[Demand]:
     """The demands of `distill run` with this config (pools at their maximum size)."""
     t, s, tr, ev = cfg.teacher, cfg.scorer, cfg.train, cfg.eval
     gpu_per_worker = 1.0 if tr.use_gpu else 0.0
-    demands = [Demand("teacher", t.replicas_max, _res(t.num_cpus, t.num_gpus, t.resources), dict(t.labels)),
-               Demand("scorer", s.replicas_max, _res(s.num_cpus, 0, s.resources), dict(s.labels)),
-               Demand("train", tr.workers, _res(tr.num_cpus_per_worker, gpu_per_worker, tr.resources), dict(tr.labels))]
+    demands = [
+        Demand("teacher", t.replicas_max, _res(t.num_cpus, t.num_gpus, t.resources), dict(t.labels)),
+        Demand("scorer", s.replicas_max, _res(s.num_cpus, 0, s.resources), dict(s.labels)),
+        Demand("train", tr.workers, _res(tr.num_cpus_per_worker, gpu_per_worker, tr.resources), dict(tr.labels)),
+    ]
     if ev.has_suite():
         demands.append(Demand("eval", 1, _res(ev.num_cpus, ev.num_gpus, ev.resources), dict(ev.labels)))
     return demands
@@ -69,8 +72,9 @@ def label_matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def _hosts(node: dict, d: Demand) -> bool:
     res = node.get("Resources", {})
-    return (all(res.get(k, 0.0) >= v for k, v in d.per_replica.items() if v)
-            and label_matches(d.labels, node.get("Labels", {})))
+    return all(res.get(k, 0.0) >= v for k, v in d.per_replica.items() if v) and label_matches(
+        d.labels, node.get("Labels", {})
+    )
 
 
 def cluster_totals(nodes: list[dict]) -> dict[str, float]:
@@ -84,8 +88,9 @@ def cluster_totals(nodes: list[dict]) -> dict[str, float]:
 
 def _want(d: Demand) -> str:
     """One replica's demand, for people: 'CPU=4, GPU=1, label role=teacher'."""
-    return ", ".join([f"{k}={v:g}" for k, v in d.per_replica.items() if v] +
-                     [f"label {k}={v}" for k, v in d.labels.items()])
+    return ", ".join(
+        [f"{k}={v:g}" for k, v in d.per_replica.items() if v] + [f"label {k}={v}" for k, v in d.labels.items()]
+    )
 
 
 def _shortfalls(demands: list[Demand], have: dict[str, float], where: str, have_name: str) -> list[str]:
@@ -97,7 +102,9 @@ def _shortfalls(demands: list[Demand], have: dict[str, float], where: str, have_
     out = []
     for k, v in sorted(need.items()):
         if v > have.get(k, 0.0) + 1e-9:
-            parts = " + ".join(f"{d.stage} {d.replicas} x {d.per_replica[k]:g}" for d in demands if d.per_replica.get(k))
+            parts = " + ".join(
+                f"{d.stage} {d.replicas} x {d.per_replica[k]:g}" for d in demands if d.per_replica.get(k)
+            )
             out.append(f"{k}{where}: the stages need {v:g} ({parts}) but {have_name} {have.get(k, 0.0):g}")
     return out
 
@@ -105,8 +112,11 @@ def _shortfalls(demands: list[Demand], have: dict[str, float], where: str, have_
 def check(demands: list[Demand], nodes: list[dict]) -> list[str]:
     """Every way the plan does not fit, as sentences naming the stage and the shortfall; [] if it fits."""
     alive = [n for n in nodes if n.get("Alive", True)]
-    problems = [f"{d.stage}: no node can host one replica ({_want(d)})"  # a replica fits on one matching node
-                for d in demands if d.replicas and not any(_hosts(node, d) for node in alive)]
+    problems = [
+        f"{d.stage}: no node can host one replica ({_want(d)})"  # a replica fits on one matching node
+        for d in demands
+        if d.replicas and not any(_hosts(node, d) for node in alive)
+    ]
     # Stages with the same label selector share the matching nodes: their sum must fit there.
     selectors = []
     for d in demands:
@@ -115,8 +125,9 @@ def check(demands: list[Demand], nodes: list[dict]) -> list[str]:
     for sel in selectors:
         pool = cluster_totals([n for n in alive if label_matches(sel, n.get("Labels", {}))])
         where = ",".join(f"{a}={b}" for a, b in sel.items())
-        problems += _shortfalls([d for d in demands if d.labels == sel], pool, f" on nodes labelled {where}",
-                                "those nodes have")
+        problems += _shortfalls(
+            [d for d in demands if d.labels == sel], pool, f" on nodes labelled {where}", "those nodes have"
+        )
     return problems + _shortfalls(demands, cluster_totals(nodes), "", "the cluster has")
 
 
@@ -132,8 +143,10 @@ def ensure_fits(cfg: RunConfig, nodes: list[dict], grown: list[dict] | None = No
     if waiting is not None:
         return waiting
     if grown is not None:
-        raise PlanError("the run does not fit the cluster, even grown to its autoscaler's limits:\n  "
-                        + "\n  ".join(check(demands, grown)))
+        raise PlanError(
+            "the run does not fit the cluster, even grown to its autoscaler's limits:\n  "
+            + "\n  ".join(check(demands, grown))
+        )
     raise PlanError("the run does not fit the cluster:\n  " + "\n  ".join(problems))
 
 
@@ -155,14 +168,21 @@ def embedded_node(num_cpus: int) -> dict:
         gpus = torch.cuda.device_count()
     except Exception:  # a CPU-only torch build, or none: no GPUs
         pass
-    return {"NodeID": "embedded", "Alive": True, "Labels": {},
-            "Resources": {"CPU": float(num_cpus), **({"GPU": float(gpus)} if gpus else {})}}
+    return {
+        "NodeID": "embedded",
+        "Alive": True,
+        "Labels": {},
+        "Resources": {"CPU": float(num_cpus), **({"GPU": float(gpus)} if gpus else {})},
+    }
 
 
 def _declared(node: dict) -> dict[str, float]:
     """A node's CPUs, GPUs and custom resources (what a node type declares), without Ray's own entries."""
-    return {k: float(v) for k, v in node.get("Resources", {}).items() if k not in ("memory", "object_store_memory")
-            and not k.startswith(("node:", "accelerator_type:"))}
+    return {
+        k: float(v)
+        for k, v in node.get("Resources", {}).items()
+        if k not in ("memory", "object_store_memory") and not k.startswith(("node:", "accelerator_type:"))
+    }
 
 
 def grown_nodes(cluster_config, alive: list[dict]) -> list[dict] | None:
@@ -181,8 +201,10 @@ def grown_nodes(cluster_config, alive: list[dict]) -> list[dict] | None:
         twins = [n for n in alive if _declared(n) == res]  # alive nodes of this type (same declared resources)
         limit = g.max_count if g.max_count >= 0 else len(twins) + 64  # -1: no limit; 64 more stand for it
         labels = dict(twins[0].get("Labels", {})) if twins else {}
-        nodes += [{"NodeID": f"{g.name}-new-{i}", "Alive": True, "Resources": dict(res), "Labels": labels}
-                  for i in range(max(0, limit - len(twins)))]
+        nodes += [
+            {"NodeID": f"{g.name}-new-{i}", "Alive": True, "Resources": dict(res), "Labels": labels}
+            for i in range(max(0, limit - len(twins)))
+        ]
     return nodes
 
 
@@ -192,11 +214,17 @@ STANDARD_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 def node_view(node: dict) -> dict:
     """What a user needs to recognise a node: id, address, labels and custom resources."""
     res = node.get("Resources", {})
-    return {"node_id": node.get("NodeID"), "address": node.get("NodeManagerAddress"),
-            "labels": {k: v for k, v in node.get("Labels", {}).items() if not k.startswith("ray.io/")},
-            "custom_resources": {k: v for k, v in res.items()
-                                 if k not in STANDARD_RESOURCES and not k.startswith(("node:", "accelerator_type:"))},
-            "head": "node:__internal_head__" in res}
+    return {
+        "node_id": node.get("NodeID"),
+        "address": node.get("NodeManagerAddress"),
+        "labels": {k: v for k, v in node.get("Labels", {}).items() if not k.startswith("ray.io/")},
+        "custom_resources": {
+            k: v
+            for k, v in res.items()
+            if k not in STANDARD_RESOURCES and not k.startswith(("node:", "accelerator_type:"))
+        },
+        "head": "node:__internal_head__" in res,
+    }
 
 
 def observed_placement(events: dict[str, list[dict]], nodes: list[dict]) -> dict[str, list[dict]]:
@@ -233,8 +261,10 @@ def nodes_from_launcher(cfg: dict) -> list[dict]:
     for name, t in types.items():
         count = 1 if name == cfg.get("head_node_type") else int(t.get("max_workers", 0))
         res = {k: float(v) for k, v in t.get("resources", {}).items()}
-        nodes += [{"NodeID": f"{name}-{i}", "Alive": True, "Resources": dict(res),
-                   "Labels": dict(t.get("labels", {}))} for i in range(count)]
+        nodes += [
+            {"NodeID": f"{name}-{i}", "Alive": True, "Resources": dict(res), "Labels": dict(t.get("labels", {}))}
+            for i in range(count)
+        ]
     return nodes
 
 
@@ -247,8 +277,9 @@ def nodes_from_kuberay(manifest: dict) -> list[dict]:
     spec = manifest["spec"]
     spec = spec.get("rayClusterSpec", spec)
     groups = [("head", 1, spec["headGroupSpec"])]
-    groups += [(g["groupName"], int(g.get("maxReplicas", g.get("replicas", 1))), g)
-               for g in spec.get("workerGroupSpecs", [])]
+    groups += [
+        (g["groupName"], int(g.get("maxReplicas", g.get("replicas", 1))), g) for g in spec.get("workerGroupSpecs", [])
+    ]
     nodes = []
     for name, count, g in groups:
         params = g.get("rayStartParams", {})
@@ -257,10 +288,18 @@ def nodes_from_kuberay(manifest: dict) -> list[dict]:
         gpus = params.get("num-gpus", limits.get("nvidia.com/gpu", 0))
         res = {"CPU": float(cpus), **({"GPU": float(gpus)} if float(gpus) else {})}
         if params.get("resources"):
-            res.update({k: float(v) for k, v in json.loads(params["resources"].strip("'\"")
-                                                           .replace('\\"', '"')).items()})
-        nodes += [{"NodeID": f"{name}-{i}", "Alive": True, "Resources": dict(res),
-                   "Labels": _labels_arg(params.get("labels"))} for i in range(count)]
+            res.update(
+                {k: float(v) for k, v in json.loads(params["resources"].strip("'\"").replace('\\"', '"')).items()}
+            )
+        nodes += [
+            {
+                "NodeID": f"{name}-{i}",
+                "Alive": True,
+                "Resources": dict(res),
+                "Labels": _labels_arg(params.get("labels")),
+            }
+            for i in range(count)
+        ]
     return nodes
 
 
@@ -270,16 +309,31 @@ def describe(demands: list[Demand], nodes: list[dict]) -> str:
     for d in demands:
         lines.append(f"{d.stage:<10} {d.replicas:>8}  {_want(d)}")
     totals = cluster_totals(nodes)
-    shown = {k: v for k, v in totals.items() if k not in ("memory", "object_store_memory") and not k.startswith("node:")}
-    lines.append(f"cluster: {sum(1 for n in nodes if n.get('Alive', True))} node(s); "
-                 + ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items())))
+    shown = {
+        k: v for k, v in totals.items() if k not in ("memory", "object_store_memory") and not k.startswith("node:")
+    }
+    lines.append(
+        f"cluster: {sum(1 for n in nodes if n.get('Alive', True))} node(s); "
+        + ", ".join(f"{k}={v:g}" for k, v in sorted(shown.items()))
+    )
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ the student's training memory
 
-def train_memory_gib(n_params: float, layers: int, hidden: int, vocab: int, tokens: int, label_tokens: int,
-                     packing: bool, checkpointing: bool, bf16: bool, chunk: int = 1024) -> dict[str, float]:
+
+def train_memory_gib(
+    n_params: float,
+    layers: int,
+    hidden: int,
+    vocab: int,
+    tokens: int,
+    label_tokens: int,
+    packing: bool,
+    checkpointing: bool,
+    bf16: bool,
+    chunk: int = 1024,
+) -> dict[str, float]:
     """Estimated peak memory of one training worker (GiB), by part. A planning figure, not a measurement:
     - state: fp32 master weights, fp32 grads, AdamW's two moments = 16 bytes/param (+ 2 for bf16 copies);
     - activations kept for backward: ~34 bytes per token, layer and hidden unit in bf16 (Korthikanti et
@@ -288,7 +342,7 @@ def train_memory_gib(n_params: float, layers: int, hidden: int, vocab: int, toke
     - logits: without packing, [tokens x vocab] in the compute dtype plus the loss's fp32 copy and
       log-softmax (4 + 4 bytes) and their grads; packed, only the label positions' logits (and grad)
       and one fp32 chunk of them."""
-    gib = 2 ** 30
+    gib = 2**30
     act_b = 2 if bf16 else 4
     state = n_params * (16 + (2 if bf16 else 0))
     per_layer = 34 / 2 * act_b * tokens * hidden
@@ -311,11 +365,14 @@ def student_memory(cfg: RunConfig) -> dict | None:
 
         from distill.models import resolve_model
 
-        c = AutoConfig.from_pretrained(resolve_model(t.student, auto_fetch=False), trust_remote_code=t.trust_remote_code,
-                                       local_files_only=True)  # planning never downloads
+        c = AutoConfig.from_pretrained(
+            resolve_model(t.student, auto_fetch=False), trust_remote_code=t.trust_remote_code, local_files_only=True
+        )  # planning never downloads
         c = getattr(c, "text_config", c)
         h, layers, vocab, inter = c.hidden_size, c.num_hidden_layers, c.vocab_size, c.intermediate_size
-        kv = getattr(c, "num_key_value_heads", c.num_attention_heads) * getattr(c, "head_dim", h // c.num_attention_heads)
+        kv = getattr(c, "num_key_value_heads", c.num_attention_heads) * getattr(
+            c, "head_dim", h // c.num_attention_heads
+        )
     except Exception:  # no config here: the plan says so instead of guessing
         return None
     n_params = layers * (2 * h * h + 2 * h * kv + 3 * h * inter) + vocab * h * (1 if c.tie_word_embeddings else 2)

@@ -1,4 +1,5 @@
 """The only place that calls `ray.init`: embedded local Ray, or an existing cluster by address."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,8 +9,11 @@ from distill.config import RayConfig
 
 # Environment every Ray worker gets. Tokenizer thread pools fight the pinned stage threads on a small
 # machine; Ray Data's own progress bars would interleave with distill's.
-WORKER_ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-              "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+WORKER_ENV = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+}
 
 
 def worker_env(job_config_json: str | None = None) -> dict[str, str]:
@@ -54,8 +58,12 @@ def unshared_nodes(ray, directory, nodes: list[dict], timeout_s: float = 300) ->
     probe = ray.remote(num_cpus=0, max_retries=0)(sees)
     try:
         # the path as the stages get it (absolute, symlinks kept), not a driver-only resolution of it
-        refs = {n["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(os.path.abspath(marker), token) for n in nodes}
+        refs = {
+            n["NodeID"]: probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(os.path.abspath(marker), token)
+            for n in nodes
+        }
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
         out = {}
         for nid, r in refs.items():
@@ -91,12 +99,15 @@ def ray_session(cfg: RayConfig, logs_dir=None):
     """Ray for one command. Unless `cfg.verbose`, workers' output (engine and library chatter) stays off
     the terminal and is copied into `logs_dir` when the session ends."""
     import ray
-
     from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
     env = worker_env(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR))
-    kwargs = dict(runtime_env={"env_vars": env} if env else None, log_to_driver=cfg.verbose,
-                  configure_logging=True, logging_level="WARNING")
+    kwargs = dict(
+        runtime_env={"env_vars": env} if env else None,
+        log_to_driver=cfg.verbose,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
     # Under `ray job submit` the job's driver has RAY_ADDRESS set: join that cluster (the job's
     # runtime_env -- its working_dir, its env vars -- is merged with ours by Ray). No address: embedded.
     address = cfg.address or os.environ.get("RAY_ADDRESS")
@@ -112,8 +123,7 @@ def ray_session(cfg: RayConfig, logs_dir=None):
         import logging
 
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host=cfg.dashboard_host,
-                 **kwargs)
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=cfg.dashboard, dashboard_host=cfg.dashboard_host, **kwargs)
     _divert_raylet_notices(ray, None if cfg.verbose else (logs_dir or ""))
     try:
         from ray.data import DataContext
@@ -121,12 +131,14 @@ def ray_session(cfg: RayConfig, logs_dir=None):
         ctx = DataContext.get_current()
         if cfg.stream_buffer_mib is not None:  # backpressure: a slow trainer pauses the teacher
             ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-                object_store_memory=int(cfg.stream_buffer_mib * 2**20))
+                object_store_memory=int(cfg.stream_buffer_mib * 2**20)
+            )
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         if logs_dir is not None and not cfg.verbose:
-            print(f"[distill] workers' output (vLLM, Ray Train, ...): {logs_dir} (--verbose: on the terminal)",
-                  flush=True)
+            print(
+                f"[distill] workers' output (vLLM, Ray Train, ...): {logs_dir} (--verbose: on the terminal)", flush=True
+            )
         yield ray
     finally:
         if logs_dir is not None and not cfg.verbose:
@@ -154,8 +166,11 @@ def _divert_raylet_notices(ray, logs_dir: str | None) -> None:
 
     def filtered(data, *args, **kwargs):
         lines = data.get("lines") or []
-        if _NOTICES["divert"] and data.get("pid") == "raylet" and any(
-                b in line for line in lines for b in _BENIGN_RAYLET):
+        if (
+            _NOTICES["divert"]
+            and data.get("pid") == "raylet"
+            and any(b in line for line in lines for b in _BENIGN_RAYLET)
+        ):
             if _NOTICES["dir"]:
                 from pathlib import Path
 

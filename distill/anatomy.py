@@ -74,15 +74,37 @@ _BLOCK_OPEN = re.compile(r"(?<!\\)\\\[|\$\$|\\begin\{([A-Za-z*]{1,30})\}")
 _DISPLAY_CLOSE = re.compile(r"(?<!\\)\\\]")
 _DOLLARS = re.compile(r"\$\$")
 _ENV_CLOSE = re.compile(r"\\end\{([A-Za-z*]{1,30})\}")
-_MARKER = (r"[ \t]*(?:[#>]+[ \t]*)?(?:\*\*|__)?(?:(?:step|part)[ \t]*[0-9]{1,3}[ \t]*[:.)\-–]?"
-           r"|[0-9]{1,3}[.)](?=\s|$)|\((?:[0-9]{1,3}|[a-z])\)|[a-z]\)(?=\s)|[-*+•‣▪◦][ \t])(?:\*\*|__)?")
+_MARKER = (
+    r"[ \t]*(?:[#>]+[ \t]*)?(?:\*\*|__)?(?:(?:step|part)[ \t]*[0-9]{1,3}[ \t]*[:.)\-–]?"
+    r"|[0-9]{1,3}[.)](?=\s|$)|\((?:[0-9]{1,3}|[a-z])\)|[a-z]\)(?=\s)|[-*+•‣▪◦][ \t])(?:\*\*|__)?"
+)
 _LIST_MARKER = re.compile(_MARKER, re.I)
 # The lookbehind starts a match only at the first mark of a run: "....." stays linear.
 _SENTENCE_END = re.compile(r"(?<![.!?])[.!?]+[\"')\]*_”’]*(?=\s)")
 _WORD_BEFORE = re.compile(r"[A-Za-z.]{1,10}$")
 _ENUMERATOR = re.compile(r"(?:^|[:;.!?]\s)\s*[0-9]{1,2}$", re.M)  # "steps: 1. Add" is not a sentence end
-_ABBREVIATIONS = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "st", "jr", "sr", "cf", "approx",
-                  "fig", "eq", "no", "al", "resp", "viz", "ca"}
+_ABBREVIATIONS = {
+    "e.g",
+    "i.e",
+    "etc",
+    "vs",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "jr",
+    "sr",
+    "cf",
+    "approx",
+    "fig",
+    "eq",
+    "no",
+    "al",
+    "resp",
+    "viz",
+    "ca",
+}
 
 
 def _add_piece(text: str, a: int, b: int, block: bool, pieces: list[tuple[int, int, bool]]) -> None:
@@ -185,7 +207,7 @@ def segment(text: str) -> list[Step]:
     _prose(text, cursor, len(text), pieces)
     merged: list[tuple[int, int, bool]] = []
     for s, e, block in pieces:
-        if block and merged and not merged[-1][2] and text[merged[-1][0]:merged[-1][1]].rstrip(" \t*_").endswith(":"):
+        if block and merged and not merged[-1][2] and text[merged[-1][0] : merged[-1][1]].rstrip(" \t*_").endswith(":"):
             merged[-1] = (merged[-1][0], e, True)
         else:
             merged.append((s, e, block))
@@ -202,7 +224,9 @@ _PRODUCE_BEFORE = re.compile(
     r"|equal\s+to|makes?|leaves?|leaving|left\s+with|becomes?|comes?\s+to|totals?|totall?ing)"
     r"|\b(?:which|that|this|it)\s+is|\b(?:which|that|it)['’]s"
     r"|\b(?:result|sum|total|difference|product|quotient|remainder|value)\s+(?:is|was|will\s+be))"
-    r"\s+(?:us\s+|now\s+|then\s+|exactly\s+)?(?:a\s+(?:total|result|sum|value)\s+of\s+)?[$€£]?\s*", re.I)
+    r"\s+(?:us\s+|now\s+|then\s+|exactly\s+)?(?:a\s+(?:total|result|sum|value)\s+of\s+)?[$€£]?\s*",
+    re.I,
+)
 
 
 @lru_cache(maxsize=4096)  # a step's text is masked once per analysis pass, several passes per trace
@@ -241,19 +265,26 @@ def step_values(steps: Sequence[Step]) -> list[StepValues]:
 
 # --------------------------------------------------------------------------- roles
 
-_ANSWER_CUE = re.compile(r"\\(?:boxed|fbox)\s*\{|\bfinal\s+answer\b|\banswers?\s+(?:is|are|=)"
-                         r"|^[ \t#>*_\-]*(?:final\s+)?answer[ \t*_]*[:：]", re.I | re.M)
+_ANSWER_CUE = re.compile(
+    r"\\(?:boxed|fbox)\s*\{|\bfinal\s+answer\b|\banswers?\s+(?:is|are|=)"
+    r"|^[ \t#>*_\-]*(?:final\s+)?answer[ \t*_]*[:：]",
+    re.I | re.M,
+)
 _CHECK_CUE = re.compile(
     r"\b(?:verif\w*|check\w*|double[- ]?check\w*|re-?check\w*|re-?calculat\w*|re-?comput\w*"
     r"|re-?evaluat\w*|re-?examin\w*|confirm\w*|wait|actually|hmm+|oops|mistake\w*|wrong|incorrect"
     r"|error|correct(?:ion|ing|ed)?|sanity|scratch\s+that|on\s+second\s+thought|not\s+needed"
-    r"|no\s+need|let\s+me\s+re\w*)\b|[✓✔]", re.I)
+    r"|no\s+need|let\s+me\s+re\w*)\b|[✓✔]",
+    re.I,
+)
 _PLAN_CUE = re.compile(
     r"\b(?:first(?:ly)?|second(?:ly)?|then|next|finally|lastly|need\s+to|we\s+(?:will|can|should|must)"
     r"|we['’]ll|i\s+will|i['’]ll|to\s+(?:solve|find|compute|calculate|determine|evaluate|simplify|get)"
     r"|let['’]?s|let\s+us|step|start|begin|break|plan|approach|strategy|goal|add|subtract|multiply"
     r"|divide|calculate|compute|evaluate|simplify|find|determine|combine|substitute|sum|total"
-    r"|difference|product|quotient|expression|double|halve|square|convert|count|round)\b", re.I)
+    r"|difference|product|quotient|expression|double|halve|square|convert|count|round)\b",
+    re.I,
+)
 
 
 def _mentions(step: Step, values: StepValues, answer: str, canon: str | None) -> bool:
@@ -303,8 +334,9 @@ def _answer_uses(values: StepValues, role: str, canon: str | None) -> list[str]:
     return [*values.uses, canon]
 
 
-def _trace(values: Sequence[StepValues], roles: Sequence[str], final_answer: str | None
-           ) -> tuple[list[int], list[tuple[int, str, int]]]:
+def _trace(
+    values: Sequence[StepValues], roles: Sequence[str], final_answer: str | None
+) -> tuple[list[int], list[tuple[int, str, int]]]:
     """Steps the answer depends on, and the (consumer, value, producer) edges that say why."""
     canon = canonical_answer(final_answer)
     producers: dict[str, list[int]] = {}
@@ -327,8 +359,9 @@ def _trace(values: Sequence[StepValues], roles: Sequence[str], final_answer: str
     return sorted(on_path), edges
 
 
-def decision_points(steps: Sequence[Step], values: Sequence[StepValues], final_answer: str | None,
-                    roles: Sequence[str] | None = None) -> list[int]:
+def decision_points(
+    steps: Sequence[Step], values: Sequence[StepValues], final_answer: str | None, roles: Sequence[str] | None = None
+) -> list[int]:
     """Answer steps plus, transitively, the latest earlier producer of every value they use."""
     roles = label(steps, final_answer, values) if roles is None else roles
     return _trace(values, roles, final_answer)[0]
@@ -342,8 +375,13 @@ def first_error(steps: Sequence[Any]) -> int | None:
     return None
 
 
-def _collapsed(values: Sequence[StepValues], roles: Sequence[str], final_answer: str | None,
-               edges: list[tuple[int, str, int]], err: int | None) -> bool:
+def _collapsed(
+    values: Sequence[StepValues],
+    roles: Sequence[str],
+    final_answer: str | None,
+    edges: list[tuple[int, str, int]],
+    err: int | None,
+) -> bool:
     if err is None:
         return False
     bad = values[err].tainted
@@ -352,8 +390,9 @@ def _collapsed(values: Sequence[StepValues], roles: Sequence[str], final_answer:
     return any(producer == err and value in bad for _, value, producer in edges)
 
 
-def collapsed(steps: Sequence[Step], values: Sequence[StepValues], final_answer: str | None,
-              roles: Sequence[str] | None = None) -> bool:
+def collapsed(
+    steps: Sequence[Step], values: Sequence[StepValues], final_answer: str | None, roles: Sequence[str] | None = None
+) -> bool:
     """Does the final answer depend on a value produced by the first wrong claim?"""
     roles = label(steps, final_answer, values) if roles is None else roles
     edges = _trace(values, roles, final_answer)[1]
@@ -385,19 +424,45 @@ def analyse(text: str, reference_answer: str | None = None) -> Anatomy:
     err = first_error(values)
     correct = _answer_correct(final, reference_answer)
     on_path, canon = set(path), canonical_answer(final)
-    rows = [StepAnatomy(s.index, s.start, s.end, s.text, roles[k], v.produces, _answer_uses(v, roles[k], canon),
-                        v.claims, k in on_path) for k, (s, v) in enumerate(zip(steps, values))]
-    return Anatomy(rows, final, correct, err, _collapsed(values, roles, final, edges, err),
-                   bool(correct) and err is not None, path)
+    rows = [
+        StepAnatomy(
+            s.index,
+            s.start,
+            s.end,
+            s.text,
+            roles[k],
+            v.produces,
+            _answer_uses(v, roles[k], canon),
+            v.claims,
+            k in on_path,
+        )
+        for k, (s, v) in enumerate(zip(steps, values))
+    ]
+    return Anatomy(
+        rows, final, correct, err, _collapsed(values, roles, final, edges, err), bool(correct) and err is not None, path
+    )
 
 
 def trace_columns(anatomy: Anatomy, correct: bool) -> dict[str, Any]:
     """The anatomy as trace-store columns (STEP_STRUCT in schema.py); `correct` is the scorer's verdict."""
-    steps = [{"start": s.start, "end": s.end, "role": s.role, "on_path": s.on_path, "produces": s.produces,
-              "uses": s.uses, "claims_ok": sum(c.ok for c in s.claims if not c.retracted),
-              "claims_wrong": sum(not c.ok for c in s.claims if not c.retracted)} for s in anatomy.steps]
-    return {"steps": steps, "first_error_step": anatomy.first_error_step,
-            "answer_collapsed": anatomy.answer_collapsed,
-            # judged against the verifier's verdict, not anatomy's own answer comparison
-            "wrong_intermediate": bool(correct) and anatomy.first_error_step is not None,
-            "decision_points": anatomy.decision_points}
+    steps = [
+        {
+            "start": s.start,
+            "end": s.end,
+            "role": s.role,
+            "on_path": s.on_path,
+            "produces": s.produces,
+            "uses": s.uses,
+            "claims_ok": sum(c.ok for c in s.claims if not c.retracted),
+            "claims_wrong": sum(not c.ok for c in s.claims if not c.retracted),
+        }
+        for s in anatomy.steps
+    ]
+    return {
+        "steps": steps,
+        "first_error_step": anatomy.first_error_step,
+        "answer_collapsed": anatomy.answer_collapsed,
+        # judged against the verifier's verdict, not anatomy's own answer comparison
+        "wrong_intermediate": bool(correct) and anatomy.first_error_step is not None,
+        "decision_points": anatomy.decision_points,
+    }

@@ -34,9 +34,7 @@ _NUMBER = re.compile(
     r"(?:(?<![0-9A-Za-z)\]}])-)?(?<![0-9.])"
     r"(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?(?:/[0-9]+)?"
 )
-_DECIMAL = re.compile(
-    r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,3})?"
-)
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,3})?")
 _FRACTION = re.compile(r"([+-]?[0-9]+)\s*/\s*([0-9]+)")
 _LATEXISH = re.compile(r"\\|\$|\^|_\{|\bsqrt\b|\bpi\b")  # any backslash: LaTeX
 # Inputs on which sympy can run for minutes (power towers, huge exponents or

@@ -9,11 +9,20 @@ a good trace, a missed claim only loses a signal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 from fractions import Fraction
+from functools import lru_cache
 
-from distill.arith_tokens import (_ARITH, _NEGATION, _PAIRS, _RETRACT_AFTER, _Tok, _rewrite_words, _runs, _tokenize,
-                                   canonical)
+from distill.arith_tokens import (
+    _ARITH,
+    _NEGATION,
+    _PAIRS,
+    _RETRACT_AFTER,
+    _rewrite_words,
+    _runs,
+    _Tok,
+    _tokenize,
+    canonical,
+)
 
 MAX_SIDE_TOKENS = 256  # one side of an equation; longer sides are not checked
 MAX_BITS = 4096  # size bound on every intermediate numerator / denominator
@@ -182,7 +191,7 @@ def _close(actual: Fraction, stated: Fraction, places: int) -> bool:
 
 
 def _src(text: str, toks: list[_Tok]) -> str:
-    return " ".join(text[toks[0].start:toks[-1].end].split())
+    return " ".join(text[toks[0].start : toks[-1].end].split())
 
 
 def _occurrence(t: _Tok) -> tuple[int, str]:
@@ -225,8 +234,12 @@ def _classify(sides: list[_Side], wrong: list[int], running: set[int], out: Step
             if t.kind != "num":
                 continue
             occ = _occurrence(t)
-            if k == first or (k < first and side.lit is None) or (k in running and t is not side.toks[0]) or (
-                    k > first and side.lit is None and occ[1] in operand_values):
+            if (
+                k == first
+                or (k < first and side.lit is None)
+                or (k in running and t is not side.toks[0])
+                or (k > first and side.lit is None and occ[1] in operand_values)
+            ):
                 out.operands.append(occ)
                 operand_values.add(occ[1])
                 continue

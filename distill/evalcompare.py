@@ -6,6 +6,7 @@ Newcombe's interval, exact McNemar test), the share of the teacher-untrained gap
 interval), and how much of its in-distribution gain it keeps under reworded prompts. The verdicts
 are the sentences a reader gets at a glance in the report and the terminal.
 """
+
 from __future__ import annotations
 
 from distill.stats import gap_closed, paired_diff, ratio_of_gains
@@ -29,19 +30,30 @@ def pts(x: float) -> str:
 def verdict(name: str, other: str, d: dict) -> str:
     lo, hi = d["ci"]
     tell = "distinguishable" if lo > 0 or hi < 0 else "not distinguishable"
-    return (f"{name} vs {other} {pts(d['diff'])} pts [{pts(lo)}, {pts(hi)}], McNemar p = {d['p_mcnemar']:.3g}, "
-            f"n = {d['n']}: {tell}")
+    return (
+        f"{name} vs {other} {pts(d['diff'])} pts [{pts(lo)}, {pts(hi)}], McNemar p = {d['p_mcnemar']:.3g}, "
+        f"n = {d['n']}: {tell}"
+    )
 
 
-def split_comparison(preds: dict[str, list[dict]], split: str, student: str = "student",
-                     untrained: str = "untrained", teacher: str = "teacher", seed: int = 0) -> dict | None:
+def split_comparison(
+    preds: dict[str, list[dict]],
+    split: str,
+    student: str = "student",
+    untrained: str = "untrained",
+    teacher: str = "teacher",
+    seed: int = 0,
+) -> dict | None:
     """Student vs untrained (paired), student vs teacher (paired where they share problems), gap closed."""
     s, u, t = (_by_key(preds.get(m, []), split) for m in (student, untrained, teacher))
     out: dict = {}
-    accs = {m: [p["correct"] for p in rows.values()] for m, rows in ((student, s), (untrained, u), (teacher, t)) if rows}
+    accs = {
+        m: [p["correct"] for p in rows.values()] for m, rows in ((student, s), (untrained, u), (teacher, t)) if rows
+    }
     if accs and all(not any(v) for v in accs.values()):
-        out["measures_nothing"] = (f"every model scores 0 on {split} ({', '.join(accs)}): the split measures nothing "
-                                   "at this difficulty")
+        out["measures_nothing"] = (
+            f"every model scores 0 on {split} ({', '.join(accs)}): the split measures nothing at this difficulty"
+        )
     if s and u:
         keys = sorted(s.keys() & u.keys())
         d = paired_diff([s[k]["correct"] for k in keys], [u[k]["correct"] for k in keys])
@@ -49,8 +61,13 @@ def split_comparison(preds: dict[str, list[dict]], split: str, student: str = "s
         if t:
             paired = set(t) >= set(keys)
             teacher_correct = [t[k]["correct"] for k in keys] if paired else [p["correct"] for p in t.values()]
-            g = gap_closed([s[k]["correct"] for k in keys], [u[k]["correct"] for k in keys], teacher_correct,
-                           teacher_paired=paired, seed=seed)
+            g = gap_closed(
+                [s[k]["correct"] for k in keys],
+                [u[k]["correct"] for k in keys],
+                teacher_correct,
+                teacher_paired=paired,
+                seed=seed,
+            )
             out["gap_closed"] = {**g, "teacher_paired": paired}
     if s and t:
         keys = sorted(s.keys() & t.keys())
@@ -60,18 +77,24 @@ def split_comparison(preds: dict[str, list[dict]], split: str, student: str = "s
     return out or None
 
 
-def style_retention(preds: dict[str, list[dict]], student: str = "student", untrained: str = "untrained",
-                    seed: int = 0) -> dict | None:
+def style_retention(
+    preds: dict[str, list[dict]], student: str = "student", untrained: str = "untrained", seed: int = 0
+) -> dict | None:
     """The student's gain under the prompt styles / its gain in distribution, with a bootstrap interval
     that resamples problems (the style problems are in-distribution problems asked another way)."""
-    ind_s, ind_u = _by_key(preds.get(student, []), "in_distribution"), _by_key(preds.get(untrained, []), "in_distribution")
+    ind_s, ind_u = (
+        _by_key(preds.get(student, []), "in_distribution"),
+        _by_key(preds.get(untrained, []), "in_distribution"),
+    )
     ps_s, ps_u = _by_key(preds.get(student, []), "prompt_style"), _by_key(preds.get(untrained, []), "prompt_style")
     ids = sorted({pid for pid, _ in ind_s} & {pid for pid, _ in ind_u})
     if not ids or not ps_s or not ps_u:
         return None
     index = {pid: i for i, pid in enumerate(ids)}
-    den = ([ind_s[(pid, s)]["correct"] for pid, s in sorted(ind_s) if pid in index],
-           [ind_u[(pid, s)]["correct"] for pid, s in sorted(ind_s) if pid in index])
+    den = (
+        [ind_s[(pid, s)]["correct"] for pid, s in sorted(ind_s) if pid in index],
+        [ind_u[(pid, s)]["correct"] for pid, s in sorted(ind_s) if pid in index],
+    )
     styles = sorted({st for _, st in ps_s})
     pairs, groups = [], None
     for st in styles:
@@ -84,8 +107,13 @@ def style_retention(preds: dict[str, list[dict]], student: str = "student", untr
     r = ratio_of_gains(pairs, den, groups or [], seed=seed)
     gain_style = sum(sum(a) - sum(b) for a, b in pairs) / max(sum(len(a) for a, _ in pairs), 1)
     gain_ind = (sum(den[0]) - sum(den[1])) / len(den[0])
-    return {**r, "gain_styles": gain_style, "gain_in_distribution": gain_ind, "styles": styles,
-            "n_problems": len(groups or [])}
+    return {
+        **r,
+        "gain_styles": gain_style,
+        "gain_in_distribution": gain_ind,
+        "styles": styles,
+        "n_problems": len(groups or []),
+    }
 
 
 def compare(preds: dict[str, list[dict]], seed: int = 0) -> dict:
@@ -116,14 +144,21 @@ def headline(c: dict) -> list[str]:
         parts = []
         if "student_vs_untrained" in x:
             parts.append(x["student_vs_untrained"]["verdict"])
-        if (g := _ratio_text("gap closed", x.get("gap_closed"))):
-            parts.append(g + ("" if x["gap_closed"]["teacher_paired"] else
-                              f" (teacher on {x['gap_closed']['n_teacher']} other problems)"))
+        if g := _ratio_text("gap closed", x.get("gap_closed")):
+            parts.append(
+                g
+                + (
+                    ""
+                    if x["gap_closed"]["teacher_paired"]
+                    else f" (teacher on {x['gap_closed']['n_teacher']} other problems)"
+                )
+            )
         if "measures_nothing" in x:
             parts.append(x["measures_nothing"])
         if parts:
             lines.append(f"{split}: " + "; ".join(parts))
-    if (r := _ratio_text("style retention (gain under reworded prompts / gain in distribution)",
-                         c.get("style_retention"))):
+    if r := _ratio_text(
+        "style retention (gain under reworded prompts / gain in distribution)", c.get("style_retention")
+    ):
         lines.append(r)
     return lines

@@ -5,6 +5,7 @@ Pure Python (no ray / vllm / torch). A prediction is a dict with `problem_id`, `
 `answer` (extracted answer or None), `tokens` (completion length) and, for k > 1, optional `samples`
 (list of {"answer", "correct"}). Empty inputs give 0.0 rather than NaN so summaries stay valid JSON.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,9 @@ def _majority(answers: list[str | None]) -> int | None:
     return keys.index(winner)
 
 
-def maj_at_k(answers: list[str | None], reference: str, verifier: str, metadata: dict | None,
-             question: str = "") -> bool:
+def maj_at_k(
+    answers: list[str | None], reference: str, verifier: str, metadata: dict | None, question: str = ""
+) -> bool:
     """Majority vote: the most frequent normalised answer (None ignored; ties -> the one that occurs
     first) is verified against `reference` with `distill.answers.verify`; True only at full credit.
     False when every answer is None."""
@@ -107,12 +109,16 @@ def split_metrics(preds: list[dict]) -> dict:
     """
     acc = accuracy([bool(p["correct"]) for p in preds])
     mean_tokens = _mean([float(p["tokens"]) for p in preds])
-    out = {"n": len(preds), "accuracy": acc, "ci": list(wilson(sum(bool(p["correct"]) for p in preds), len(preds))),
-           "no_answer_rate": accuracy([p.get("answer") is None for p in preds]),
-           # right answers reached through a wrong arithmetic step, as a share of right answers
-           "wrong_steps_rate": accuracy([bool(p.get("wrong_steps")) for p in preds if p["correct"]]),
-           "mean_tokens": mean_tokens,
-           "accuracy_per_100_tokens": 100.0 * acc / mean_tokens if mean_tokens > 0 else 0.0}
+    out = {
+        "n": len(preds),
+        "accuracy": acc,
+        "ci": list(wilson(sum(bool(p["correct"]) for p in preds), len(preds))),
+        "no_answer_rate": accuracy([p.get("answer") is None for p in preds]),
+        # right answers reached through a wrong arithmetic step, as a share of right answers
+        "wrong_steps_rate": accuracy([bool(p.get("wrong_steps")) for p in preds if p["correct"]]),
+        "mean_tokens": mean_tokens,
+        "accuracy_per_100_tokens": 100.0 * acc / mean_tokens if mean_tokens > 0 else 0.0,
+    }
     sampled = [p["samples"] for p in preds if p.get("samples")]
     if sampled:
         k = min(len(s) for s in sampled)
@@ -128,7 +134,7 @@ def split_metrics(preds: list[dict]) -> dict:
 
 def _pair_agreement(keys: list[str | None]) -> float:
     """Share of style pairs giving the same normalised answer; a missing answer agrees with nothing."""
-    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1:]]
+    pairs = [(a, b) for i, a in enumerate(keys) for b in keys[i + 1 :]]
     return sum(1 for a, b in pairs if a is not None and a == b) / len(pairs) if pairs else 1.0
 
 
@@ -145,7 +151,9 @@ def prompt_style_metrics(by_style: dict[str, list[dict]], seed: int = 0) -> dict
     - n_shared: how many problems that was taken over
     """
     per_style = {s: accuracy([bool(p["correct"]) for p in preds]) for s, preds in by_style.items()}
-    per_style_ci = {s: list(wilson(sum(bool(p["correct"]) for p in preds), len(preds))) for s, preds in by_style.items()}
+    per_style_ci = {
+        s: list(wilson(sum(bool(p["correct"]) for p in preds), len(preds))) for s, preds in by_style.items()
+    }
     accs = list(per_style.values())
     mean = _mean(accs)
     sensitivity = math.sqrt(_mean([(a - mean) ** 2 for a in accs])) if accs else 0.0
@@ -153,8 +161,15 @@ def prompt_style_metrics(by_style: dict[str, list[dict]], seed: int = 0) -> dict
     shared = sorted(set.intersection(*(set(ix) for ix in indexed))) if indexed else []
     agree = [_pair_agreement([normalize_answer(ix[pid].get("answer")) for ix in indexed]) for pid in shared]
     ci = bootstrap(lambda idx: _mean([agree[i] for i in idx]), len(agree), seed=seed) if agree else None
-    return {"per_style": per_style, "per_style_ci": per_style_ci, "mean": mean, "sensitivity": sensitivity,
-            "agreement": _mean(agree), "agreement_ci": ci, "n_shared": len(shared)}
+    return {
+        "per_style": per_style,
+        "per_style_ci": per_style_ci,
+        "mean": mean,
+        "sensitivity": sensitivity,
+        "agreement": _mean(agree),
+        "agreement_ci": ci,
+        "n_shared": len(shared),
+    }
 
 
 def reasoning_delta(direct: list[dict], reasoning: list[dict]) -> dict:
@@ -169,9 +184,14 @@ def reasoning_delta(direct: list[dict], reasoning: list[dict]) -> dict:
     shared = [pid for pid in d if pid in r]
     d_acc = accuracy([bool(d[pid]["correct"]) for pid in shared])
     r_acc = accuracy([bool(r[pid]["correct"]) for pid in shared])
-    return {"n": len(shared), "direct_accuracy": d_acc, "reasoning_accuracy": r_acc, "delta": r_acc - d_acc,
-            "direct_mean_tokens": _mean([float(d[pid]["tokens"]) for pid in shared]),
-            "reasoning_mean_tokens": _mean([float(r[pid]["tokens"]) for pid in shared])}
+    return {
+        "n": len(shared),
+        "direct_accuracy": d_acc,
+        "reasoning_accuracy": r_acc,
+        "delta": r_acc - d_acc,
+        "direct_mean_tokens": _mean([float(d[pid]["tokens"]) for pid in shared]),
+        "reasoning_mean_tokens": _mean([float(r[pid]["tokens"]) for pid in shared]),
+    }
 
 
 def _lcs_len(a: list[str], b: list[str]) -> int:
@@ -225,5 +245,8 @@ def imitation_fidelity(student_texts: dict[str, str], teacher_texts: dict[str, s
     mean rouge_l, mean token_f1 and n. Reported beside transfer to show the difference; not a goal."""
     shared = [pid for pid in student_texts if pid in teacher_texts]
     pairs = [(student_texts[pid], teacher_texts[pid]) for pid in shared]
-    return {"n": len(shared), "rouge_l": _mean([rouge_l(s, t) for s, t in pairs]),
-            "token_f1": _mean([token_f1(s, t) for s, t in pairs])}
+    return {
+        "n": len(shared),
+        "rouge_l": _mean([rouge_l(s, t) for s, t in pairs]),
+        "token_f1": _mean([token_f1(s, t) for s, t in pairs]),
+    }

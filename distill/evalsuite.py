@@ -10,6 +10,7 @@ Splits (all from config, see EvalConfig):
   difficulty_shift  the training tasks at harder settings
   direct            the in_distribution problems asked for an immediate answer ("does reasoning help")
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ from collections import defaultdict
 
 from distill.anatomy import analyse
 from distill.answers import extract_answer, is_correct, verify
-from distill.config import EvalConfig, PromptConfig, PromptStyle
+from distill.config import EvalConfig, PromptConfig
 from distill.evalcompare import compare
 from distill.evalmetrics import imitation_fidelity, prompt_style_metrics, reasoning_delta, split_metrics
 from distill.prompts import messages_for, style_of
@@ -40,11 +41,16 @@ def load_suite(ev: EvalConfig, train_ids: set[str]) -> dict:
             continue
         loaded = load_problems(sources)
         kept = [p for p in loaded.problems if p["problem_id"] not in train_ids]
-        checks[split] = {"n": len(kept), "dropped_overlap": len(loaded.problems) - len(kept),
-                         "quarantined": len(loaded.quarantined)}
+        checks[split] = {
+            "n": len(kept),
+            "dropped_overlap": len(loaded.problems) - len(kept),
+            "quarantined": len(loaded.quarantined),
+        }
         if loaded.problems and not kept:
-            raise ValueError(f"eval.{split}: all {len(loaded.problems)} problems are training problems (same "
-                             "problem_id). reasoning-gym draws item i from seed + i: use a seed further away.")
+            raise ValueError(
+                f"eval.{split}: all {len(loaded.problems)} problems are training problems (same "
+                "problem_id). reasoning-gym draws item i from seed + i: use a seed further away."
+            )
         problems[split] = kept
     if "validation" in problems:  # tuning problems never double as test problems
         test_ids = {p["problem_id"] for s, ps in problems.items() if s != "validation" for p in ps}
@@ -56,29 +62,46 @@ def load_suite(ev: EvalConfig, train_ids: set[str]) -> dict:
     return {"problems": problems, "checks": checks}
 
 
-def _request(split: str, style_name: str, style: dict, problem: dict, max_tokens: int,
-             n: int = 1, temperature: float = 0.0) -> dict:
-    return {"split": split, "style": style_name, "problem": problem, "messages": messages_for(problem["question"], style),
-            "prefill": style.get("prefill", ""), "max_tokens": max_tokens, "n": n, "temperature": temperature}
+def _request(
+    split: str, style_name: str, style: dict, problem: dict, max_tokens: int, n: int = 1, temperature: float = 0.0
+) -> dict:
+    return {
+        "split": split,
+        "style": style_name,
+        "problem": problem,
+        "messages": messages_for(problem["question"], style),
+        "prefill": style.get("prefill", ""),
+        "max_tokens": max_tokens,
+        "n": n,
+        "temperature": temperature,
+    }
 
 
-def build_requests(suite: dict, ev: EvalConfig, train_prompt: PromptConfig,
-                   splits: tuple[str, ...] | list[str] | None = None) -> list[dict]:
+def build_requests(
+    suite: dict, ev: EvalConfig, train_prompt: PromptConfig, splits: tuple[str, ...] | list[str] | None = None
+) -> list[dict]:
     """Every generation request of the suite (or of `splits` only) for one model."""
     probs, train = suite["problems"], style_of(train_prompt)
-    want = set(splits) if splits is not None else {"in_distribution", "prompt_style", "related",
-                                                   "difficulty_shift", "direct"}
+    want = (
+        set(splits)
+        if splits is not None
+        else {"in_distribution", "prompt_style", "related", "difficulty_shift", "direct"}
+    )
     reqs: list[dict] = []
     ind = probs.get("in_distribution", [])
     for split in SOURCE_SPLITS + ("validation",):
         if split in want:
             reqs += [_request(split, TRAIN_STYLE, train, p, ev.max_tokens) for p in probs.get(split, [])]
     if "in_distribution" in want and ev.samples > 1:
-        reqs += [_request("in_distribution_sampled", TRAIN_STYLE, train, p, ev.max_tokens, ev.samples,
-                          ev.temperature) for p in ind]
+        reqs += [
+            _request("in_distribution_sampled", TRAIN_STYLE, train, p, ev.max_tokens, ev.samples, ev.temperature)
+            for p in ind
+        ]
     if "prompt_style" in want:
         for name, style in ev.prompt_styles.items():
-            reqs += [_request("prompt_style", name, style_of(style), p, ev.max_tokens) for p in ind[:ev.style_problems]]
+            reqs += [
+                _request("prompt_style", name, style_of(style), p, ev.max_tokens) for p in ind[: ev.style_problems]
+            ]
     if "direct" in want:
         reqs += [_request("direct", "direct", style_of(ev.direct), p, ev.direct_max_tokens) for p in ind]
     return reqs
@@ -105,8 +128,12 @@ def score_text(problem: dict, text: str, finish_reason: str = "stop") -> dict:
     if finish_reason == "length" and rule == "last_number":
         answer, rule = None, "truncated"
     correct = bool(answer is not None and score_answer(problem, answer))
-    return {"answer": answer, "answer_rule": rule, "correct": correct,
-            "wrong_steps": correct and analyse(text).first_error_step is not None}
+    return {
+        "answer": answer,
+        "answer_rule": rule,
+        "correct": correct,
+        "wrong_steps": correct and analyse(text).first_error_step is not None,
+    }
 
 
 def prediction(request: dict, outputs: list[tuple[str, int, str]]) -> dict:
@@ -114,9 +141,18 @@ def prediction(request: dict, outputs: list[tuple[str, int, str]]) -> dict:
     p = request["problem"]
     text, tokens, finish = outputs[0]
     text = request["prefill"] + text if request["prefill"] else text
-    out = {"split": request["split"], "style": request["style"], "problem_id": p["problem_id"], "source": p["source"],
-           "question": p["question"], "reference": p["reference_answer"], "text": text, "tokens": tokens, "finish_reason": finish,
-           **score_text(p, text, finish)}
+    out = {
+        "split": request["split"],
+        "style": request["style"],
+        "problem_id": p["problem_id"],
+        "source": p["source"],
+        "question": p["question"],
+        "reference": p["reference_answer"],
+        "text": text,
+        "tokens": tokens,
+        "finish_reason": finish,
+        **score_text(p, text, finish),
+    }
     if request["n"] > 1:
         out["samples"] = [dict(score_text(p, request["prefill"] + t, f), tokens=n) for t, n, f in outputs]
     return out
@@ -129,8 +165,6 @@ def predictions(requests: list[dict], outputs: list[list]) -> list[dict]:
 
 def _r(x):
     return round(x, 4) if isinstance(x, float) else x
-
-
 
 
 def summarize(preds: dict[str, list[dict]], reference: str = "teacher") -> dict:
@@ -146,8 +180,12 @@ def summarize(preds: dict[str, list[dict]], reference: str = "teacher") -> dict:
         for split in SOURCE_SPLITS + ("validation",):
             if split not in by_split:
                 continue
-            rows = [dict(p, samples=sampled[p["problem_id"]]) if split == "in_distribution" and p["problem_id"] in sampled
-                    else p for p in by_split[split]]
+            rows = [
+                dict(p, samples=sampled[p["problem_id"]])
+                if split == "in_distribution" and p["problem_id"] in sampled
+                else p
+                for p in by_split[split]
+            ]
             m = split_metrics(rows)
             if split not in ("in_distribution", "validation"):
                 by_source: dict[str, list[dict]] = defaultdict(list)
@@ -171,8 +209,14 @@ def summarize(preds: dict[str, list[dict]], reference: str = "teacher") -> dict:
             if model != reference:
                 mine = {p["problem_id"]: p["text"] for p in ps if p["split"] == "in_distribution"}
                 fidelity[model] = _rounded_any(imitation_fidelity(mine, ref))
-    return {"splits": dict(splits), "prompt_style": styles, "reasoning_help": reasoning,
-            "imitation_fidelity": fidelity, "fidelity_reference": reference, "comparisons": _rounded_any(compare(preds))}
+    return {
+        "splits": dict(splits),
+        "prompt_style": styles,
+        "reasoning_help": reasoning,
+        "imitation_fidelity": fidelity,
+        "fidelity_reference": reference,
+        "comparisons": _rounded_any(compare(preds)),
+    }
 
 
 def _rounded_any(x):
@@ -193,8 +237,17 @@ def side_by_side(preds: dict[str, list[dict]], student: str, reference: str, per
             continue
         taken[p["correct"]] += 1
         r = ref[p["problem_id"]]
-        out.append({"problem_id": p["problem_id"], "reference_answer": p["reference"], "student_correct": p["correct"],
-                    "reference_correct": r["correct"], "question": p["question"],
-                    "teacher_text": r["text"], "student_text": p["text"],
-                    "teacher_answer": r["answer"], "student_answer": p["answer"]})
+        out.append(
+            {
+                "problem_id": p["problem_id"],
+                "reference_answer": p["reference"],
+                "student_correct": p["correct"],
+                "reference_correct": r["correct"],
+                "question": p["question"],
+                "teacher_text": r["text"],
+                "student_text": p["text"],
+                "teacher_answer": r["answer"],
+                "student_answer": p["answer"],
+            }
+        )
     return sorted(out, key=lambda x: not x["student_correct"])

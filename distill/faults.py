@@ -6,6 +6,7 @@ the retry included, pass. Unset -- always outside the tests -- a fault point is 
 Signals from the test (tests/ray/test_actor_faults.py) cannot aim between two writes of one call;
 this can.
 """
+
 from __future__ import annotations
 
 import os

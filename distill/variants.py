@@ -18,6 +18,7 @@ Every variant but `full` ends in a final-answer statement that extracts to the v
 the kept steps do not, a line `Answer: {answer}` is appended. `full` is already known to extract to it,
 since the verified answer was extracted from that very text. Pure functions, no torch / ray.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def _same_answer(text: str, answer: str) -> bool:
     return found is not None and is_correct(verify(found, answer, "exact", None))
 
 
-def _assemble(text: str, steps: list[StepAnatomy], adjacent_gaps: bool,
-              split: Callable[[str], list[str] | None] | None = None) -> tuple[str, list[Span]]:
+def _assemble(
+    text: str, steps: list[StepAnatomy], adjacent_gaps: bool, split: Callable[[str], list[str] | None] | None = None
+) -> tuple[str, list[Span]]:
     """Kept steps -> (variant text, spans). Original gap between steps adjacent in the trace, else "\\n".
     `split(step text)` may rewrite a step as several lines; those go on lines of their own."""
     parts: list[str] = []
@@ -56,7 +58,7 @@ def _assemble(text: str, steps: list[StepAnatomy], adjacent_gaps: bool,
         for k, line in enumerate(lines or [s.text]):
             if prev is not None:
                 keep = adjacent_gaps and k == 0 and not lines and not prev_split and s.index == prev.index + 1
-                gap = text[prev.end:s.start] if keep else "\n"
+                gap = text[prev.end : s.start] if keep else "\n"
                 parts.append(gap)
                 pos += len(gap)
             parts.append(line)
@@ -80,8 +82,10 @@ def _ensure_answer(body: str, spans: list[Span], answer: str) -> tuple[str, list
 # One integer addition or subtraction as the whole step ("Step 2: " labels and a closing "." allowed).
 # ASCII digits without leading zeros, at most 30 of them ("007" or a 5,000-digit number is left alone).
 _INT = r"(?:0|[1-9][0-9]{0,29})"
-_ADD_STEP = re.compile(rf"(?P<label>(?:Step\s*[0-9]+\s*[:.]\s*)?)(?P<a>-?{_INT})\s*(?P<op>[+-])\s*(?P<b>{_INT})"
-                       rf"\s*=\s*(?P<c>-?{_INT})\s*\.?")
+_ADD_STEP = re.compile(
+    rf"(?P<label>(?:Step\s*[0-9]+\s*[:.]\s*)?)(?P<a>-?{_INT})\s*(?P<op>[+-])\s*(?P<b>{_INT})"
+    rf"\s*=\s*(?P<c>-?{_INT})\s*\.?"
+)
 
 
 def split_place_value(step: str) -> list[str] | None:
@@ -127,8 +131,9 @@ def build_variants(text: str, anatomy: Anatomy, answer: str) -> dict[str, str]:
     return {name: variant for name, (variant, _) in _build(text, anatomy, answer).items()}
 
 
-def check_variant(variant_text: str, reference_answer: str, verifier: str, metadata: dict | None,
-                  question: str = "") -> bool:
+def check_variant(
+    variant_text: str, reference_answer: str, verifier: str, metadata: dict | None, question: str = ""
+) -> bool:
     """Does the variant, read on its own, still extract to a correct answer?"""
     found, _ = extract_answer(variant_text)
     return is_correct(verify(found, reference_answer, verifier, metadata, question))
@@ -145,7 +150,7 @@ def choose_variant(trace_id: str, supervision: dict[str, float]) -> str:
     total = sum(max(0.0, float(w)) for w in supervision.values())
     if unknown or total <= 0:
         raise ValueError(f"supervision {supervision!r}: unknown variant(s) {unknown} or no positive share")
-    u = int(stable_id("choose", trace_id), 16) / 16 ** 16 * total  # uniform in [0, total)
+    u = int(stable_id("choose", trace_id), 16) / 16**16 * total  # uniform in [0, total)
     chosen = None
     for name in VARIANTS:
         share = max(0.0, float(supervision.get(name, 0.0)))
@@ -180,25 +185,30 @@ def variant_rows(trace_row: dict, anatomy: Anatomy, tokenizer=None) -> list[dict
     require_columns("variants", trace_row.keys(), VARIANT_INPUT)
     answer = trace_row["answer"]
     if answer is None:
-        raise ValueError(f"variants: trace {trace_row['trace_id']!r} has no extracted answer; "
-                         "variants are built from accepted traces only")
+        raise ValueError(
+            f"variants: trace {trace_row['trace_id']!r} has no extracted answer; "
+            "variants are built from accepted traces only"
+        )
     metadata = _metadata(trace_row["metadata"])
     rows = []
     checked: dict[str, bool] = {}  # variants often share a text (decision_points == full on a clean trace)
     for name, (text, spans) in _build(trace_row["text"], anatomy, str(answer)).items():
         if text not in checked:
-            checked[text] = check_variant(text, trace_row["reference_answer"], trace_row["verifier"], metadata,
-                                          trace_row["question"] or "")
-        rows.append({
-            "variant_id": stable_id("variant", trace_row["trace_id"], name),
-            "parent_trace_id": trace_row["trace_id"],
-            "variant": name,
-            "text": text,
-            "student_tokens": None,
-            "chars": len(text),
-            "ok": checked[text],
-            "spans": spans,
-        })
+            checked[text] = check_variant(
+                text, trace_row["reference_answer"], trace_row["verifier"], metadata, trace_row["question"] or ""
+            )
+        rows.append(
+            {
+                "variant_id": stable_id("variant", trace_row["trace_id"], name),
+                "parent_trace_id": trace_row["trace_id"],
+                "variant": name,
+                "text": text,
+                "student_tokens": None,
+                "chars": len(text),
+                "ok": checked[text],
+                "spans": spans,
+            }
+        )
     return count_tokens(rows, tokenizer)
 
 

@@ -5,6 +5,7 @@ token: 0 on the prompt (and anything else unlabelled), the role's weight on comp
 step span (times `path_weight` on the decision path), 1.0 on separators and on the end-of-turn token,
 which the student must always learn to emit.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_right
@@ -13,7 +14,9 @@ from typing import Any, Sequence
 from distill.tokenize import IGNORE, collate, encode_example, render_prompt
 
 
-def _completion_offsets(tokenizer, messages: list[dict], completion: str, prefill: str = "") -> tuple[list[int], list[int]]:
+def _completion_offsets(
+    tokenizer, messages: list[dict], completion: str, prefill: str = ""
+) -> tuple[list[int], list[int]]:
     """Completion-side token ids (as encode_example makes them) and each token's char position in
     `completion`: its first non-whitespace char, or its first char for a whitespace-only token.
 
@@ -21,9 +24,10 @@ def _completion_offsets(tokenizer, messages: list[dict], completion: str, prefil
     first word of a step in the gap before it.
     """
     prompt_text = render_prompt(tokenizer, messages) + prefill
-    full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": prefill + completion}],
-                                              tokenize=False)
-    comp_text = full_text[len(prompt_text):]
+    full_text = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": prefill + completion}], tokenize=False
+    )
+    comp_text = full_text[len(prompt_text) :]
     base = comp_text.find(completion)
     if base < 0:  # a template that strips the reply: locate the stripped text, keep our coordinates
         lead = len(completion) - len(completion.lstrip())
@@ -38,8 +42,9 @@ def _completion_offsets(tokenizer, messages: list[dict], completion: str, prefil
     return list(enc["input_ids"]), positions
 
 
-def _span_weight(pos: int, spans: Sequence[dict], starts: list[int], role_weights: dict[str, float],
-                 path_weight: float | None) -> float:
+def _span_weight(
+    pos: int, spans: Sequence[dict], starts: list[int], role_weights: dict[str, float], path_weight: float | None
+) -> float:
     k = bisect_right(starts, pos) - 1
     if k < 0 or pos >= spans[k]["end"]:
         return 1.0  # separator between steps, or template text after the completion
@@ -50,9 +55,16 @@ def _span_weight(pos: int, spans: Sequence[dict], starts: list[int], role_weight
     return w
 
 
-def token_weights(tokenizer, messages: list[dict], completion: str, spans: Sequence[dict],
-                  role_weights: dict[str, float], max_len: int, path_weight: float | None = None,
-                  prefill: str = "") -> dict[str, Any] | None:
+def token_weights(
+    tokenizer,
+    messages: list[dict],
+    completion: str,
+    spans: Sequence[dict],
+    role_weights: dict[str, float],
+    max_len: int,
+    path_weight: float | None = None,
+    prefill: str = "",
+) -> dict[str, Any] | None:
     """-> {input_ids, labels, weights} (equal lengths), or None when it does not fit in max_len.
 
     `spans` are {start, end, role, on_path} char spans in `completion`, non-overlapping. `prefill` is
@@ -66,7 +78,7 @@ def token_weights(tokenizer, messages: list[dict], completion: str, spans: Seque
     # Trained tokens start right after the prompt, and there is always at least one (end of turn).
     p = next(i for i, lab in enumerate(labels) if lab != IGNORE)
     n = min(len(comp_ids), len(ids) - p)
-    if ids[p:p + n] != comp_ids[:n]:
+    if ids[p : p + n] != comp_ids[:n]:
         raise ValueError("re-tokenised completion differs from encode_example's; cannot align weights")
     spans = sorted(spans, key=lambda s: s["start"])
     starts = [s["start"] for s in spans]
@@ -92,8 +104,9 @@ def weighted_loss_sum(logits, labels, weights):
     logits = logits[:, :-1, :].float()  # [B, T-1, V]: position t predicts token t+1
     target = labels[:, 1:]  # [B, T-1]
     w = weights[:, 1:].float() * (target != IGNORE).float()  # [B, T-1]
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE,
-                         reduction="none").view_as(w)  # [B, T-1]
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view_as(w)  # [B, T-1]
     return (ce * w).sum()
 
 
@@ -112,5 +125,5 @@ def collate_weighted(examples: list[dict], pad_id: int):
     ids, mask, labels = collate(examples, pad_id)
     weights = torch.zeros(ids.shape, dtype=torch.float32)
     for i, e in enumerate(examples):
-        weights[i, :len(e["weights"])] = torch.tensor(e["weights"], dtype=torch.float32)
+        weights[i, : len(e["weights"])] = torch.tensor(e["weights"], dtype=torch.float32)
     return ids, mask, labels, weights

@@ -16,6 +16,7 @@ versions to `bench.json`, and a plot. Arms:
                   as sequential stages (`stages: sequential`) with (a) the streamed run's per-stage
                   cores and (b) all cores for each stage in turn; wall and core utilisation of each
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,7 @@ ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "eval_engine", "ev
 
 
 # ---------------------------------------------------------------- inputs shared by the arms
+
 
 def _cfg():
     from distill.config import load_config
@@ -68,8 +70,9 @@ def _train_rows(n: int) -> list[dict]:
     rows = []
     for p in _problems(n):
         text, _ = _worked(p["question"])
-        rows.append({"trace_id": stable_id("bench", p["problem_id"]), "question": p["question"], "text": text,
-                     "spans": []})
+        rows.append(
+            {"trace_id": stable_id("bench", p["problem_id"]), "question": p["question"], "text": text, "spans": []}
+        )
     return rows
 
 
@@ -93,6 +96,7 @@ def _prod(shape) -> int:
 
 # ---------------------------------------------------------------- arms (each in its own process)
 
+
 def arm_roofline(a) -> dict:
     import torch
 
@@ -107,8 +111,8 @@ def arm_roofline(a) -> dict:
         while time.perf_counter() - t0 < 3:
             x @ y
             n += 1
-        out[f"gemm_gflops_{dt}"] = round(2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9, 2)
-    src = torch.ones(64 * 2 ** 20, dtype=torch.float32)  # 256 MiB: far past any cache
+        out[f"gemm_gflops_{dt}"] = round(2 * 1024**3 * n / (time.perf_counter() - t0) / 1e9, 2)
+    src = torch.ones(64 * 2**20, dtype=torch.float32)  # 256 MiB: far past any cache
     dst = torch.empty_like(src)
     dst.copy_(src)
     n, t0 = 0, time.perf_counter()
@@ -124,11 +128,16 @@ def arm_roofline(a) -> dict:
     t_dtype = engine_dtype(cfg.teacher.dtype, False)
     t_bytes = _params(tp) * (2 if t_dtype == "bfloat16" else 4)
     s_dtype = "bfloat16" if train_bf16(cfg.train.bf16, False) else "float32"
-    out.update(teacher_params=_params(tp), teacher_dtype=t_dtype, student_params=_params(sp), student_dtype=s_dtype,
-               # one sequence decoding reads every weight once per token: bandwidth-bound
-               teacher_decode_bound_tok_s_batch1=round(out["copy_gbps"] * 1e9 / t_bytes, 2),
-               # training: ~6 FLOPs per parameter per token (forward 2, backward 4), compute-bound
-               student_train_bound_tok_s=round(out[f"gemm_gflops_{s_dtype}"] * 1e9 / (6 * _params(sp)), 1))
+    out.update(
+        teacher_params=_params(tp),
+        teacher_dtype=t_dtype,
+        student_params=_params(sp),
+        student_dtype=s_dtype,
+        # one sequence decoding reads every weight once per token: bandwidth-bound
+        teacher_decode_bound_tok_s_batch1=round(out["copy_gbps"] * 1e9 / t_bytes, 2),
+        # training: ~6 FLOPs per parameter per token (forward 2, backward 4), compute-bound
+        student_train_bound_tok_s=round(out[f"gemm_gflops_{s_dtype}"] * 1e9 / (6 * _params(sp)), 1),
+    )
     return out
 
 
@@ -144,8 +153,10 @@ def _teacher_inputs(a):
     tok = AutoTokenizer.from_pretrained(path)
     probs = _problems(a.prompts)
     style = style_of(cfg.teacher_prompt())
-    ids = [tok(render_prompt(tok, messages_for(p["question"], style)), add_special_tokens=False)["input_ids"]
-           for p in probs]
+    ids = [
+        tok(render_prompt(tok, messages_for(p["question"], style)), add_special_tokens=False)["input_ids"]
+        for p in probs
+    ]
     return cfg, path, tok, probs, ids
 
 
@@ -158,8 +169,15 @@ def arm_teacher_pipeline(a) -> dict:
     from distill.schema import PROBLEM_SCHEMA
 
     cfg, path, tok, probs, _ = _teacher_inputs(a)
-    t = cfg.teacher.model_copy(update={"max_tokens": a.gen_tokens, "ignore_eos": True, "samples": 1,
-                                       "temperature": 0.0, "cpu_threads_bind": a.cores}).model_dump()
+    t = cfg.teacher.model_copy(
+        update={
+            "max_tokens": a.gen_tokens,
+            "ignore_eos": True,
+            "samples": 1,
+            "temperature": 0.0,
+            "cpu_threads_bind": a.cores,
+        }
+    ).model_dump()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as store:
         teacher = VLLMTeacher(t, cfg.teacher_prompt().model_dump(), path, cfg.teacher.model, store, [])
@@ -181,8 +199,14 @@ def arm_teacher_bare(a) -> dict:
 
     cfg, path, tok, probs, ids = _teacher_inputs(a)
     t0 = time.perf_counter()
-    llm = LLM(model=path, max_model_len=cfg.teacher.max_model_len, enforce_eager=True, disable_log_stats=True,
-              dtype=engine_dtype(None, False), seed=0)
+    llm = LLM(
+        model=path,
+        max_model_len=cfg.teacher.max_model_len,
+        enforce_eager=True,
+        disable_log_stats=True,
+        dtype=engine_dtype(None, False),
+        seed=0,
+    )
     start = time.perf_counter() - t0
     sp = SamplingParams(temperature=0.0, max_tokens=a.gen_tokens, ignore_eos=True)
     t1 = time.perf_counter()
@@ -210,8 +234,14 @@ def arm_teacher_hf(a) -> dict:
     mask = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids])
     t1 = time.perf_counter()
     with torch.no_grad():
-        g = model.generate(inp, attention_mask=mask, max_new_tokens=a.gen_tokens, min_new_tokens=a.gen_tokens,
-                           do_sample=False, pad_token_id=pad)
+        g = model.generate(
+            inp,
+            attention_mask=mask,
+            max_new_tokens=a.gen_tokens,
+            min_new_tokens=a.gen_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
     wall = time.perf_counter() - t1
     toks = int((g.shape[1] - T) * g.shape[0])
     return {"start_s": round(start, 1), "gen_s": round(wall, 2), "tokens": toks, "tok_s": round(toks / wall, 2)}
@@ -239,9 +269,15 @@ def _train(a, packing: bool, grouped: bool) -> dict:
         m = student.step(b)
         tokens, padded = tokens + m["tokens"], padded + m["padded_tokens"]
     wall = time.perf_counter() - t0
-    return {"steps": len(batches) - 1, "tokens": tokens, "padded_tokens": padded, "wall_s": round(wall, 2),
-            "tok_s": round(tokens / wall, 1), "padding_fraction": round(1 - tokens / padded, 4),
-            "bf16": student.bf16}
+    return {
+        "steps": len(batches) - 1,
+        "tokens": tokens,
+        "padded_tokens": padded,
+        "wall_s": round(wall, 2),
+        "tok_s": round(tokens / wall, 1),
+        "padding_fraction": round(1 - tokens / padded, 4),
+        "bf16": student.bf16,
+    }
 
 
 def arm_train_padded(a) -> dict:
@@ -267,12 +303,21 @@ def arm_scorer(a) -> dict:
     rows = []
     for p in _problems(a.scorer_traces):
         text, _ = _worked(p["question"])
-        rows.append({**p, "trace_id": stable_id("bench-trace", p["problem_id"]), "text": text,
-                     "finish_reason": "stop", "completion_tokens": len(text) // 3, "sample_index": 0})
+        rows.append(
+            {
+                **p,
+                "trace_id": stable_id("bench-trace", p["problem_id"]),
+                "text": text,
+                "finish_reason": "stop",
+                "completion_tokens": len(text) // 3,
+                "sample_index": 0,
+            }
+        )
     with tempfile.TemporaryDirectory() as store:
-        scorer = TraceScorer(cfg.scorer.model_dump(), store, None, cfg.train.supervision,
-                             resolve_model(cfg.train.student))
-        batches = [pa.Table.from_pylist(rows[i:i + 8]) for i in range(0, len(rows), 8)]
+        scorer = TraceScorer(
+            cfg.scorer.model_dump(), store, None, cfg.train.supervision, resolve_model(cfg.train.student)
+        )
+        batches = [pa.Table.from_pylist(rows[i : i + 8]) for i in range(0, len(rows), 8)]
         scorer(batches[0])  # warm-up
         t0 = time.perf_counter()
         n = 0
@@ -300,25 +345,52 @@ def arm_eval_engine(a) -> dict:
     path = resolve_model(cfg.train.student)
     eng = EvalEngine(opts)
     try:
-        first = eng._evaluate(path, reqs)
+        eng._evaluate(path, reqs)  # the engine start (history()[0])
         again = eng._evaluate(path, reqs)  # an in-place swap (the same weights: the cost is the swap's)
     finally:
         eng.close()
     h = eng.history()
-    return {"start_s": h[0]["load_s"], "reload_s": h[1]["load_s"], "tokens": again["tokens"],
-            "gen_s": again["wall_s"], "tok_s": round(again["tokens"] / max(again["wall_s"], 1e-9), 2)}
+    return {
+        "start_s": h[0]["load_s"],
+        "reload_s": h[1]["load_s"],
+        "tokens": again["tokens"],
+        "gen_s": again["wall_s"],
+        "tok_s": round(again["tokens"] / max(again["wall_s"], 1e-9), 2),
+    }
 
 
-ARM_FNS = {"roofline": arm_roofline, "teacher_pipeline": arm_teacher_pipeline, "teacher_bare": arm_teacher_bare,
-           "teacher_hf": arm_teacher_hf, "train_padded": arm_train_padded, "train_grouped": arm_train_grouped,
-           "train_packed": arm_train_packed, "scorer": arm_scorer, "eval_engine": arm_eval_engine}
+ARM_FNS = {
+    "roofline": arm_roofline,
+    "teacher_pipeline": arm_teacher_pipeline,
+    "teacher_bare": arm_teacher_bare,
+    "teacher_hf": arm_teacher_hf,
+    "train_padded": arm_train_padded,
+    "train_grouped": arm_train_grouped,
+    "train_packed": arm_train_packed,
+    "scorer": arm_scorer,
+    "eval_engine": arm_eval_engine,
+}
 
 
 # ---------------------------------------------------------------- the driver
 
+
 def _spawn(arm: str, cores: str, a, out: Path) -> subprocess.Popen:
-    cmd = ["taskset", "-c", cores, sys.executable, "-m", "pipelines.bench", "--arm", arm, "--cores", cores,
-           "--out", str(out), *a.passthrough]
+    cmd = [
+        "taskset",
+        "-c",
+        cores,
+        sys.executable,
+        "-m",
+        "pipelines.bench",
+        "--arm",
+        arm,
+        "--cores",
+        cores,
+        "--out",
+        str(out),
+        *a.passthrough,
+    ]
     log = open(out.with_suffix(".log"), "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
 
@@ -337,27 +409,52 @@ def overlap_overrides(arm: str, cores: str, a) -> list[str]:
     from distill.hardware import bind_cores
 
     n = bind_cores(cores, 1)
-    return [*seq, f"teacher.cpu_threads_bind={cores}", f"eval.cpu_threads_bind={cores}",
-            f"train.torch_threads={n}", f"train.torch_threads_later={n}"]
+    return [
+        *seq,
+        f"teacher.cpu_threads_bind={cores}",
+        f"eval.cpu_threads_bind={cores}",
+        f"train.torch_threads={n}",
+        f"train.torch_threads_later={n}",
+    ]
 
 
 def _run_overlap(arm: str, cores: str, a, work: Path, rep: int) -> dict:
     """One `distill run` (its own process tree, pinned to `cores`) -> its summary's measures."""
     runs = (work / f"{arm}-{rep}-runs").resolve()
-    cmd = ["taskset", "-c", cores, sys.executable, "-m", "distill.cli", "run", a.overlap_recipe, "--no-eval-cache",
-           "--set", f"output_dir={runs}"]
+    cmd = [
+        "taskset",
+        "-c",
+        cores,
+        sys.executable,
+        "-m",
+        "distill.cli",
+        "run",
+        a.overlap_recipe,
+        "--no-eval-cache",
+        "--set",
+        f"output_dir={runs}",
+    ]
     for o in overlap_overrides(arm, cores, a):
         cmd += ["--set", o]
     with open(work / f"{arm}-{rep}.log", "w") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]).returncode
+        rc = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]
+        ).returncode
     found = sorted(runs.glob("*/summary.json"))
     if rc != 0 or not found:
         return {"error": f"exit {rc}: see {work / f'{arm}-{rep}.log'}"}
     s = json.loads(found[-1].read_text())
     st = s["stages"]
-    return {"wall_s": s["wall_s"], "core_utilisation": s["core_utilisation"], "core_seconds": s["core_seconds"],
-            "teacher_end_s": st["teacher"]["end"], "train_first_step_s": st["train"]["first_step_at"],
-            "train_steps": st["train"]["steps"], "accepted": st["scorer"]["accepted"], "run_dir": s["run_dir"]}
+    return {
+        "wall_s": s["wall_s"],
+        "core_utilisation": s["core_utilisation"],
+        "core_seconds": s["core_seconds"],
+        "teacher_end_s": st["teacher"]["end"],
+        "train_first_step_s": st["train"]["first_step_at"],
+        "train_steps": st["train"]["steps"],
+        "accepted": st["scorer"]["accepted"],
+        "run_dir": s["run_dir"],
+    }
 
 
 def _run_arm(arm: str, cores: str, a, work: Path, rep: int) -> dict:
@@ -374,8 +471,11 @@ def _run_arm(arm: str, cores: str, a, work: Path, rep: int) -> dict:
         train.wait()
         beside = work / f"beside-train-{rep}.json"
         if rc == 0 and out.is_file() and beside.is_file():  # the training it ran beside, for its tok/s too
-            out.write_text(json.dumps({**json.loads(out.read_text()),
-                                       "train_tok_s_beside": json.loads(beside.read_text())["tok_s"]}))
+            out.write_text(
+                json.dumps(
+                    {**json.loads(out.read_text()), "train_tok_s_beside": json.loads(beside.read_text())["tok_s"]}
+                )
+            )
     else:
         rc = _spawn(arm, cores, a, out).wait()
     if rc != 0 or not out.is_file():
@@ -418,8 +518,12 @@ def _machine() -> dict:
 
     from distill.metrics import provenance
 
-    return {"lscpu": sh(["lscpu"]), "nproc": os.cpu_count(), "python": platform.python_version(),
-            "provenance": provenance()}
+    return {
+        "lscpu": sh(["lscpu"]),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "provenance": provenance(),
+    }
 
 
 def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: list[str]) -> dict:
@@ -450,9 +554,16 @@ def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: 
         "overlap_streamed_over_sequential_same": _ratio(res, "overlap_streamed", "overlap_sequential_same", "wall_s"),
         "overlap_streamed_over_sequential_all": _ratio(res, "overlap_streamed", "overlap_sequential_all", "wall_s"),
     }
-    bench = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - t0, 1),
-             "repeats": repeats, "cores": cores, "settings": {k: v for k, v in vars(a).items() if k != "passthrough"},
-             "machine": _machine(), "arms": res, "ratios": ratios}
+    bench = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "wall_s": round(time.time() - t0, 1),
+        "repeats": repeats,
+        "cores": cores,
+        "settings": {k: v for k, v in vars(a).items() if k != "passthrough"},
+        "machine": _machine(),
+        "arms": res,
+        "ratios": ratios,
+    }
     (out_dir / "bench.json").write_text(json.dumps(bench, indent=1))
     _plot(bench, out_dir / "bench.png")
     print(json.dumps(ratios, indent=1))
@@ -466,9 +577,13 @@ def _plot(bench: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [("teacher tok/s", TEACHER_ARMS, "tok_s"), ("training tok/s", TRAIN_ARMS, "tok_s"),
-              ("eval tok/s", ("eval_engine", "eval_beside"), "tok_s"),
-              ("whole run wall s", OVERLAP_ARMS, "wall_s"), ("core utilisation", OVERLAP_ARMS, "core_utilisation")]
+    groups = [
+        ("teacher tok/s", TEACHER_ARMS, "tok_s"),
+        ("training tok/s", TRAIN_ARMS, "tok_s"),
+        ("eval tok/s", ("eval_engine", "eval_beside"), "tok_s"),
+        ("whole run wall s", OVERLAP_ARMS, "wall_s"),
+        ("core utilisation", OVERLAP_ARMS, "core_utilisation"),
+    ]
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2))
     for ax, (title, arms, key) in zip(axes, groups):
         names, med, lo, hi = [], [], [], []
@@ -491,7 +606,9 @@ def _arm_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--prompts", type=int, default=16, help="teacher arms: prompts (quickstart problems)")
     p.add_argument("--gen-tokens", type=int, default=48, help="teacher arms: tokens generated per prompt")
-    p.add_argument("--train-rows", type=int, default=48, help="training arms: examples (6 steps of 8, the first unmeasured)")
+    p.add_argument(
+        "--train-rows", type=int, default=48, help="training arms: examples (6 steps of 8, the first unmeasured)"
+    )
     p.add_argument("--scorer-traces", type=int, default=400, help="scorer arm: traces")
     p.add_argument("--eval-requests", type=int, default=24, help="eval arms: requests")
     p.add_argument("--beside-delay", type=float, default=20.0, help="eval_beside: seconds training runs first")

@@ -1,22 +1,23 @@
 """Evaluation on the transfer suite: evaluator tasks, in-loop checkpoint validation, `distill eval`.
 
-  - EvalEngine: one evaluator engine for the whole run, for every model of the student's
-    architecture (untrained, in-loop checkpoints, final): started once, weights swapped in place.
-  - EvalRunner: evaluates models from background threads, so the driver (and training) go on while
-    baselines are scored: the student family on the EvalEngine, others (the teacher) as one-off Ray
-    tasks, at the same time when their cores are disjoint.
-  - validate_checkpoint: Ray Train's asynchronous validation function (ValidationConfig): each
-    checkpoint reported during training is scored on the in-loop splits by a Ray task while the
-    workers keep training. We use Train's own mechanism rather than a watcher of our own.
-  - main: `distill eval CHECKPOINT --suite RECIPE`, the standalone form with the same report.
+- EvalEngine: one evaluator engine for the whole run, for every model of the student's
+  architecture (untrained, in-loop checkpoints, final): started once, weights swapped in place.
+- EvalRunner: evaluates models from background threads, so the driver (and training) go on while
+  baselines are scored: the student family on the EvalEngine, others (the teacher) as one-off Ray
+  tasks, at the same time when their cores are disjoint.
+- validate_checkpoint: Ray Train's asynchronous validation function (ValidationConfig): each
+  checkpoint reported during training is scored on the in-loop splits by a Ray task while the
+  workers keep training. We use Train's own mechanism rather than a watcher of our own.
+- main: `distill eval CHECKPOINT --suite RECIPE`, the standalone form with the same report.
 """
+
 from __future__ import annotations
 
 import json
 import queue
-from contextlib import nullcontext
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import EvalConfig, RunConfig
@@ -25,16 +26,20 @@ from distill.metrics import emit
 
 
 def evaluator_options(ev: EvalConfig, seed: int, trust_remote_code: bool = False) -> dict:
-    return {"backend": ev.backend, "max_model_len": ev.max_model_len, "kv_cache_gib": ev.kv_cache_gib,
-            "cpu_threads_bind": ev.cpu_threads_bind, "seed": seed, "trust_remote_code": trust_remote_code,
-            "dtype": ev.dtype}
+    return {
+        "backend": ev.backend,
+        "max_model_len": ev.max_model_len,
+        "kv_cache_gib": ev.kv_cache_gib,
+        "cpu_threads_bind": ev.cpu_threads_bind,
+        "seed": seed,
+        "trust_remote_code": trust_remote_code,
+        "dtype": ev.dtype,
+    }
 
 
 def remote_options(ev: EvalConfig) -> dict:
     """Ray options of an evaluator task: its CPUs/GPUs and placement (custom resources, node labels)."""
-    from pipelines.stages import placement
-
-    return {"num_cpus": ev.num_cpus, "num_gpus": ev.num_gpus, **placement(ev)}
+    return {"num_cpus": ev.num_cpus, "num_gpus": ev.num_gpus, **ev.placement_options()}
 
 
 def _evaluate(model, requests: list[dict], options: dict) -> dict:
@@ -44,7 +49,7 @@ def _evaluate(model, requests: list[dict], options: dict) -> dict:
 
     from actors.evaluator import Evaluator
 
-    with (nullcontext(model) if isinstance(model, str) else model.as_directory()) as d:
+    with nullcontext(model) if isinstance(model, str) else model.as_directory() as d:
         ev = Evaluator(d, **options)
         try:
             res = ev.run(requests)
@@ -103,8 +108,7 @@ def eval_engine(ev: EvalConfig, seed: int, trust_remote_code: bool = False):
     """The run's EvalEngine actor (Ray options from the eval config, like an evaluator task's)."""
     import ray
 
-    return ray.remote(EvalEngine).options(**remote_options(ev)).remote(
-        evaluator_options(ev, seed, trust_remote_code))
+    return ray.remote(EvalEngine).options(**remote_options(ev)).remote(evaluator_options(ev, seed, trust_remote_code))
 
 
 def close_engine(engine) -> list[dict]:
@@ -130,9 +134,18 @@ def evaluate_task(resources: dict):
 def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | None = None) -> dict:
     """A stage event (TensorBoard `eval/<model>/<split>_accuracy`, timeline lane) for one evaluation."""
     s = summarize({model: result["predictions"]})["splits"]
-    ev = {"stage": "eval", "actor": f"eval {model}", "model": model, "t0": t0, "t1": time.time(), "step": step,
-          "epoch": epoch, "rows_in": len(result["predictions"]), "rows_out": len(result["predictions"]),
-          "count/tokens": result["tokens"]}
+    ev = {
+        "stage": "eval",
+        "actor": f"eval {model}",
+        "model": model,
+        "t0": t0,
+        "t1": time.time(),
+        "step": step,
+        "epoch": epoch,
+        "rows_in": len(result["predictions"]),
+        "rows_out": len(result["predictions"]),
+        "count/tokens": result["tokens"],
+    }
     if result.get("node"):
         ev["node"] = result["node"]
     for split, by_model in s.items():
@@ -153,29 +166,53 @@ class EvalRunner:
     (distill/evalcache.py) when `use_cache`: a hit costs nothing; a miss is evaluated and stored.
     `cache_status[name]` says which: hit, miss or off."""
 
-    def __init__(self, ev: EvalConfig, seed: int, events=None, trust_remote_code: bool = False,
-                 use_cache: bool = False, engine=None):
+    def __init__(
+        self,
+        ev: EvalConfig,
+        seed: int,
+        events=None,
+        trust_remote_code: bool = False,
+        use_cache: bool = False,
+        engine=None,
+    ):
         from distill.hardware import engine_dtype
 
         self.options = evaluator_options(ev, seed, trust_remote_code)
         self.task = evaluate_task(remote_options(ev))
         self.engine = engine  # an EvalEngine actor: models submitted with `on_engine` are evaluated there
         # what decides the generations besides model and requests (the dtype as the evaluator will pick it)
-        self.decoding = {"backend": ev.backend, "dtype": engine_dtype(ev.dtype, ev.num_gpus > 0),
-                         "max_model_len": ev.max_model_len, "seed": seed}
+        self.decoding = {
+            "backend": ev.backend,
+            "dtype": engine_dtype(ev.dtype, ev.num_gpus > 0),
+            "max_model_len": ev.max_model_len,
+            "seed": seed,
+        }
         self.use_cache = use_cache
         self.events, self.results, self.errors, self.submitted = events, {}, {}, set()
         self.engine_log: dict[str, dict] = {}
         self.cache_status: dict[str, str] = {}
         self._engine_cores = threading.Lock()  # held while an engine computes on the EvalEngine's cores
-        self._lanes = {lane: (queue.Queue(), threading.Thread(target=self._loop, args=(lane,), daemon=True,
-                                                                name=f"distill-eval-{lane}"))
-                       for lane in ("engine", "task")}
+        self._lanes = {
+            lane: (
+                queue.Queue(),
+                threading.Thread(target=self._loop, args=(lane,), daemon=True, name=f"distill-eval-{lane}"),
+            )
+            for lane in ("engine", "task")
+        }
         for _, thread in self._lanes.values():
             thread.start()
 
-    def submit(self, name: str, model_path: str, requests: list[dict], cacheable: bool = False, step: int = 0,
-               on_engine: bool = False, bind: str | None = None, trust_remote_code: bool | None = None) -> None:
+    def submit(
+        self,
+        name: str,
+        model_path: str,
+        requests: list[dict],
+        cacheable: bool = False,
+        step: int = 0,
+        on_engine: bool = False,
+        bind: str | None = None,
+        trust_remote_code: bool | None = None,
+    ) -> None:
         """Queue `name` for evaluation (`step`: the training step of that checkpoint, for its curve;
         `on_engine`: on the run's EvalEngine, else a task of its own, bound to `bind` when given, else
         to eval.cpu_threads_bind; `trust_remote_code`: that model's own stage flag for a task -- the
@@ -183,8 +220,9 @@ class EvalRunner:
         if name not in self.submitted:
             self.submitted.add(name)
             on_engine = on_engine and self.engine is not None
-            opts = {k: v for k, v in (("cpu_threads_bind", bind), ("trust_remote_code", trust_remote_code))
-                    if v is not None}
+            opts = {
+                k: v for k, v in (("cpu_threads_bind", bind), ("trust_remote_code", trust_remote_code)) if v is not None
+            }
             self._lanes["engine" if on_engine else "task"][0].put((name, model_path, requests, cacheable, step, opts))
 
     def _cached(self, name: str, path: str, reqs: list[dict]) -> tuple[str | None, dict | None]:
@@ -210,7 +248,9 @@ class EvalRunner:
                 t0 = time.time()
                 return ray.get(self.engine.evaluate.remote(path, reqs)), t0
         options = {**self.options, **task_opts}
-        shares = self.engine is not None and binds_overlap(options["cpu_threads_bind"], self.options["cpu_threads_bind"])
+        shares = self.engine is not None and binds_overlap(
+            options["cpu_threads_bind"], self.options["cpu_threads_bind"]
+        )
         with self._engine_cores if shares else nullcontext():
             t0 = time.time()
             return ray.get(self.task.remote(path, reqs, options)), t0
@@ -240,8 +280,15 @@ class EvalRunner:
                 print(f"[distill] evaluation of {name} failed: {self.errors[name]}", flush=True)
                 continue
             if key is not None:
-                evalcache.store(key, {"outputs": res["outputs"], "wall_s": res["wall_s"],
-                                      "skipped_too_long": res["skipped_too_long"], "model": path})
+                evalcache.store(
+                    key,
+                    {
+                        "outputs": res["outputs"],
+                        "wall_s": res["wall_s"],
+                        "skipped_too_long": res["skipped_too_long"],
+                        "model": path,
+                    },
+                )
                 self.cache_status[name] = "miss"
             else:
                 self.cache_status[name] = "off" if cacheable else "not cached (the student)"
@@ -257,8 +304,17 @@ class EvalRunner:
         return self.results
 
 
-def validate_checkpoint(checkpoint, requests_file: str, out_dir: str, options: dict, resources: dict,
-                        step: int = 0, epoch: int = 0, events=None, engine=None) -> dict:
+def validate_checkpoint(
+    checkpoint,
+    requests_file: str,
+    out_dir: str,
+    options: dict,
+    resources: dict,
+    step: int = 0,
+    epoch: int = 0,
+    events=None,
+    engine=None,
+) -> dict:
     """Ray Train validation fn: score one reported checkpoint on the in-loop requests.
 
     Runs in Train's validation task (which reserves nothing); the engine is the run's EvalEngine
@@ -269,31 +325,47 @@ def validate_checkpoint(checkpoint, requests_file: str, out_dir: str, options: d
 
     t0 = time.time()
     requests = json.loads(Path(requests_file).read_text())
-    res = ray.get(engine.evaluate.remote(checkpoint, requests) if engine is not None
-                  else evaluate_task(resources).remote(checkpoint, requests, options))
+    res = ray.get(
+        engine.evaluate.remote(checkpoint, requests)
+        if engine is not None
+        else evaluate_task(resources).remote(checkpoint, requests, options)
+    )
     s = summarize({"student": res["predictions"]})["splits"]
     metrics = {f"eval/{split}/accuracy": m["student"]["accuracy"] for split, m in s.items()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"step-{step:06d}.json").write_text(json.dumps(
-        {"step": step, "epoch": epoch, "wall_s": round(time.time() - t0, 1), "splits": {k: v["student"] for k, v in s.items()}},
-        indent=1))
+    (out / f"step-{step:06d}.json").write_text(
+        json.dumps(
+            {
+                "step": step,
+                "epoch": epoch,
+                "wall_s": round(time.time() - t0, 1),
+                "splits": {k: v["student"] for k, v in s.items()},
+            },
+            indent=1,
+        )
+    )
     emit(events, eval_event("student", res, t0, step, epoch))
     return metrics
 
 
 def in_loop_curve(out_dir: Path) -> list[dict]:
     rows = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("step-*.json"))]
-    return [{"step": r["step"], "epoch": r["epoch"], **{f"{k}_accuracy": v["accuracy"] for k, v in r["splits"].items()}}
-            for r in rows]
+    return [
+        {"step": r["step"], "epoch": r["epoch"], **{f"{k}_accuracy": v["accuracy"] for k, v in r["splits"].items()}}
+        for r in rows
+    ]
 
 
-def eval_summary(suite: dict, results: dict, models: dict, errors: dict | None = None,
-                 sources: dict | None = None) -> dict:
+def eval_summary(
+    suite: dict, results: dict, models: dict, errors: dict | None = None, sources: dict | None = None
+) -> dict:
     """The summary.json `eval` object from finished evaluations. `sources`: per model, where its
     answers came from (evaluated, baseline cache hit or miss, the teacher's generation)."""
-    out = summarize({m: r["predictions"] for m, r in results.items()},
-                    reference="teacher" if "teacher" in results else next(iter(results), "teacher"))
+    out = summarize(
+        {m: r["predictions"] for m, r in results.items()},
+        reference="teacher" if "teacher" in results else next(iter(results), "teacher"),
+    )
     out["sources"] = sources or {}
     out["models"] = {m: str(p) for m, p in models.items()}
     out["problems"] = suite["checks"]
@@ -346,15 +418,30 @@ def teacher_from_store(store_root: Path, problem_ids: set[str]) -> list[dict]:
     from distill.evalsuite import TRAIN_STYLE, prediction
     from distill.store import TraceStore
 
-    cols = ["problem_id", "source", "question", "reference_answer", "verifier", "metadata", "text",
-            "completion_tokens", "finish_reason", "sample_index"]
+    cols = [
+        "problem_id",
+        "source",
+        "question",
+        "reference_answer",
+        "verifier",
+        "metadata",
+        "text",
+        "completion_tokens",
+        "finish_reason",
+        "sample_index",
+    ]
     rows = TraceStore(store_root).traces().select(cols).to_pylist()
     preds = []
     for r in rows:
         if r["sample_index"] != 0 or r["problem_id"] not in problem_ids:
             continue
-        req = {"split": "in_distribution", "style": TRAIN_STYLE, "prefill": "", "n": 1,
-               "problem": {k: r[k] for k in cols[:6]}}
+        req = {
+            "split": "in_distribution",
+            "style": TRAIN_STYLE,
+            "prefill": "",
+            "n": 1,
+            "problem": {k: r[k] for k in cols[:6]},
+        }
         preds.append(prediction(req, [(r["text"] or "", r["completion_tokens"] or 0, r["finish_reason"] or "stop")]))
     return preds
 
@@ -383,14 +470,14 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
     from distill.metrics import RunMetrics, provenance, write_json
     from distill.models import resolve_model
     from distill.report import write_report
-    from pipelines.run import _yaml, new_run_dir
+    from distill.rundir import config_yaml, new_run_dir
 
     ckpt = Path(checkpoint).expanduser().resolve()
     if not (ckpt / "config.json").is_file():
         raise FileNotFoundError(f"{ckpt} is not an HF model directory (no config.json)")
     run_id, run_dir = new_run_dir(cfg, prefix="eval")
     t_start = time.time()
-    (run_dir / "config.yaml").write_text(_yaml(cfg))
+    (run_dir / "config.yaml").write_text(config_yaml(cfg))
     store = Path(train_store) if train_store else ckpt.parent / "store"
     suite = load_suite(cfg.eval, train_problem_ids(cfg, store))
     requests = build_requests(suite, cfg.eval, cfg.prompt)
@@ -402,14 +489,21 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
     metrics = RunMetrics(run_dir, t_start)
     with ray_session(cfg.ray, run_dir / "logs"):
         engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
-        runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache,
-                            engine=engine)
+        runner = EvalRunner(
+            cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache, engine=engine
+        )
         for name, path in models.items():
             if name == "student":
                 runner.submit(name, str(path), requests, on_engine=True)
             elif base_reqs.get(name):
-                runner.submit(name, str(path), base_reqs[name], cacheable=True, on_engine=name == "untrained",
-                              trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None)
+                runner.submit(
+                    name,
+                    str(path),
+                    base_reqs[name],
+                    cacheable=True,
+                    on_engine=name == "untrained",
+                    trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None,
+                )
         try:
             results = runner.wait()
         finally:
@@ -417,10 +511,14 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
     for name, res in results.items():
         metrics.add(eval_event(name, res, t_start))
     wall = time.time() - t_start
-    summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s": round(wall, 1), "checkpoint": str(ckpt),
-               "eval": {**eval_summary(suite, results, models, runner.errors, runner.cache_status),
-                        "engine": engine_log},
-               "provenance": provenance()}
+    summary = {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "wall_s": round(wall, 1),
+        "checkpoint": str(ckpt),
+        "eval": {**eval_summary(suite, results, models, runner.errors, runner.cache_status), "engine": engine_log},
+        "provenance": provenance(),
+    }
     write_predictions(run_dir, results)
     metrics.plot_timeline(run_dir / "timeline.png", wall)
     metrics.close()

@@ -6,28 +6,20 @@
 Generation, scoring and training run at the same time: the trainer pulls accepted traces from the live
 stream in epoch 1, and reads the trace store in later epochs.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import time
-import uuid
-from datetime import datetime
 from pathlib import Path
 
 from distill.config import ConfigError, RunConfig
 from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
+from distill.rundir import config_yaml, new_run_dir
 from distill.sources import load_problems
 from distill.store import TraceStore
-
-
-def new_run_dir(cfg: RunConfig, prefix: str | None = None) -> tuple[str, Path]:
-    name = f"{prefix}-{cfg.name}" if prefix else cfg.name
-    run_id = f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    run_dir = Path(cfg.output_dir).resolve() / run_id
-    run_dir.mkdir(parents=True)
-    return run_id, run_dir
 
 
 def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
@@ -39,7 +31,7 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     check_output_dir(cfg)
     if resume_dir is None:
         run_id, run_dir = new_run_dir(cfg)
-        (run_dir / "config.yaml").write_text(_yaml(cfg))
+        (run_dir / "config.yaml").write_text(config_yaml(cfg))
     else:
         run_dir = Path(resume_dir).resolve()
         run_id = run_dir.name
@@ -67,20 +59,32 @@ def check_output_dir(cfg: RunConfig) -> None:
     import os
 
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and not Path(cfg.output_dir).is_absolute():
-        raise ConfigError(f"output_dir: {cfg.output_dir!r} is relative, and this is a Ray job: its working dir "
-                          "is a temporary copy. Use an absolute path on storage every node shares "
-                          "(--set output_dir=/mnt/shared/runs), and storage.uri for metrics.")
+        raise ConfigError(
+            f"output_dir: {cfg.output_dir!r} is relative, and this is a Ray job: its working dir "
+            "is a temporary copy. Use an absolute path on storage every node shares "
+            "(--set output_dir=/mnt/shared/runs), and storage.uri for metrics."
+        )
 
 
-def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teacher_path, student_path,
-              resume_dir, mirror) -> dict:
+def _pipeline(
+    cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teacher_path, student_path, resume_dir, mirror
+) -> dict:
     from ray.util.queue import Queue
 
     from cluster.planner import PlanError, ensure_fits, grown_nodes, node_view, observed_placement
     from cluster.session import alive_nodes, autoscaler_config, ray_session, unshared_nodes
     from distill.evalsuite import build_requests, load_suite
-    from pipelines.evaluate import (EvalRunner, baseline_requests, close_engine, eval_engine, eval_summary,
-                                    in_loop_curve, teacher_from_store, teacher_generation_mismatch, write_predictions)
+    from pipelines.evaluate import (
+        EvalRunner,
+        baseline_requests,
+        close_engine,
+        eval_engine,
+        eval_summary,
+        in_loop_curve,
+        teacher_from_store,
+        teacher_generation_mismatch,
+        write_predictions,
+    )
     from pipelines.stages import EventPump, generation_stream, student_trainer
 
     store = TraceStore(run_dir / "store")
@@ -93,8 +97,13 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
     if cfg.eval.has_suite():
         suite = load_suite(cfg.eval, {p["problem_id"] for p in loaded.problems})
         requests = build_requests(suite, cfg.eval, cfg.prompt)
-        print("[distill] eval suite: " + ", ".join(f"{k} {v['n']} (dropped {v['dropped_overlap']} seen in training)"
-                                                  for k, v in suite["checks"].items()) + f"; {len(requests)} requests per model")
+        print(
+            "[distill] eval suite: "
+            + ", ".join(
+                f"{k} {v['n']} (dropped {v['dropped_overlap']} seen in training)" for k, v in suite["checks"].items()
+            )
+            + f"; {len(requests)} requests per model"
+        )
         if cfg.eval.in_loop:
             in_loop_file = run_dir / "eval" / "in_loop_requests.json"
             in_loop_file.parent.mkdir(parents=True, exist_ok=True)
@@ -113,14 +122,19 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
         # every stage runs at once: the cluster must hold them all, now or grown by its autoscaler
         waiting = ensure_fits(cfg, nodes, grown_nodes(autoscaler_config(ray), nodes))
         if waiting:
-            print(f"[distill] the plan fits only once the autoscaler adds nodes: {', '.join(waiting)} "
-                  "wait(s) for scale-up (see `ray status`)", flush=True)
+            print(
+                f"[distill] the plan fits only once the autoscaler adds nodes: {', '.join(waiting)} "
+                "wait(s) for scale-up (see `ray status`)",
+                flush=True,
+            )
         if len(nodes) > 1 and (blind := unshared_nodes(ray, run_dir, nodes)):
-            raise PlanError(f"output_dir {str(run_dir.parent.absolute())!r} must be one shared filesystem: a file "
-                            "the driver wrote there was checked from every node -- "
-                            + "; ".join(f"node {nid[:12]}: {why}" for nid, why in blind.items())
-                            + ". Mount shared storage (EFS, NFS) at the same absolute path on every node and set "
-                            "output_dir to it")
+            raise PlanError(
+                f"output_dir {str(run_dir.parent.absolute())!r} must be one shared filesystem: a file "
+                "the driver wrote there was checked from every node -- "
+                + "; ".join(f"node {nid[:12]}: {why}" for nid, why in blind.items())
+                + ". Mount shared storage (EFS, NFS) at the same absolute path on every node and set "
+                "output_dir to it"
+            )
         events = Queue(actor_options={"num_cpus": 0})
         sequential = cfg.stages == "sequential"
         engine = runner = None
@@ -129,12 +143,15 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
             # one evaluator engine for the student's family (untrained, in-loop checkpoints, final): started once
             nonlocal engine, runner
             engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
-            runner = EvalRunner(cfg.eval, cfg.seed, events, cfg.train.trust_remote_code, use_cache=cfg.eval.cache,
-                                engine=engine)
+            runner = EvalRunner(
+                cfg.eval, cfg.seed, events, cfg.train.trust_remote_code, use_cache=cfg.eval.cache, engine=engine
+            )
 
         def start_untrained() -> None:
             if baseline_reqs.get("untrained"):
-                runner.submit("untrained", str(student_path), baseline_reqs["untrained"], cacheable=True, on_engine=True)
+                runner.submit(
+                    "untrained", str(student_path), baseline_reqs["untrained"], cacheable=True, on_engine=True
+                )
 
         def start_baselines() -> None:
             start_untrained()  # no-op when already started
@@ -143,8 +160,14 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
                     # streamed, generation is over: the teacher's own cores are free for its evaluation
                     # (then it runs beside the student engine's evaluations, not after them)
                     bind = None if sequential else cfg.teacher.cpu_threads_bind
-                    runner.submit(name, str(path), baseline_reqs[name], cacheable=True, bind=bind,
-                                  trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None)
+                    runner.submit(
+                        name,
+                        str(path),
+                        baseline_reqs[name],
+                        cacheable=True,
+                        bind=bind,
+                        trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None,
+                    )
 
         if suite and not sequential:
             start_eval()  # the engine actor only: its vLLM engine starts with its first evaluation
@@ -152,15 +175,28 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
         # The untrained student is evaluated once the teacher's first batch is out: the trainer has little
         # to do until traces arrive, and the two engines do not start at once (measured on 2 cores: an
         # evaluator engine starting at t=0 put the teacher's first batch at 98 s instead of ~50 s).
-        with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples,
-                       on_teacher_ready=start_untrained if runner else None,
-                       on_teacher_done=start_baselines if runner else None):
+        with EventPump(
+            events,
+            metrics,
+            len(loaded.problems),
+            cfg.teacher.samples,
+            on_teacher_ready=start_untrained if runner else None,
+            on_teacher_done=start_baselines if runner else None,
+        ):
             if sequential:  # the stages one after another: generation and scoring end here, their actors go
                 stream = stream.materialize()
             # sequential: no evaluation during training (in-loop evaluations would overlap it)
-            trainer = student_trainer(cfg, stream, student_path, str(store.root), run_dir, events,
-                                      str(in_loop_file) if in_loop_file and not sequential else None,
-                                      expected_traces=len(loaded.problems) * cfg.teacher.samples, engine=engine)
+            trainer = student_trainer(
+                cfg,
+                stream,
+                student_path,
+                str(store.root),
+                run_dir,
+                events,
+                str(in_loop_file) if in_loop_file and not sequential else None,
+                expected_traces=len(loaded.problems) * cfg.teacher.samples,
+                engine=engine,
+            )
             result = trainer.fit()
             t_trained = time.time()
             checkpoint = result.checkpoint
@@ -187,35 +223,53 @@ def _pipeline(cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teache
                     gen = teacher_from_store(store.root, {p["problem_id"] for p in loaded.problems})
                     base = results.get("teacher") or {"predictions": [], "wall_s": 0.0, "skipped_too_long": 0}
                     results["teacher"] = {**base, "predictions": base["predictions"] + gen}
-                    sources["teacher"] = (f"in_distribution from its generation ({len(gen)} training problems, "
-                                          f"greedy, its own prompt); other splits: {sources.get('teacher', 'none')}")
+                    sources["teacher"] = (
+                        f"in_distribution from its generation ({len(gen)} training problems, "
+                        f"greedy, its own prompt); other splits: {sources.get('teacher', 'none')}"
+                    )
         nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
     wall_s = time.time() - t_start
 
     # 4. Finish: summary, eval object, timeline, TensorBoard hparams, report.
-    summary = metrics.summary(wall_s, cores_of=cores_of(cfg), machine_cores=machine_cores(cfg), extra={
-        "run_id": run_id, "run_dir": str(run_dir),
-        "problems": len(loaded.problems),
-        "quarantined": {"source": len(loaded.quarantined), "teacher": int(metrics.counters["teacher/quarantined"]),
-                        "scorer": int(metrics.counters["scorer/quarantined"])},
-        "resumed": resume_dir is not None, "replayed_traces": int(metrics.counters["teacher/replayed"]),
-        "trace_store": str(store.root), "stored_traces": store.traces().num_rows,
-        "stored_trace_rows": store.physical_trace_rows(),
-        "quarantine_rows": store.quarantine().num_rows,
-        # rows of scorer blocks killed before their commit and not rewritten since: 0 after a finished run
-        "orphan_rows": store.orphans(),
-        "student_checkpoint": str(student_dir) if checkpoint is not None else None,
-        "eval_after_training_s": round(time.time() - t_trained, 1),
-        "placement": observed_placement(metrics.events, nodes),
-        "cluster_nodes": [node_view(n) for n in nodes if n.get("Alive")],
-        "metrics_uri": mirror.url if mirror else None, "provenance": provenance()})
+    summary = metrics.summary(
+        wall_s,
+        cores_of=cores_of(cfg),
+        machine_cores=machine_cores(cfg),
+        extra={
+            "run_id": run_id,
+            "run_dir": str(run_dir),
+            "problems": len(loaded.problems),
+            "quarantined": {
+                "source": len(loaded.quarantined),
+                "teacher": int(metrics.counters["teacher/quarantined"]),
+                "scorer": int(metrics.counters["scorer/quarantined"]),
+            },
+            "resumed": resume_dir is not None,
+            "replayed_traces": int(metrics.counters["teacher/replayed"]),
+            "trace_store": str(store.root),
+            "stored_traces": store.traces().num_rows,
+            "stored_trace_rows": store.physical_trace_rows(),
+            "quarantine_rows": store.quarantine().num_rows,
+            # rows of scorer blocks killed before their commit and not rewritten since: 0 after a finished run
+            "orphan_rows": store.orphans(),
+            "student_checkpoint": str(student_dir) if checkpoint is not None else None,
+            "eval_after_training_s": round(time.time() - t_trained, 1),
+            "placement": observed_placement(metrics.events, nodes),
+            "cluster_nodes": [node_view(n) for n in nodes if n.get("Alive")],
+            "metrics_uri": mirror.url if mirror else None,
+            "provenance": provenance(),
+        },
+    )
     if suite is not None:
         models = {**baselines, **({"student": student_dir} if checkpoint is not None else {})}
         summary["eval"] = eval_summary(suite, results, models, eval_errors, sources)
         curve = in_loop_curve(run_dir / "eval" / "in_loop")
         if "student" in summary["eval"]["splits"].get("in_distribution", {}):
-            final = {f"{k}_accuracy": v["student"]["accuracy"] for k, v in summary["eval"]["splits"].items()
-                     if k in cfg.eval.in_loop_splits and "student" in v}
+            final = {
+                f"{k}_accuracy": v["student"]["accuracy"]
+                for k, v in summary["eval"]["splits"].items()
+                if k in cfg.eval.in_loop_splits and "student" in v
+            }
             curve.append({"step": final_step, "epoch": cfg.train.epochs, "final": True, **final})
         summary["eval"]["in_loop"] = curve
         # how each student-family evaluation got its engine: one start, then weights swapped in place
@@ -268,18 +322,19 @@ def cores_of(cfg: RunConfig):
     return f
 
 
-def _yaml(cfg: RunConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
 def _hparams(metrics: RunMetrics, cfg: RunConfig, summary: dict) -> None:
-    flat = {f"{k}.{kk}": (vv if isinstance(vv, (int, float, str, bool)) else str(vv))
-            for k, v in cfg.model_dump(mode="json").items() if isinstance(v, dict) for kk, vv in v.items()}
+    flat = {
+        f"{k}.{kk}": (vv if isinstance(vv, (int, float, str, bool)) else str(vv))
+        for k, v in cfg.model_dump(mode="json").items()
+        if isinstance(v, dict)
+        for kk, vv in v.items()
+    }
     st = summary["stages"]
-    results = {"hparam/accept_rate": st["scorer"]["accept_rate"],
-               "hparam/final_loss": st["train"]["final_loss"] or float("nan"), "hparam/wall_s": summary["wall_s"]}
+    results = {
+        "hparam/accept_rate": st["scorer"]["accept_rate"],
+        "hparam/final_loss": st["train"]["final_loss"] or float("nan"),
+        "hparam/wall_s": summary["wall_s"],
+    }
     for split, by_model in summary.get("eval", {}).get("splits", {}).items():
         if "student" in by_model:
             results[f"hparam/{split}_accuracy"] = by_model["student"]["accuracy"]
@@ -289,29 +344,51 @@ def _hparams(metrics: RunMetrics, cfg: RunConfig, summary: dict) -> None:
 def _print_summary(s: dict) -> None:
     st = s["stages"]
     print(f"\n[distill] done in {s['wall_s']:.0f}s  run dir: {s['run_dir']}")
-    print(f"  teacher: {st['teacher']['problems']} problems, {st['teacher']['tokens_out']} tokens, "
-          f"{st['teacher']['tokens_per_s']} tok/s (busy {st['teacher']['busy_s']}s, ended at {st['teacher']['end']}s)")
-    print(f"  scorer : {st['scorer']['accepted']} accepted / {st['scorer']['rejected']} rejected "
-          f"(accept rate {st['scorer']['accept_rate']}), {st['scorer']['quarantined']} quarantined")
-    print(f"  train  : {st['train']['steps']} steps, {st['train']['tokens']} tokens, "
-          f"{st['train']['tokens_per_s']} tok/s, first step at {st['train']['first_step_at']}s, "
-          f"final loss {st['train']['final_loss']}")
-    print(f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   core utilisation = "
-          f"{s.get('core_utilisation')} (core-seconds computed / wall x {s.get('machine_cores')} cores)   "
-          f"student: {s['student_checkpoint']}")
+    print(
+        f"  teacher: {st['teacher']['problems']} problems, {st['teacher']['tokens_out']} tokens, "
+        f"{st['teacher']['tokens_per_s']} tok/s (busy {st['teacher']['busy_s']}s, ended at {st['teacher']['end']}s)"
+    )
+    print(
+        f"  scorer : {st['scorer']['accepted']} accepted / {st['scorer']['rejected']} rejected "
+        f"(accept rate {st['scorer']['accept_rate']}), {st['scorer']['quarantined']} quarantined"
+    )
+    print(
+        f"  train  : {st['train']['steps']} steps, {st['train']['tokens']} tokens, "
+        f"{st['train']['tokens_per_s']} tok/s, first step at {st['train']['first_step_at']}s, "
+        f"final loss {st['train']['final_loss']}"
+    )
+    print(
+        f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   core utilisation = "
+        f"{s.get('core_utilisation')} (core-seconds computed / wall x {s.get('machine_cores')} cores)   "
+        f"student: {s['student_checkpoint']}"
+    )
     if len(s.get("cluster_nodes", [])) > 1:  # on a cluster: where each stage ran
         for stage, where in s["placement"].items():
-            print(f"  {stage:<8}ran on " + "; ".join(
-                " ".join([p["node_id"][:8], *(str(d) for d in (p["labels"], p["custom_resources"]) if d),
-                          f"({p['events']} events)"]) for p in where))
+            print(
+                f"  {stage:<8}ran on "
+                + "; ".join(
+                    " ".join(
+                        [
+                            p["node_id"][:8],
+                            *(str(d) for d in (p["labels"], p["custom_resources"]) if d),
+                            f"({p['events']} events)",
+                        ]
+                    )
+                    for p in where
+                )
+            )
     ev = s.get("eval")
     if ev:
         models = [m for m in ("teacher", "untrained", "student") if m in ev["models"]]
         print("  eval accuracy [95% CI] n   " + "".join(f"{m:>30}" for m in models))
         for split, by_model in ev["splits"].items():
             # each cell carries its own n: the teacher's in_distribution may come from its generation (other problems)
-            cells = [f"{by_model[m]['accuracy']:.3f} [{by_model[m]['ci'][0]:.2f},{by_model[m]['ci'][1]:.2f}] n={by_model[m]['n']}"
-                     if m in by_model else "-" for m in models]
+            cells = [
+                f"{by_model[m]['accuracy']:.3f} [{by_model[m]['ci'][0]:.2f},{by_model[m]['ci'][1]:.2f}] n={by_model[m]['n']}"
+                if m in by_model
+                else "-"
+                for m in models
+            ]
             print(f"    {split:<25}" + "".join(f"{c:>30}" for c in cells))
         for v in ev.get("comparisons", {}).get("verdicts", []):
             print(f"  {v}")

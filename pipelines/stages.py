@@ -2,6 +2,7 @@
 
 Resources come from config here, at wiring time; the actor classes in actors/ stay plain Python.
 """
+
 from __future__ import annotations
 
 import threading
@@ -12,21 +13,13 @@ from distill.config import RunConfig
 from distill.metrics import RunMetrics
 
 
-def placement(stage) -> dict:
-    """Ray options placing a stage's replicas: custom resources and a node-label selector (config)."""
-    out: dict = {}
-    if stage.resources:
-        out["resources"] = dict(stage.resources)
-    if stage.labels:
-        out["label_selector"] = dict(stage.labels)
-    return out
-
-
-def generation_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events,
-                      student_path: str | None = None):
+def generation_stream(
+    cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events, student_path: str | None = None
+):
     """problems -> teacher pool -> scorer pool -> the chosen supervision of accepted traces (lazy)."""
-    return scored_stream(cfg, teacher_stream(cfg, problems, teacher_path, store_root, events), store_root, events,
-                         student_path)
+    return scored_stream(
+        cfg, teacher_stream(cfg, problems, teacher_path, store_root, events), store_root, events, student_path
+    )
 
 
 def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events):
@@ -39,16 +32,29 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
     # Several blocks, or the stream degenerates into one batch that finishes all at once.
     ds = ray.data.from_items(problems, override_num_blocks=min(cfg.source_blocks, max(len(problems), 1)))
     ds = ds.map_batches(
-        BACKENDS[t.backend], batch_size=t.batch_size, batch_format="pyarrow",
-        fn_constructor_kwargs=dict(teacher=t.model_dump(), prompt=cfg.teacher_prompt().model_dump(), model_path=teacher_path,
-                                   model_name=t.model, store_root=store_root, events=events),
+        BACKENDS[t.backend],
+        batch_size=t.batch_size,
+        batch_format="pyarrow",
+        fn_constructor_kwargs=dict(
+            teacher=t.model_dump(),
+            prompt=cfg.teacher_prompt().model_dump(),
+            model_path=teacher_path,
+            model_name=t.model,
+            store_root=store_root,
+            events=events,
+        ),
         # Several small batches run at once per actor and share its engine: requests in flight are
         # bounded (batch_size x concurrent_batches), and each finished batch streams on at once.
-        compute=ray.data.ActorPoolStrategy(min_size=t.replicas_min, max_size=t.replicas_max,
-                                           max_tasks_in_flight_per_actor=t.concurrent_batches,
-                                           max_concurrent_calls_per_actor=t.concurrent_batches
-                                           if t.backend == "vllm" else None),
-        num_cpus=t.num_cpus, num_gpus=t.num_gpus, **placement(t))
+        compute=ray.data.ActorPoolStrategy(
+            min_size=t.replicas_min,
+            max_size=t.replicas_max,
+            max_tasks_in_flight_per_actor=t.concurrent_batches,
+            max_concurrent_calls_per_actor=t.concurrent_batches if t.backend == "vllm" else None,
+        ),
+        num_cpus=t.num_cpus,
+        num_gpus=t.num_gpus,
+        **t.placement_options(),
+    )
     return ds
 
 
@@ -60,57 +66,98 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
 
     s = cfg.scorer
     return ds.map_batches(
-        TraceScorer, batch_size=None,  # whole teacher blocks: all k samples of a problem together
+        TraceScorer,
+        batch_size=None,  # whole teacher blocks: all k samples of a problem together
         batch_format="pyarrow",
-        fn_constructor_kwargs=dict(scorer=s.model_dump(), store_root=store_root, events=events,
-                                   supervision=cfg.train.supervision, student_path=student_path),
+        fn_constructor_kwargs=dict(
+            scorer=s.model_dump(),
+            store_root=store_root,
+            events=events,
+            supervision=cfg.train.supervision,
+            student_path=student_path,
+        ),
         compute=ray.data.ActorPoolStrategy(min_size=s.replicas_min, max_size=s.replicas_max),
-        num_cpus=s.num_cpus, **placement(s))
+        num_cpus=s.num_cpus,
+        **s.placement_options(),
+    )
 
 
-def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str, run_dir: Path, events,
-                    in_loop_requests: str | None = None, expected_traces: int = 0, engine=None):
+def student_trainer(
+    cfg: RunConfig,
+    train_ds,
+    student_path: str,
+    store_root: str,
+    run_dir: Path,
+    events,
+    in_loop_requests: str | None = None,
+    expected_traces: int = 0,
+    engine=None,
+):
     """Ray Train TorchTrainer of the student; with `in_loop_requests` (a JSON file of eval requests),
     every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks.
     `expected_traces` (problems x samples) lets the trainer estimate the schedule's horizon in epoch 1.
     `engine`: the run's EvalEngine actor, which the in-loop evaluations then share (no engine start each)."""
     from functools import partial
 
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
-    from ray.train import ValidationConfig, ValidationTaskConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        ScalingConfig,
+        ValidationConfig,
+        ValidationTaskConfig,
+    )
+    from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from actors.student import train_loop_per_worker
     from pipelines.evaluate import evaluator_options, remote_options, validate_checkpoint
 
     tr = cfg.train
-    loop_config = {"train": tr.model_dump(), "prompt": cfg.prompt.model_dump(), "seed": cfg.seed,
-                   "student_path": student_path, "store_root": store_root, "events": events,
-                   "in_loop_eval": in_loop_requests is not None,
-                   # what the stream will carry, to estimate the run's length while epoch 1 streams
-                   "expected_traces": expected_traces}
+    loop_config = {
+        "train": tr.model_dump(),
+        "prompt": cfg.prompt.model_dump(),
+        "seed": cfg.seed,
+        "student_path": student_path,
+        "store_root": store_root,
+        "events": events,
+        "in_loop_eval": in_loop_requests is not None,
+        # what the stream will carry, to estimate the run's length while epoch 1 streams
+        "expected_traces": expected_traces,
+    }
     validation = None
     if in_loop_requests is not None:
         validation = ValidationConfig(
             fn=partial(validate_checkpoint, events=events, engine=engine),
-            task_config=ValidationTaskConfig(fn_kwargs={
-                "requests_file": in_loop_requests, "out_dir": str(run_dir / "eval" / "in_loop"),
-                "options": evaluator_options(cfg.eval, cfg.seed, tr.trust_remote_code),
-                "resources": remote_options(cfg.eval)}),
-            ray_remote_kwargs={"num_cpus": 0})  # it only waits on the evaluator task it starts
+            task_config=ValidationTaskConfig(
+                fn_kwargs={
+                    "requests_file": in_loop_requests,
+                    "out_dir": str(run_dir / "eval" / "in_loop"),
+                    "options": evaluator_options(cfg.eval, cfg.seed, tr.trust_remote_code),
+                    "resources": remote_options(cfg.eval),
+                }
+            ),
+            ray_remote_kwargs={"num_cpus": 0},
+        )  # it only waits on the evaluator task it starts
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=tr.workers, use_gpu=tr.use_gpu,
-                                     resources_per_worker={"CPU": tr.num_cpus_per_worker, **tr.resources},
-                                     label_selector=dict(tr.labels) or None),
+        scaling_config=ScalingConfig(
+            num_workers=tr.workers,
+            use_gpu=tr.use_gpu,
+            resources_per_worker={"CPU": tr.num_cpus_per_worker, **tr.resources},
+            label_selector=dict(tr.labels) or None,
+        ),
         torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
         datasets={"train": train_ds},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits per rank
-        run_config=TrainRunConfig(name="train", storage_path=str((run_dir / "ray_train").resolve()),
-                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                  # a failed worker group restarts from the latest checkpoint
-                                  failure_config=FailureConfig(max_failures=tr.max_failures)),
+        run_config=TrainRunConfig(
+            name="train",
+            storage_path=str((run_dir / "ray_train").resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # a failed worker group restarts from the latest checkpoint
+            failure_config=FailureConfig(max_failures=tr.max_failures),
+        ),
         validation_config=validation,
     )
 
@@ -118,8 +165,16 @@ def student_trainer(cfg: RunConfig, train_ds, student_path: str, store_root: str
 class EventPump:
     """Drains stage events from the Ray queue into RunMetrics (TensorBoard) and progress bars."""
 
-    def __init__(self, queue, metrics: RunMetrics, n_problems: int, samples: int, interval: float = 0.5,
-                 on_teacher_ready=None, on_teacher_done=None):
+    def __init__(
+        self,
+        queue,
+        metrics: RunMetrics,
+        n_problems: int,
+        samples: int,
+        interval: float = 0.5,
+        on_teacher_ready=None,
+        on_teacher_done=None,
+    ):
         from tqdm import tqdm
 
         self.queue, self.metrics, self.interval = queue, metrics, interval

@@ -1,14 +1,15 @@
 """`distill sweep`: which recipe, which supervision? Arms trained on the same traces, compared paired.
 
-  1. traces, once: teacher -> scorer (anatomy + variants) into the trace store, or reuse a run's store
-  2. one student per arm and seed (an arm: a supervision variant, or any set of `train` fields), trained
-     in parallel Ray Tune trials from the same store
-  3. every student (and the untrained one) answers the same validation problems (eval.validation:
-     training-distribution problems kept for tuning; the test splits are never used to choose)
-  4. per arm: accuracy (mean over seeds) with a bootstrap interval over problems, and a paired
-     comparison with the best arm; the frontier (accuracy vs supervision tokens) -> frontier.png,
-     report.md, summary.json
+1. traces, once: teacher -> scorer (anatomy + variants) into the trace store, or reuse a run's store
+2. one student per arm and seed (an arm: a supervision variant, or any set of `train` fields), trained
+   in parallel Ray Tune trials from the same store
+3. every student (and the untrained one) answers the same validation problems (eval.validation:
+   training-distribution problems kept for tuning; the test splits are never used to choose)
+4. per arm: accuracy (mean over seeds) with a bootstrap interval over problems, and a paired
+   comparison with the best arm; the frontier (accuracy vs supervision tokens) -> frontier.png,
+   report.md, summary.json
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     from ray.util.queue import Queue
 
     from cluster.session import ray_session
-    from pipelines.run import _yaml, new_run_dir
+    from distill.rundir import config_yaml, new_run_dir
     from pipelines.stages import EventPump, generation_stream
 
     arms = cfg.sweep.arm_overrides()
@@ -39,7 +40,7 @@ def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     held_out = validation_problems(cfg, TraceStore(store_root) if store_root else None)
     run_id, run_dir = new_run_dir(cfg, prefix="sweep")
     t_start = time.time()
-    (run_dir / "config.yaml").write_text(_yaml(cfg))
+    (run_dir / "config.yaml").write_text(config_yaml(cfg))
     print(f"[distill] sweep {run_id} -> {run_dir}  arms: {', '.join(arms)}  x {cfg.sweep.seeds} seed(s)")
     student_path = resolve_model(cfg.train.student)
     store = TraceStore(store_root or run_dir / "store")
@@ -71,14 +72,23 @@ def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     wall = time.time() - t_start
     plot_frontier(rows, evals["untrained"]["accuracy"], run_dir / "frontier.png")
     traces, accepted = store.traces(), store.traces(accepted_only=True)
-    summary = {"run_id": run_id, "run_dir": str(run_dir), "wall_s": round(wall, 1), "trace_store": str(store.root),
-               "phases_s": {"generate": round(t_gen, 1), "train": round(t_train, 1), "evaluate": round(t_eval, 1)},
-               "traces": traces.num_rows, "accepted": accepted.num_rows, "seeds": cfg.sweep.seeds,
-               "wrong_intermediate_share": round(_share(traces.column("wrong_intermediate").to_pylist()), 4),
-               "wrong_intermediate_share_accepted": round(_share(accepted.column("wrong_intermediate").to_pylist()), 4),
-               "validation": {k: v for k, v in held_out.items() if k != "problems"},
-               "baseline_accuracy": evals["untrained"]["accuracy"], "arms": rows,
-               "best": rows[0]["arm"] if rows else None, "provenance": provenance()}
+    summary = {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "wall_s": round(wall, 1),
+        "trace_store": str(store.root),
+        "phases_s": {"generate": round(t_gen, 1), "train": round(t_train, 1), "evaluate": round(t_eval, 1)},
+        "traces": traces.num_rows,
+        "accepted": accepted.num_rows,
+        "seeds": cfg.sweep.seeds,
+        "wrong_intermediate_share": round(_share(traces.column("wrong_intermediate").to_pylist()), 4),
+        "wrong_intermediate_share_accepted": round(_share(accepted.column("wrong_intermediate").to_pylist()), 4),
+        "validation": {k: v for k, v in held_out.items() if k != "problems"},
+        "baseline_accuracy": evals["untrained"]["accuracy"],
+        "arms": rows,
+        "best": rows[0]["arm"] if rows else None,
+        "provenance": provenance(),
+    }
     write_json(run_dir / "summary.json", summary)
     (run_dir / "report.md").write_text(report_md(summary))
     (run_dir / "eval").mkdir(exist_ok=True)
@@ -96,8 +106,10 @@ def _share(flags: list) -> float:
 def validation_problems(cfg: RunConfig, store: TraceStore | None) -> dict:
     """eval.validation minus the recipe's training problems, the store's, and every test split's."""
     if not cfg.eval.validation:
-        raise SystemExit("distill sweep compares arms on eval.validation (problems of the training tasks kept for "
-                         "tuning): add it to the recipe. The test splits (in_distribution, ...) are never used to choose.")
+        raise SystemExit(
+            "distill sweep compares arms on eval.validation (problems of the training tasks kept for "
+            "tuning): add it to the recipe. The test splits (in_distribution, ...) are never used to choose."
+        )
     problems = load_problems(cfg.eval.validation).problems
     seen = {p["problem_id"] for p in load_problems(cfg.sources).problems}
     if store is not None:
@@ -106,8 +118,10 @@ def validation_problems(cfg: RunConfig, store: TraceStore | None) -> dict:
     test_ids = {p["problem_id"] for p in load_problems(tests).problems} if tests else set()
     kept = [p for p in problems if p["problem_id"] not in seen | test_ids]
     if not kept:
-        raise SystemExit(f"all {len(problems)} validation problems are training or test problems (same problem_id). "
-                         "reasoning-gym draws item i from seed + i: pick a validation seed far from the others.")
+        raise SystemExit(
+            f"all {len(problems)} validation problems are training or test problems (same problem_id). "
+            "reasoning-gym draws item i from seed + i: pick a validation seed far from the others."
+        )
     return {"problems": kept, "n": len(kept), "dropped_overlap": len(problems) - len(kept)}
 
 
@@ -128,8 +142,10 @@ def train_arm(config: dict) -> None:
     t = {**config["train"], **config["arms"][config["arm"]]}
     rows = store_training_rows(config["store_root"], t["supervision"])
     if not rows:
-        raise ValueError(f"arm {config['arm']}: the trace store {config['store_root']} holds no training rows for "
-                         f"supervision {t['supervision']}: nothing to train on")
+        raise ValueError(
+            f"arm {config['arm']}: the trace store {config['store_root']} holds no training rows for "
+            f"supervision {t['supervision']}: nothing to train on"
+        )
     student = StudentStep({"train": t, "prompt": config["prompt"]}, config["student_path"])
     student.total_steps = t["epochs"] * steps_per_epoch(len(rows), 1, t["batch_size"], t["grad_accum"])
     tokens, last = 0, {}
@@ -140,8 +156,17 @@ def train_arm(config: dict) -> None:
             tune.report({"loss": last["loss"], "epoch": epoch, "step": student.steps, "tokens": tokens})
     out = Path(config["out_dir"]) / trial_name(config["arm"], config["seed"], config["seeds"])
     student.save(str(out))
-    tune.report({"loss": last.get("loss", float("nan")), "epoch": t["epochs"], "step": student.steps,
-                 "tokens": tokens, "examples": len(rows), "checkpoint_dir": str(out), "done": True})
+    tune.report(
+        {
+            "loss": last.get("loss", float("nan")),
+            "epoch": t["epochs"],
+            "step": student.steps,
+            "tokens": tokens,
+            "examples": len(rows),
+            "checkpoint_dir": str(out),
+            "done": True,
+        }
+    )
 
 
 def train_students(cfg: RunConfig, arms: dict, store_root: str, student_path: str, run_dir: Path) -> dict:
@@ -149,17 +174,25 @@ def train_students(cfg: RunConfig, arms: dict, store_root: str, student_path: st
 
     sw = cfg.sweep
     seeds = [cfg.seed + i for i in range(sw.seeds)]
-    param_space = {"arm": tune.grid_search(list(arms)), "seed": tune.grid_search(seeds), "arms": arms,
-                   "seeds": sw.seeds, "train": cfg.train.model_dump(), "prompt": cfg.prompt.model_dump(),
-                   "threads": sw.threads_per_trial, "store_root": str(Path(store_root).resolve()),
-                   "student_path": str(Path(student_path).resolve()),
-                   "out_dir": str((run_dir / "students").resolve())}
+    param_space = {
+        "arm": tune.grid_search(list(arms)),
+        "seed": tune.grid_search(seeds),
+        "arms": arms,
+        "seeds": sw.seeds,
+        "train": cfg.train.model_dump(),
+        "prompt": cfg.prompt.model_dump(),
+        "threads": sw.threads_per_trial,
+        "store_root": str(Path(store_root).resolve()),
+        "student_path": str(Path(student_path).resolve()),
+        "out_dir": str((run_dir / "students").resolve()),
+    }
     tuner = tune.Tuner(
         # Trials honour train.resources (custom resources); Tune has no node-label selector per trial.
         tune.with_resources(train_arm, {"cpu": cfg.train.num_cpus_per_worker, **cfg.train.resources}),
         param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=sw.parallel),
-        run_config=tune.RunConfig(name="sweep", storage_path=str((run_dir / "ray_tune").resolve()), verbose=1))
+        run_config=tune.RunConfig(name="sweep", storage_path=str((run_dir / "ray_tune").resolve()), verbose=1),
+    )
     results = tuner.fit()
     trials = {}
     for r in results:
@@ -167,8 +200,15 @@ def train_students(cfg: RunConfig, arms: dict, store_root: str, student_path: st
         if r.error:
             raise RuntimeError(f"training {name} failed: {r.error}")
         m = r.metrics
-        trials[name] = {"arm": r.config["arm"], "seed": r.config["seed"], "checkpoint": m["checkpoint_dir"],
-                        "steps": m["step"], "tokens": m["tokens"], "final_loss": m["loss"], "examples": m["examples"]}
+        trials[name] = {
+            "arm": r.config["arm"],
+            "seed": r.config["seed"],
+            "checkpoint": m["checkpoint_dir"],
+            "steps": m["step"],
+            "tokens": m["tokens"],
+            "final_loss": m["loss"],
+            "examples": m["examples"],
+        }
     return trials
 
 
@@ -182,8 +222,9 @@ def evaluate_models(cfg: RunConfig, models: dict[str, str], problems: list[dict]
     requests = build_requests({"problems": {"validation": problems}}, greedy, cfg.prompt, ["validation"])
     # every arm is a checkpoint of the same student: one engine, weights swapped in place for each
     engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
-    runner = EvalRunner(cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache,
-                        engine=engine)
+    runner = EvalRunner(
+        cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache, engine=engine
+    )
     for name, path in models.items():
         runner.submit(name, str(path), requests, cacheable=name == "untrained", on_engine=True)
     try:
@@ -226,14 +267,22 @@ def arm_rows(cfg: RunConfig, arms: dict, store: TraceStore, trials: dict, evals:
         train = {**cfg.train.model_dump(), **arms[arm]}
         sup_rows = store_training_rows(str(store.root), train["supervision"])
         toks = [r["student_tokens"] or 0 for r in sup_rows]
-        row = {"arm": arm, "overrides": arms[arm], "accuracy": round(mean[arm], 4),
-               "ci": _mean_ci(v), "seed_accuracies": [round(x, 4) for x in seed_accs[arm]],
-               "vs_best": _paired(v, per_arm[best], cfg.sweep.seeds), "vs_untrained": _paired(v, untrained, cfg.sweep.seeds),
-               "examples": len(sup_rows), "mean_supervision_tokens": round(sum(toks) / len(toks), 1) if toks else 0.0,
-               "mean_generated_tokens": round(sum(evals[n]["mean_tokens"] for n, t in trials.items() if t["arm"] == arm)
-                                              / cfg.sweep.seeds, 1),
-               "train_steps": next(t["steps"] for t in trials.values() if t["arm"] == arm),
-               "final_loss": [t["final_loss"] for t in trials.values() if t["arm"] == arm]}
+        row = {
+            "arm": arm,
+            "overrides": arms[arm],
+            "accuracy": round(mean[arm], 4),
+            "ci": _mean_ci(v),
+            "seed_accuracies": [round(x, 4) for x in seed_accs[arm]],
+            "vs_best": _paired(v, per_arm[best], cfg.sweep.seeds),
+            "vs_untrained": _paired(v, untrained, cfg.sweep.seeds),
+            "examples": len(sup_rows),
+            "mean_supervision_tokens": round(sum(toks) / len(toks), 1) if toks else 0.0,
+            "mean_generated_tokens": round(
+                sum(evals[n]["mean_tokens"] for n, t in trials.items() if t["arm"] == arm) / cfg.sweep.seeds, 1
+            ),
+            "train_steps": next(t["steps"] for t in trials.values() if t["arm"] == arm),
+            "final_loss": [t["final_loss"] for t in trials.values() if t["arm"] == arm],
+        }
         rows.append(row)
     return sorted(rows, key=lambda r: -r["accuracy"])
 
@@ -248,9 +297,15 @@ def _paired(a: list[float], b: list[float], seeds: int) -> dict:
     interval of the mean per-problem difference (seed-averaged accuracies)."""
     if seeds == 1:
         d = paired_diff([x > 0.5 for x in a], [x > 0.5 for x in b])
-        return {"diff": round(d["diff"], 4), "ci": [round(x, 4) for x in d["ci"]], "p_mcnemar": round(d["p_mcnemar"], 4)}
+        return {
+            "diff": round(d["diff"], 4),
+            "ci": [round(x, 4) for x in d["ci"]],
+            "p_mcnemar": round(d["p_mcnemar"], 4),
+        }
     diffs = [x - y for x, y in zip(a, b)]
-    ci = bootstrap(lambda idx: sum(diffs[i] for i in idx) / len(idx), len(diffs), seed=random.Random(1).randrange(10**6))
+    ci = bootstrap(
+        lambda idx: sum(diffs[i] for i in idx) / len(idx), len(diffs), seed=random.Random(1).randrange(10**6)
+    )
     return {"diff": round(sum(diffs) / len(diffs), 4), "ci": [round(x, 4) for x in ci] if ci else None}
 
 
@@ -263,8 +318,14 @@ def plot_frontier(rows: list[dict], baseline: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in sorted(rows, key=lambda r: r["mean_supervision_tokens"]):
         lo, hi = r["ci"] or (r["accuracy"], r["accuracy"])
-        ax.errorbar(r["mean_supervision_tokens"], r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]],
-                    fmt="o", capsize=4, color="tab:blue")
+        ax.errorbar(
+            r["mean_supervision_tokens"],
+            r["accuracy"],
+            yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]],
+            fmt="o",
+            capsize=4,
+            color="tab:blue",
+        )
         ax.annotate(r["arm"], (r["mean_supervision_tokens"], r["accuracy"]), textcoords="offset points", xytext=(5, 5))
     ax.axhline(baseline, color="gray", ls="--", label=f"untrained student ({baseline:.3f})")
     ax.set_xlabel("mean supervision tokens per example (student tokenizer)")
@@ -283,18 +344,25 @@ def _ci(x) -> str:
 
 def report_md(s: dict) -> str:
     v = s["validation"]
-    lines = [f"# Sweep {s['run_id']}", "",
-             f"Traces: {s['traces']} ({s['accepted']} accepted); wrong intermediate step: "
-             f"{s['wrong_intermediate_share']:.1%} of all traces, {s['wrong_intermediate_share_accepted']:.1%} "
-             f"of accepted. Validation problems (training tasks, never a test split): {v['n']} "
-             f"({v['dropped_overlap']} dropped for overlapping training or test problems). Untrained student: "
-             f"{s['baseline_accuracy']:.3f}. {s['seeds']} seed(s) per arm. Wall {s['wall_s']:.0f} s.", "",
-             "| arm | accuracy [95% CI] | vs best (paired) | vs untrained (paired) | seeds | examples | "
-             "mean supervision tokens | mean generated tokens |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Sweep {s['run_id']}",
+        "",
+        f"Traces: {s['traces']} ({s['accepted']} accepted); wrong intermediate step: "
+        f"{s['wrong_intermediate_share']:.1%} of all traces, {s['wrong_intermediate_share_accepted']:.1%} "
+        f"of accepted. Validation problems (training tasks, never a test split): {v['n']} "
+        f"({v['dropped_overlap']} dropped for overlapping training or test problems). Untrained student: "
+        f"{s['baseline_accuracy']:.3f}. {s['seeds']} seed(s) per arm. Wall {s['wall_s']:.0f} s.",
+        "",
+        "| arm | accuracy [95% CI] | vs best (paired) | vs untrained (paired) | seeds | examples | "
+        "mean supervision tokens | mean generated tokens |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in s["arms"]:
         vb, vu = r["vs_best"], r["vs_untrained"]
-        lines.append(f"| {r['arm']} | {r['accuracy']:.3f} {_ci(r['ci'])} | {vb['diff']:+.3f} {_ci(vb['ci'])} | "
-                     f"{vu['diff']:+.3f} {_ci(vu['ci'])} | {', '.join(f'{x:.3f}' for x in r['seed_accuracies'])} | "
-                     f"{r['examples']} | {r['mean_supervision_tokens']} | {r['mean_generated_tokens']} |")
+        lines.append(
+            f"| {r['arm']} | {r['accuracy']:.3f} {_ci(r['ci'])} | {vb['diff']:+.3f} {_ci(vb['ci'])} | "
+            f"{vu['diff']:+.3f} {_ci(vu['ci'])} | {', '.join(f'{x:.3f}' for x in r['seed_accuracies'])} | "
+            f"{r['examples']} | {r['mean_supervision_tokens']} | {r['mean_generated_tokens']} |"
+        )
     lines += ["", "![frontier](frontier.png)", ""]
     return "\n".join(lines)

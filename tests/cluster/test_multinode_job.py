@@ -6,6 +6,7 @@ is submitted with `ray job submit --working-dir <repo>` and placement comes only
 teacher and training by node label, the evaluator by custom resource. What the job reports about where
 each stage ran is checked against the node ids Ray's state API gives for the nodes this test started.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,18 +30,24 @@ BIN = Path(sys.executable).parent  # the venv whose `ray` and `distill` the clus
 @pytest.fixture(scope="module")
 def cluster():
     # The head has room for no stage that asks for a label or a custom resource.
-    with local_cluster([NodeSpec(2, {"role": "teacher"}, {"teacher_node": 1}),
-                        NodeSpec(4, {"role": "trainer"}, {"trainer_node": 4})], head_cpus=1, bin_dir=BIN) as c:
+    with local_cluster(
+        [NodeSpec(2, {"role": "teacher"}, {"teacher_node": 1}), NodeSpec(4, {"role": "trainer"}, {"trainer_node": 4})],
+        head_cpus=1,
+        bin_dir=BIN,
+    ) as c:
         yield c
 
 
 def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
     """Status, runtime_env and logs of a job, from Ray's job client (run with the cluster's token)."""
-    code = ("import json, sys; from ray.job_submission import JobSubmissionClient as C; c = C(sys.argv[1]); "
-            "i = c.get_job_info(sys.argv[2]); print(json.dumps({'status': str(i.status), "
-            "'runtime_env': i.runtime_env, 'logs': c.get_job_logs(sys.argv[2])}))")
-    r = subprocess.run([sys.executable, "-c", code, dashboard, job_id], env=env, capture_output=True, text=True,
-                       timeout=120)
+    code = (
+        "import json, sys; from ray.job_submission import JobSubmissionClient as C; c = C(sys.argv[1]); "
+        "i = c.get_job_info(sys.argv[2]); print(json.dumps({'status': str(i.status), "
+        "'runtime_env': i.runtime_env, 'logs': c.get_job_logs(sys.argv[2])}))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, dashboard, job_id], env=env, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -48,16 +55,45 @@ def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
 def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_path):
     out, shared = tmp_path / "runs", tmp_path / "shared-metrics"
     job_id = f"distill-multinode-{uuid.uuid4().hex[:8]}"
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO),
-           "--submission-id", job_id,
-           # as the shipped RayJob and gpu.yaml do: a job env var that distill also sets for its workers
-           "--runtime-env-json", json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "DISTILL_JOB_MARK": "x"}}), "--",
-           "distill", "run", "smoke", "--set", f"output_dir={out}", "--set", f"storage.uri=file://{shared}",
-           "--set", "teacher.labels.role=teacher", "--set", "train.labels.role=trainer",
-           "--set", "eval.resources.trainer_node=1",
-           # A smaller suite than the recipe's: placement, not evaluation, is under test here.
-           "--set", "eval.related=[]", "--set", "eval.prompt_styles={}", "--set", "eval.difficulty_shift=[]",
-           "--set", "eval.in_loop=false", "--set", "eval.samples=1"]
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        cluster.dashboard,
+        "--working-dir",
+        str(REPO),
+        "--submission-id",
+        job_id,
+        # as the shipped RayJob and gpu.yaml do: a job env var that distill also sets for its workers
+        "--runtime-env-json",
+        json.dumps({"env_vars": {"HF_HUB_OFFLINE": "1", "DISTILL_JOB_MARK": "x"}}),
+        "--",
+        "distill",
+        "run",
+        "smoke",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        f"storage.uri=file://{shared}",
+        "--set",
+        "teacher.labels.role=teacher",
+        "--set",
+        "train.labels.role=trainer",
+        "--set",
+        "eval.resources.trainer_node=1",
+        # A smaller suite than the recipe's: placement, not evaluation, is under test here.
+        "--set",
+        "eval.related=[]",
+        "--set",
+        "eval.prompt_styles={}",
+        "--set",
+        "eval.difficulty_shift=[]",
+        "--set",
+        "eval.in_loop=false",
+        "--set",
+        "eval.samples=1",
+    ]
     for attempt in range(6):
         t0 = time.time()
         r = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=1200, cwd=tmp_path)
@@ -81,8 +117,10 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
     s = json.loads((run / "summary.json").read_text())
     teacher_node, trainer_node = cluster.node_id(role="teacher"), cluster.node_id(role="trainer")
     place = s["placement"]
-    print(f"\nsmoke via ray job submit: {wall:.0f}s wall (summary wall_s {s['wall_s']}); placement "
-          + json.dumps({st: [(p["node_id"][:8], p["labels"], p["events"]) for p in ps] for st, ps in place.items()}))
+    print(
+        f"\nsmoke via ray job submit: {wall:.0f}s wall (summary wall_s {s['wall_s']}); placement "
+        + json.dumps({st: [(p["node_id"][:8], p["labels"], p["events"]) for p in ps] for st, ps in place.items()})
+    )
     assert len(s["cluster_nodes"]) == 3
     assert [p["node_id"] for p in place["teacher"]] == [teacher_node]  # every teacher event, one node
     assert place["teacher"][0]["labels"] == {"role": "teacher"}

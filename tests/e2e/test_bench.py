@@ -1,4 +1,5 @@
 """`distill bench`: arms in fresh pinned processes, repeated, with their spread and the machine named."""
+
 import json
 import subprocess
 import sys
@@ -9,8 +10,25 @@ pytestmark = pytest.mark.e2e
 
 
 def test_bench_runs_arms_in_pinned_processes_and_writes_bench_json(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "bench", "--arms", "roofline,scorer", "--repeats", "2",
-                        "--scorer-traces", "120", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.cli",
+            "bench",
+            "--arms",
+            "roofline,scorer",
+            "--repeats",
+            "2",
+            "--scorer-traces",
+            "120",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     b = json.loads((tmp_path / "bench.json").read_text())
     assert "Model name" in b["machine"]["lscpu"] and b["machine"]["provenance"]
@@ -26,7 +44,11 @@ def test_bench_runs_arms_in_pinned_processes_and_writes_bench_json(tmp_path):
 
 
 def test_bench_rejects_an_unknown_arm(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "bench", "--arms", "roofline,warp_drive",
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "bench", "--arms", "roofline,warp_drive", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "warp_drive" in r.stderr
     assert not (tmp_path / "bench.json").exists()

@@ -1,5 +1,6 @@
 """One evaluator engine for a run's student family: weights swapped in place give exactly what a
 freshly started engine on that checkpoint gives (real vLLM CPU engine, no Ray)."""
+
 import gc
 
 import pytest
@@ -40,7 +41,7 @@ def test_engine_reloads_weights_in_place_as_a_fresh_engine_would(tiny_model, tmp
     eng = EvalEngine(opts)
     try:
         a = eng._evaluate(tiny_model, reqs)
-        b = eng._evaluate(other, reqs)           # same shapes: swapped in place
+        b = eng._evaluate(other, reqs)  # same shapes: swapped in place
     finally:
         eng.close()
     fresh = EvalEngine(opts)
@@ -50,8 +51,8 @@ def test_engine_reloads_weights_in_place_as_a_fresh_engine_would(tiny_model, tmp
         fresh.close()
         gc.collect()
     assert [h["engine"] for h in eng.history()] == ["started", "reloaded"]
-    assert texts(b) == texts(b_fresh)            # in place == a fresh engine on that checkpoint
-    assert texts(b) != texts(a)                  # ... and the weights really changed
+    assert texts(b) == texts(b_fresh)  # in place == a fresh engine on that checkpoint
+    assert texts(b) != texts(a)  # ... and the weights really changed
     assert all(r["tokens"] > 0 for r in (a, b))
     assert eng.history()[1]["load_s"] < eng.history()[0]["load_s"] / 3  # a reload is a fraction of a start
 
@@ -60,6 +61,7 @@ def test_only_the_same_architecture_is_swapped_in(tiny_model, tmp_path):
     from actors.evaluator import same_architecture
 
     assert same_architecture(tiny_model, _save_variant(tiny_model, tmp_path / "same", seed=3))
-    assert not same_architecture(tiny_model, _save_variant(tiny_model, tmp_path / "wider", seed=2,
-                                                           intermediate_size=512))
+    assert not same_architecture(
+        tiny_model, _save_variant(tiny_model, tmp_path / "wider", seed=2, intermediate_size=512)
+    )
     assert not same_architecture(tiny_model, str(tmp_path / "missing"))

@@ -3,6 +3,7 @@
 Processes are killed by their ids with SIGKILL. The uninterrupted `run_dir` fixture run of the same
 recipe is the reference: same set of trace_ids, each stored exactly once.
 """
+
 import json
 import math
 import os
@@ -20,14 +21,25 @@ from distill.store import TraceStore
 
 pytestmark = pytest.mark.e2e
 
-NO_EVAL = ["--set", "eval.in_distribution=[]", "--set", "eval.related=[]", "--set", "eval.difficulty_shift=[]",
-           "--set", "eval.prompt_styles={}"]
+NO_EVAL = [
+    "--set",
+    "eval.in_distribution=[]",
+    "--set",
+    "eval.related=[]",
+    "--set",
+    "eval.difficulty_shift=[]",
+    "--set",
+    "eval.prompt_styles={}",
+]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     log = open(out / "driver.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}",
-                             *NO_EVAL, *extra], stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}", *NO_EVAL, *extra],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _run_dir(out: Path, timeout: float = 120) -> Path:
@@ -82,13 +94,18 @@ def test_driver_killed_then_resumed_run_survives_a_worker_kill_and_matches_an_un
     killed_run_pids = set(_train_pids(run))  # workers of the killed driver, if training had begun
     time.sleep(3)
     with open(tmp_path / "resume.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "run", "--resume", str(run)],
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distill.cli", "run", "--resume", str(run)], stdout=log, stderr=subprocess.STDOUT
+        )
     # Kill the resumed run's worker once Ray Train has registered its first checkpoint (the controller's
     # snapshot names it), while it trains epoch 2.
     snapshot = run / "ray_train" / "train" / "checkpoint_manager_snapshot.json"
-    _wait_for(lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(), proc, 900,
-              "the first registered checkpoint")
+    _wait_for(
+        lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(),
+        proc,
+        900,
+        "the first registered checkpoint",
+    )
     new_pids = lambda: [p for p in _train_pids(run) if p not in killed_run_pids]  # noqa: E731
     (pid,) = _wait_for(new_pids, proc, 60, "a training step")
     os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
 """`distill run smoke` end to end: real Ray, real vLLM teacher, real student training, real files."""
+
 import json
 import subprocess
 import sys
@@ -46,8 +47,12 @@ def test_student_checkpoint_loads_in_transformers(run_dir):
 
     tok = AutoTokenizer.from_pretrained(run_dir / "student")
     model = AutoModelForCausalLM.from_pretrained(run_dir / "student")
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert list((run_dir / "student").glob("*.safetensors"))
@@ -59,7 +64,7 @@ def test_student_checkpoint_loads_in_vllm(run_dir):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if __name__ == "__main__":
             from vllm import LLM, SamplingParams
-            llm = LLM(model={str(run_dir / 'student')!r}, max_model_len=256, enforce_eager=True)
+            llm = LLM(model={str(run_dir / "student")!r}, max_model_len=256, enforce_eager=True)
             out = llm.generate(["2 + 3 ="], SamplingParams(max_tokens=4, temperature=0))
             print("GENERATED", len(out[0].outputs[0].token_ids))
     """)
@@ -74,7 +79,9 @@ def test_tensorboard_timeline_and_config(run_dir):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"teacher/tokens_per_s", "scorer/accept_rate", "train/loss", "train/tokens_per_s"} <= tags
-    assert len(acc.Scalars("train/loss")) == json.loads((run_dir / "summary.json").read_text())["stages"]["train"]["steps"]
+    assert (
+        len(acc.Scalars("train/loss")) == json.loads((run_dir / "summary.json").read_text())["stages"]["train"]["steps"]
+    )
     assert (run_dir / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     assert "teacher:" in (run_dir / "config.yaml").read_text()
 
@@ -100,10 +107,17 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
     assert ev["comparisons"]["verdicts"][0].startswith("in_distribution: student vs untrained")
     # the teacher sampled greedily with max_tokens 256, the evaluation uses 96: its generation cannot stand in
     assert ev["sources"]["teacher"] == "miss" and ev["sources"]["untrained"] == "miss"
-    assert all(ev["splits"]["in_distribution"][m]["k"] == 2 and "pass@k" in ev["splits"]["in_distribution"][m]
-               and "maj@k" in ev["splits"]["in_distribution"][m] for m in models)
+    assert all(
+        ev["splits"]["in_distribution"][m]["k"] == 2
+        and "pass@k" in ev["splits"]["in_distribution"][m]
+        and "maj@k" in ev["splits"]["in_distribution"][m]
+        for m in models
+    )
     assert set(ev["splits"]["related"]["student"]["by_source"]) == {
-        "reasoning_gym:products", "bigbench:3_digit_addition", "bigbench:simple_arithmetic_json_multiple_choice"}
+        "reasoning_gym:products",
+        "bigbench:3_digit_addition",
+        "bigbench:simple_arithmetic_json_multiple_choice",
+    }
     for m in models:
         st = ev["prompt_style"][m]
         assert set(st["per_style"]) == {"terse", "verbose", "boxed_answer", "system_prompt", "few_shot"}
@@ -156,10 +170,30 @@ def test_eval_scalars_in_tensorboard(run_dir):
 
 
 def test_standalone_eval_of_the_checkpoint(run_dir, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "eval", str(run_dir / "student"), "--suite", "smoke",
-                        "--baselines", "none", "--set", f"output_dir={tmp_path}", "--set", "eval.samples=1",
-                        "--set", "eval.related=[]", "--set", "eval.prompt_styles={}"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.cli",
+            "eval",
+            str(run_dir / "student"),
+            "--suite",
+            "smoke",
+            "--baselines",
+            "none",
+            "--set",
+            f"output_dir={tmp_path}",
+            "--set",
+            "eval.samples=1",
+            "--set",
+            "eval.related=[]",
+            "--set",
+            "eval.prompt_styles={}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     (d,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     s = json.loads((d / "summary.json").read_text())
@@ -171,8 +205,19 @@ def test_standalone_eval_of_the_checkpoint(run_dir, tmp_path):
 def test_baselines_come_from_the_cache_on_a_second_run(run_dir, tmp_path):
     """The smoke run evaluated the untrained student (a miss, stored); `distill eval` on the same suite asks
     the same requests of the same model files: a hit, with the same answers. --no-eval-cache turns it off."""
-    args = [sys.executable, "-m", "distill.cli", "eval", str(run_dir / "student"), "--suite", "smoke",
-            "--baselines", "untrained", "--set", "eval.samples=2"]
+    args = [
+        sys.executable,
+        "-m",
+        "distill.cli",
+        "eval",
+        str(run_dir / "student"),
+        "--suite",
+        "smoke",
+        "--baselines",
+        "untrained",
+        "--set",
+        "eval.samples=2",
+    ]
     r = subprocess.run(args + ["--set", f"output_dir={tmp_path / 'a'}"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     (d,) = list((tmp_path / "a").iterdir())
@@ -185,11 +230,29 @@ def test_baselines_come_from_the_cache_on_a_second_run(run_dir, tmp_path):
 
 
 def test_standalone_eval_rejects_bad_input(run_dir, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "eval", str(tmp_path), "--suite", "smoke"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "eval", str(tmp_path), "--suite", "smoke"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "not an HF model directory" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "eval", str(run_dir / "student"), "--suite", "smoke",
-                        "--baselines", "teacher,oracle"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.cli",
+            "eval",
+            str(run_dir / "student"),
+            "--suite",
+            "smoke",
+            "--baselines",
+            "teacher,oracle",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "unknown ['oracle']" in r.stderr
 
 
@@ -197,6 +260,11 @@ def test_quiet_terminal(run_dir):
     """The terminal gets the plan, progress and the verdict; engine and Ray chatter go to runs/<id>/logs."""
     seen = (run_dir.parent / "terminal.txt").read_text()
     assert "[distill]" in seen  # the plan and the verdict are there
-    for noise in ("Token authentication is enabled", "worker processes have been started", "(raylet)",
-                  "INFO ", "Loading safetensors"):
+    for noise in (
+        "Token authentication is enabled",
+        "worker processes have been started",
+        "(raylet)",
+        "INFO ",
+        "Loading safetensors",
+    ):
         assert noise not in seen, f"{noise!r} on the terminal:\n{seen[-3000:]}"

@@ -1,4 +1,5 @@
 """A tiny granularity sweep end to end on the smoke run's real traces (generated once, reused)."""
+
 import json
 import os
 import subprocess
@@ -11,10 +12,29 @@ pytestmark = pytest.mark.e2e
 
 def test_sweep_trains_one_student_per_variant_and_writes_the_frontier(run_dir, tmp_path):
     # a relative --from-store, as the help shows it: the trials run in Ray Tune's own working dir
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "sweep", "smoke", "--variants", "answer_only,full",
-                        "--from-store", os.path.relpath(run_dir / "store", tmp_path), "--set", f"output_dir={tmp_path}",
-                        "--set", "train.epochs=1", "--set", "eval.validation.0.size=6"],
-                       capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.cli",
+            "sweep",
+            "smoke",
+            "--variants",
+            "answer_only,full",
+            "--from-store",
+            os.path.relpath(run_dir / "store", tmp_path),
+            "--set",
+            f"output_dir={tmp_path}",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "eval.validation.0.size=6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     (d,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     s = json.loads((d / "summary.json").read_text())
@@ -39,7 +59,22 @@ def test_sweep_trains_one_student_per_variant_and_writes_the_frontier(run_dir, t
 
 def test_sweep_on_an_empty_store_is_an_error_not_a_frontier(tmp_path):
     (tmp_path / "empty" / "traces").mkdir(parents=True)
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "sweep", "smoke", "--from-store", "empty",
-                        "--set", f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.cli",
+            "sweep",
+            "smoke",
+            "--from-store",
+            "empty",
+            "--set",
+            f"output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and "no traces" in r.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]  # nothing trained, nothing reported

@@ -1,4 +1,5 @@
 """The vLLM teacher actor on its own (no Ray): real CPU engine, k samples, top-k logprobs."""
+
 import asyncio
 import gc
 import json
@@ -16,8 +17,17 @@ pytestmark = pytest.mark.e2e
 
 
 def test_vllm_teacher_samples_logprobs_and_quarantine(tiny_model, tmp_path):
-    cfg = load_config("smoke", ["teacher.samples=2", "teacher.max_tokens=6", "teacher.temperature=1.0",
-                                "teacher.logprobs=2", "teacher.max_model_len=128", "teacher.cpu_threads_bind=null"])
+    cfg = load_config(
+        "smoke",
+        [
+            "teacher.samples=2",
+            "teacher.max_tokens=6",
+            "teacher.temperature=1.0",
+            "teacher.logprobs=2",
+            "teacher.max_model_len=128",
+            "teacher.cpu_threads_bind=null",
+        ],
+    )
     problems = load_problems(cfg.sources).problems[:3]
     problems.append({**problems[0], "problem_id": "too-long", "question": "7 + 7 " * 100})
     events = []
@@ -29,7 +39,8 @@ def test_vllm_teacher_samples_logprobs_and_quarantine(tiny_model, tmp_path):
         del teacher.engine  # collect it now, not at interpreter exit when its module globals are gone
         gc.collect()
     assert [(r["problem_id"], r["sample_index"]) for r in out] == [
-        (p["problem_id"], j) for p in problems[:3] for j in range(2)]
+        (p["problem_id"], j) for p in problems[:3] for j in range(2)
+    ]
     assert len({r["trace_id"] for r in out}) == 6
     for r in out:
         assert 1 <= r["completion_tokens"] <= 6 and r["finish_reason"] in ("stop", "length")

@@ -1,4 +1,5 @@
 """GPU path of the student step (skipped on machines without CUDA)."""
+
 import pytest
 import torch
 

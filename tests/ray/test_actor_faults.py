@@ -3,22 +3,24 @@
 The ledger (the trace store) and Ray Data's actor restarts + task retries must leave every trace in
 the store exactly once: no trace lost, none generated or written twice.
 """
+
 import os
 import signal
 import threading
 import time
 
 import pytest
+from test_stream import _cfg  # tests/ray is on sys.path (pytest prepend import mode)
 
 from distill.schema import trace_id
 from distill.store import TraceStore
-from test_stream import _cfg  # tests/ray is on sys.path (pytest prepend import mode)
 
 pytestmark = pytest.mark.ray
 
 
 def _kill_first(queue, stage: str, killed: list, after: int = 1, timeout: float = 120) -> threading.Thread:
     """Watch stage events; SIGKILL the process of the `stage` actor that reported `after` batches."""
+
     def run():
         seen, t_end = {}, time.time() + timeout
         while time.time() < t_end and not killed:
@@ -46,8 +48,12 @@ def _run_stream_with_kill(tiny_model, tmp_path, stage: str, extra=()):
     from distill.sources import load_problems
     from pipelines.stages import generation_stream
 
-    cfg = _cfg(tmp_path, tiny_model, tiny_model, ["teacher.max_tokens=48", "teacher.batch_size=1",
-                                                   "teacher.replicas_min=2", "teacher.replicas_max=2", *extra])
+    cfg = _cfg(
+        tmp_path,
+        tiny_model,
+        tiny_model,
+        ["teacher.max_tokens=48", "teacher.batch_size=1", "teacher.replicas_min=2", "teacher.replicas_max=2", *extra],
+    )
     problems = load_problems(cfg.sources).problems
     store = TraceStore(tmp_path / "store")
     killed: list = []
@@ -63,8 +69,12 @@ def _run_stream_with_kill(tiny_model, tmp_path, stage: str, extra=()):
 def _expected_ids(cfg, problems):
     sampling = {k: getattr(cfg.teacher, k) for k in ("temperature", "top_p", "max_tokens", "stop", "seed", "logprobs")}
     # the one over-long prompt is quarantined by the teacher, so it has no traces
-    return {trace_id(p["problem_id"], cfg.teacher.model, sampling, j) for p in problems
-            if len(p["question"]) < 1000 for j in range(cfg.teacher.samples)}
+    return {
+        trace_id(p["problem_id"], cfg.teacher.model, sampling, j)
+        for p in problems
+        if len(p["question"]) < 1000
+        for j in range(cfg.teacher.samples)
+    }
 
 
 def test_teacher_actor_killed_mid_generation_loses_and_duplicates_nothing(tiny_model, tmp_path):
@@ -76,8 +86,9 @@ def test_teacher_actor_killed_mid_generation_loses_and_duplicates_nothing(tiny_m
 
 
 def test_scorer_actor_killed_loses_and_duplicates_nothing(tiny_model, tmp_path):
-    cfg, problems, store, killed = _run_stream_with_kill(tiny_model, tmp_path, "scorer",
-                                                         ["scorer.replicas_min=2", "scorer.replicas_max=2"])
+    cfg, problems, store, killed = _run_stream_with_kill(
+        tiny_model, tmp_path, "scorer", ["scorer.replicas_min=2", "scorer.replicas_max=2"]
+    )
     assert killed, "the scorer actor was never killed"
     ids = store.trace_ids()
     assert ids == _expected_ids(cfg, problems) and store.physical_trace_rows() == len(ids) == 24
@@ -100,8 +111,16 @@ def test_scorer_killed_between_its_writes_commits_each_row_once(tiny_model, tmp_
     for p in problems:  # per problem: a right worked answer (accepted) and an unparseable one (quarantined)
         a = p["reference_answer"]
         for j, text in enumerate([f"{a} = {a}\nAnswer: {a}", "I cannot say."]):
-            rows.append({**p, "trace_id": f"{p['problem_id']}-{j}", "text": text, "finish_reason": "stop",
-                         "completion_tokens": 8, "sample_index": j})
+            rows.append(
+                {
+                    **p,
+                    "trace_id": f"{p['problem_id']}-{j}",
+                    "text": text,
+                    "finish_reason": "stop",
+                    "completion_tokens": 8,
+                    "sample_index": j,
+                }
+            )
     marker = tmp_path / "fault-fired"
     monkeypatch.setenv("DISTILL_FAULT", f"scorer.before_commit:{marker}")
     store = TraceStore(tmp_path / "store")

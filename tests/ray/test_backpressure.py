@@ -3,6 +3,7 @@
 Measured on a real local Ray: how far the teacher runs ahead of the consumer (traces generated but not
 yet consumed) and the object store in use, sampled at every consumer step.
 """
+
 import json
 import re
 import time
@@ -49,13 +50,25 @@ def _stream_lead(tiny_model, tmp_path, buffer_mib):
     from pipelines.stages import teacher_stream
 
     problems = tmp_path / "problems.jsonl"
-    problems.write_text("".join(json.dumps({"question": f"What is {i} + {i}?",
-                                            "answer": str(2 * i)}) + "\n" for i in range(N)))
-    cfg = load_config("smoke", [
-        "sources=[{kind: file, path: '%s', size: %d}]" % (problems, N), "source_blocks=%d" % (N // 4),
-        "teacher.backend=transformers", f"teacher.model={tiny_model}", "teacher.max_tokens=8",
-        "teacher.temperature=1.0", "teacher.max_model_len=512", "teacher.batch_size=4", f"train.student={tiny_model}",
-        "ray.num_cpus=4", f"ray.stream_buffer_mib={'null' if buffer_mib is None else buffer_mib}"])
+    problems.write_text(
+        "".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(N))
+    )
+    cfg = load_config(
+        "smoke",
+        [
+            "sources=[{kind: file, path: '%s', size: %d}]" % (problems, N),
+            "source_blocks=%d" % (N // 4),
+            "teacher.backend=transformers",
+            f"teacher.model={tiny_model}",
+            "teacher.max_tokens=8",
+            "teacher.temperature=1.0",
+            "teacher.max_model_len=512",
+            "teacher.batch_size=4",
+            f"train.student={tiny_model}",
+            "ray.num_cpus=4",
+            f"ray.stream_buffer_mib={'null' if buffer_mib is None else buffer_mib}",
+        ],
+    )
     loaded = load_problems(cfg.sources).problems
     leads, plasma, rss = [], [], []
     with ray_session(cfg.ray):
@@ -81,8 +94,10 @@ def _stream_lead(tiny_model, tmp_path, buffer_mib):
 def test_slow_trainer_pauses_the_teacher_and_memory_stays_bounded(tiny_model, tmp_path):
     # A 10 KB stream budget is about four blocks of these traces (2.4 KB each).
     consumed, lead, plasma, rss_growth = _stream_lead(tiny_model, tmp_path, buffer_mib=0.01)
-    print(f"backpressure: max teacher lead {lead} traces of {N}, peak plasma {plasma} MiB, "
-          f"host RAM growth {rss_growth:.0f} MiB")
+    print(
+        f"backpressure: max teacher lead {lead} traces of {N}, peak plasma {plasma} MiB, "
+        f"host RAM growth {rss_growth:.0f} MiB"
+    )
     assert consumed == N  # nothing lost to the pauses
     assert lead <= 32, f"the teacher ran {lead} traces ahead of a slow trainer: no backpressure"
     assert plasma < 64 and rss_growth < 512

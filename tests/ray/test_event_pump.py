@@ -1,4 +1,5 @@
 """The driver's event pump: its callbacks fire once, at the right event, from real Ray queue traffic."""
+
 import time
 
 import pytest
@@ -20,12 +21,25 @@ def test_teacher_ready_fires_on_the_first_teacher_batch_and_done_on_the_last(tmp
         metrics = RunMetrics(tmp_path, time.time(), tensorboard=False)
 
         def teacher(n: int) -> dict:
-            return {"stage": "teacher", "actor": "t", "t0": 0.0, "t1": 1.0, "rows_in": n, "rows_out": n,
-                    "count/problems": n}
+            return {
+                "stage": "teacher",
+                "actor": "t",
+                "t0": 0.0,
+                "t1": 1.0,
+                "rows_in": n,
+                "rows_out": n,
+                "count/problems": n,
+            }
 
-        with EventPump(q, metrics, n_problems=5, samples=1, interval=0.05,
-                       on_teacher_ready=lambda: calls.append(("ready", metrics.counters["teacher/problems"])),
-                       on_teacher_done=lambda: calls.append(("done", metrics.counters["teacher/problems"]))):
+        with EventPump(
+            q,
+            metrics,
+            n_problems=5,
+            samples=1,
+            interval=0.05,
+            on_teacher_ready=lambda: calls.append(("ready", metrics.counters["teacher/problems"])),
+            on_teacher_done=lambda: calls.append(("done", metrics.counters["teacher/problems"])),
+        ):
             q.put({"stage": "scorer", "actor": "s", "t0": 0.0, "t1": 1.0, "rows_in": 1, "rows_out": 1})
             time.sleep(0.3)
             assert calls == []  # a scorer event is not the teacher being up

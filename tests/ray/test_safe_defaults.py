@@ -1,4 +1,5 @@
 """Safe defaults, checked on a real embedded Ray and real files (not by reading our own config)."""
+
 import urllib.error
 import urllib.request
 
@@ -37,7 +38,9 @@ def test_trainer_state_is_never_unpickled(tiny_model, tmp_path):
             return (print, ("this must never run",))
 
     torch.save({"optimizer": Payload(), "scheduler": {}}, tmp_path / STATE_FILE)
-    (tmp_path / POSITION_FILE).write_text('{"epoch": 1, "epoch_done": false, "batches": 0, "trained_ids": [], "steps": 0}')
+    (tmp_path / POSITION_FILE).write_text(
+        '{"epoch": 1, "epoch_done": false, "batches": 0, "trained_ids": [], "steps": 0}'
+    )
     student = StudentStep(load_config("smoke").model_dump(), tiny_model)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         student.load_state(str(tmp_path))

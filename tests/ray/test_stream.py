@@ -1,4 +1,5 @@
 """Local Ray cluster, CPU actors: the generation stream and a full run with tiny on-disk models."""
+
 import json
 
 import pytest
@@ -12,14 +13,32 @@ pytestmark = pytest.mark.ray
 def _cfg(tmp_path, teacher, student, extra=()):
     problems = tmp_path / "problems.jsonl"
     rows = [json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)}) for i in range(12)]
-    rows += ["{broken", json.dumps({"question": "no answer"}),
-             json.dumps({"question": "What is 1 + 1? " * 300, "answer": "2"})]  # too long for the teacher
+    rows += [
+        "{broken",
+        json.dumps({"question": "no answer"}),
+        json.dumps({"question": "What is 1 + 1? " * 300, "answer": "2"}),
+    ]  # too long for the teacher
     problems.write_text("\n".join(rows) + "\n")
-    return load_config("smoke", [
-        f"output_dir={tmp_path / 'runs'}", "sources=[{kind: file, path: '%s', size: 100}]" % problems,
-        "source_blocks=4", "teacher.backend=transformers", f"teacher.model={teacher}", "teacher.samples=2",
-        "teacher.temperature=1.0", "teacher.max_tokens=8", "teacher.max_model_len=256", "teacher.batch_size=3",
-        f"train.student={student}", "train.epochs=2", "ray.num_cpus=4", *NO_EVAL, *extra])
+    return load_config(
+        "smoke",
+        [
+            f"output_dir={tmp_path / 'runs'}",
+            "sources=[{kind: file, path: '%s', size: 100}]" % problems,
+            "source_blocks=4",
+            "teacher.backend=transformers",
+            f"teacher.model={teacher}",
+            "teacher.samples=2",
+            "teacher.temperature=1.0",
+            "teacher.max_tokens=8",
+            "teacher.max_model_len=256",
+            "teacher.batch_size=3",
+            f"train.student={student}",
+            "train.epochs=2",
+            "ray.num_cpus=4",
+            *NO_EVAL,
+            *extra,
+        ],
+    )
 
 
 # The eval suite (vLLM engines per model) is covered end to end by tests/e2e; these tests are about the stream.

@@ -1,4 +1,5 @@
 """Actor classes used directly, without Ray: they are plain classes that delegate to distill/."""
+
 import json
 
 import pyarrow as pa
@@ -17,23 +18,39 @@ SCORER = load_config("smoke").scorer.model_dump()
 
 
 def _trace(pid, j, text, ref="5", finish="stop", tokens=10):
-    return {"trace_id": f"{pid}-{j}", "problem_id": pid, "sample_index": j, "text": text, "finish_reason": finish,
-            "reference_answer": ref, "verifier": "math", "metadata": "{}", "question": "2+3?",
-            "completion_tokens": tokens}
+    return {
+        "trace_id": f"{pid}-{j}",
+        "problem_id": pid,
+        "sample_index": j,
+        "text": text,
+        "finish_reason": finish,
+        "reference_answer": ref,
+        "verifier": "math",
+        "metadata": "{}",
+        "question": "2+3?",
+        "completion_tokens": tokens,
+    }
 
 
 def test_score_rows_verdicts_and_reasons():
-    rows = score_rows([
-        _trace("p", 0, "2 + 3 = 5\nAnswer: 5", tokens=30),
-        _trace("p", 1, "so \\boxed{5}", tokens=8),
-        _trace("q", 0, "Answer: 6"),
-        _trace("r", 0, "no idea"),
-        _trace("s", 0, "2 + 3 = 5 and then", finish="length"),
-    ], {**SCORER, "policy": "shortest_correct"})
+    rows = score_rows(
+        [
+            _trace("p", 0, "2 + 3 = 5\nAnswer: 5", tokens=30),
+            _trace("p", 1, "so \\boxed{5}", tokens=8),
+            _trace("q", 0, "Answer: 6"),
+            _trace("r", 0, "no idea"),
+            _trace("s", 0, "2 + 3 = 5 and then", finish="length"),
+        ],
+        {**SCORER, "policy": "shortest_correct"},
+    )
     got = [(r["verdict"], r["reason"], r["answer_rule"]) for r in rows]
-    assert got == [("rejected", "not selected (shortest_correct)", "answer_line"), ("accepted", "", "boxed"),
-                   ("rejected", "wrong_answer", "answer_line"), ("rejected", "no_answer", "none"),
-                   ("rejected", "truncated", "last_number")]
+    assert got == [
+        ("rejected", "not selected (shortest_correct)", "answer_line"),
+        ("accepted", "", "boxed"),
+        ("rejected", "wrong_answer", "answer_line"),
+        ("rejected", "no_answer", "none"),
+        ("rejected", "truncated", "last_number"),
+    ]
     assert rows[4]["correct"] and rows[4]["flags"] == ["truncated"]
 
 
@@ -52,16 +69,28 @@ def test_scorer_writes_every_row_and_quarantines_unparseable(tmp_path):
 
 
 def test_hf_teacher_generates_k_samples_and_quarantines_long_prompts(tiny_model, tmp_path):
-    cfg = load_config("smoke", ["teacher.backend=transformers", "teacher.samples=2", "teacher.max_tokens=8",
-                                "teacher.temperature=1.0", "teacher.max_model_len=96", "teacher.logprobs=3"])
+    cfg = load_config(
+        "smoke",
+        [
+            "teacher.backend=transformers",
+            "teacher.samples=2",
+            "teacher.max_tokens=8",
+            "teacher.temperature=1.0",
+            "teacher.max_model_len=96",
+            "teacher.logprobs=3",
+        ],
+    )
     problems = load_problems(cfg.sources).problems[:2]
     problems.append({**problems[0], "problem_id": "long", "question": "1 + 1 " * 200})
     events = []
     teacher = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
     out = teacher(pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA)).to_pylist()
     assert [(r["problem_id"], r["sample_index"]) for r in out] == [
-        (problems[0]["problem_id"], 0), (problems[0]["problem_id"], 1),
-        (problems[1]["problem_id"], 0), (problems[1]["problem_id"], 1)]
+        (problems[0]["problem_id"], 0),
+        (problems[0]["problem_id"], 1),
+        (problems[1]["problem_id"], 0),
+        (problems[1]["problem_id"], 1),
+    ]
     assert len({r["trace_id"] for r in out}) == 4
     assert all(0 < r["completion_tokens"] <= 8 and r["finish_reason"] in ("stop", "length") for r in out)
     assert all(len(r["topk_logprobs"]) == r["completion_tokens"] and len(r["topk_logprobs"][0]) == 3 for r in out)
@@ -101,10 +130,15 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_model):
     import torch
 
     cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false", "train.lr_schedule=constant"]).model_dump()
-    rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"},
-            {"trace_id": "b", "question": "12+30?", "text": "12 + 30 = 42, so the sum is 42.\nAnswer: 42"}]
+    rows = [
+        {"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"},
+        {"trace_id": "b", "question": "12+30?", "text": "12 + 30 = 42, so the sum is 42.\nAnswer: 42"},
+    ]
     grads = []
-    for student, batches in ((StudentStep(cfg, tiny_model), [rows]), (StudentStep(cfg, tiny_model), [rows[:1], rows[1:]])):
+    for student, batches in (
+        (StudentStep(cfg, tiny_model), [rows]),
+        (StudentStep(cfg, tiny_model), [rows[:1], rows[1:]]),
+    ):
         # the gradient the optimizer is handed (AdamW's sign-like first update would hide small differences)
         student.opt.step = lambda s=student: grads.append([p.grad.clone() for p in s.base.parameters()])
         loss = student.step(batches)["loss"]
@@ -156,18 +190,36 @@ def test_evaluator_transformers_fallback_answers_every_request(tiny_model):
     from distill.config import EvalConfig, PromptConfig
     from distill.evalsuite import build_requests
 
-    probs = [{"problem_id": f"p{i}", "source": "reasoning_gym:chain_sum", "question": f"{i} + 1 =" + " x" * (400 * i),
-              "reference_answer": str(i + 1), "verifier": "math", "metadata": "{}"} for i in range(3)]
-    ev = EvalConfig.model_validate({"in_distribution": [{"kind": "reasoning_gym", "task": "chain_sum"}],
-                                    "samples": 2, "max_tokens": 6, "direct_max_tokens": 3})
+    probs = [
+        {
+            "problem_id": f"p{i}",
+            "source": "reasoning_gym:chain_sum",
+            "question": f"{i} + 1 =" + " x" * (400 * i),
+            "reference_answer": str(i + 1),
+            "verifier": "math",
+            "metadata": "{}",
+        }
+        for i in range(3)
+    ]
+    ev = EvalConfig.model_validate(
+        {
+            "in_distribution": [{"kind": "reasoning_gym", "task": "chain_sum"}],
+            "samples": 2,
+            "max_tokens": 6,
+            "direct_max_tokens": 3,
+        }
+    )
     reqs = build_requests({"problems": {"in_distribution": probs}}, ev, PromptConfig())
     out = Evaluator(tiny_model, backend="transformers", max_model_len=512).run(reqs)
     preds = out["predictions"]
     assert [(p["split"], p["problem_id"]) for p in preds] == [(r["split"], r["problem"]["problem_id"]) for r in reqs]
     # p1 (about 420 tokens) fits in 512, p2 (about 820) does not: skipped in every split, and counted
     assert out["skipped_too_long"] == 3
-    assert all(p["finish_reason"] == "prompt_too_long" and p["tokens"] == 0 and not p["correct"]
-               for p in preds if p["problem_id"] == "p2")
+    assert all(
+        p["finish_reason"] == "prompt_too_long" and p["tokens"] == 0 and not p["correct"]
+        for p in preds
+        if p["problem_id"] == "p2"
+    )
     fit = [p for p in preds if p["problem_id"] != "p2"]
     assert all(0 < p["tokens"] <= (3 if p["split"] == "direct" else 6) for p in fit)
     assert all(p["text"].startswith("The answer is") for p in fit if p["split"] == "direct")
@@ -177,8 +229,16 @@ def test_evaluator_transformers_fallback_answers_every_request(tiny_model):
 def test_teacher_replays_committed_traces_and_scorer_writes_them_once(tiny_model, tmp_path):
     from actors.scorer import TraceScorer
 
-    cfg = load_config("smoke", ["teacher.backend=transformers", "teacher.samples=2", "teacher.max_tokens=6",
-                                "teacher.temperature=1.0", "teacher.max_model_len=256"])
+    cfg = load_config(
+        "smoke",
+        [
+            "teacher.backend=transformers",
+            "teacher.samples=2",
+            "teacher.max_tokens=6",
+            "teacher.temperature=1.0",
+            "teacher.max_model_len=256",
+        ],
+    )
     problems = load_problems(cfg.sources).problems[:3]
     batch = pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA)
     first = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path))
@@ -209,8 +269,10 @@ def test_student_state_round_trip(tiny_model, tmp_path):
     a.save_state(str(tmp_path), {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"]})
     b = StudentStep(cfg, str(tmp_path))
     pos = b.load_state(str(tmp_path))
-    assert pos == {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"], "steps": 3,
-                   "total_steps": 1} and b.steps == 3
+    assert (
+        pos == {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"], "steps": 3, "total_steps": 1}
+        and b.steps == 3
+    )
     assert b.lr() == a.lr()
     sa, sb = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
     assert sa.keys() == sb.keys() and all((sa[k]["exp_avg"] == sb[k]["exp_avg"]).all() for k in sa)

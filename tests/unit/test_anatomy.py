@@ -20,10 +20,10 @@ def assert_lossless(text: str, steps) -> None:
     """Steps are ordered, non-overlapping, stripped slices of text; only whitespace lies between."""
     pieces, pos = [], 0
     for k, s in enumerate(steps):
-        assert (s.index, s.text) == (k, text[s.start:s.end])
+        assert (s.index, s.text) == (k, text[s.start : s.end])
         assert s.text and s.text == s.text.strip()
-        assert pos <= s.start and not text[pos:s.start].strip()
-        pieces += [text[pos:s.start], s.text]
+        assert pos <= s.start and not text[pos : s.start].strip()
+        pieces += [text[pos : s.start], s.text]
         pos = s.end
     assert not text[pos:].strip()
     assert "".join(pieces) + text[pos:] == text
@@ -43,111 +43,158 @@ TRACES = [
     dict(
         id="clean-numbered",
         text="1. First, add 5 and 3: 5 + 3 = 8\n2. Then subtract 2: 8 - 2 = 6\n"
-             "3. Finally add 7: 6 + 7 = 13\nAnswer: 13",
+        "3. Finally add 7: 6 + 7 = 13\nAnswer: 13",
         reference="13",
-        steps=[("1. First, add 5 and 3: 5 + 3 = 8", "compute", ["8"], ["5", "3"]),
-               ("2. Then subtract 2: 8 - 2 = 6", "compute", ["6"], ["2", "8"]),
-               ("3. Finally add 7: 6 + 7 = 13", "compute", ["13"], ["7", "6"]),
-               ("Answer: 13", "answer", [], ["13"])],
-        first_error=None, collapsed=False, wrong_intermediate=False, decision_points=[0, 1, 2, 3],
+        steps=[
+            ("1. First, add 5 and 3: 5 + 3 = 8", "compute", ["8"], ["5", "3"]),
+            ("2. Then subtract 2: 8 - 2 = 6", "compute", ["6"], ["2", "8"]),
+            ("3. Finally add 7: 6 + 7 = 13", "compute", ["13"], ["7", "6"]),
+            ("Answer: 13", "answer", [], ["13"]),
+        ],
+        first_error=None,
+        collapsed=False,
+        wrong_intermediate=False,
+        decision_points=[0, 1, 2, 3],
     ),
     dict(
         id="wrong-intermediate-not-used",
         text="1. Add 12 and 7: 12 + 7 = 18\n2. Add 5: 19 + 5 = 24\nAnswer: 24",
         reference="24",
-        steps=[("1. Add 12 and 7: 12 + 7 = 18", "compute", ["18"], ["12", "7"]),
-               ("2. Add 5: 19 + 5 = 24", "compute", ["24"], ["5", "19"]),
-               ("Answer: 24", "answer", [], ["24"])],
-        first_error=0, collapsed=False, wrong_intermediate=True, decision_points=[1, 2],
+        steps=[
+            ("1. Add 12 and 7: 12 + 7 = 18", "compute", ["18"], ["12", "7"]),
+            ("2. Add 5: 19 + 5 = 24", "compute", ["24"], ["5", "19"]),
+            ("Answer: 24", "answer", [], ["24"]),
+        ],
+        first_error=0,
+        collapsed=False,
+        wrong_intermediate=True,
+        decision_points=[1, 2],
     ),
     dict(
         id="wrong-value-used-answer-collapses",
         text="1. Add 12 and 7: 12 + 7 = 18\n2. Add 5: 18 + 5 = 23\nAnswer: 23",
         reference="24",
-        steps=[("1. Add 12 and 7: 12 + 7 = 18", "compute", ["18"], ["12", "7"]),
-               ("2. Add 5: 18 + 5 = 23", "compute", ["23"], ["5", "18"]),
-               ("Answer: 23", "answer", [], ["23"])],
-        first_error=0, collapsed=True, wrong_intermediate=False, decision_points=[0, 1, 2],
+        steps=[
+            ("1. Add 12 and 7: 12 + 7 = 18", "compute", ["18"], ["12", "7"]),
+            ("2. Add 5: 18 + 5 = 23", "compute", ["23"], ["5", "18"]),
+            ("Answer: 23", "answer", [], ["23"]),
+        ],
+        first_error=0,
+        collapsed=True,
+        wrong_intermediate=False,
+        decision_points=[0, 1, 2],
     ),
     dict(
         id="dead-end",
         text="We need to compute (4 + 6) * 3.\nLet's try 4 * 5 = 20. Hmm, that's not needed.\n"
-             "First, 4 + 6 = 10.\nThen 10 * 3 = 30.\nAnswer: 30",
+        "First, 4 + 6 = 10.\nThen 10 * 3 = 30.\nAnswer: 30",
         reference="30",
-        steps=[("We need to compute (4 + 6) * 3.", "plan", [], ["4", "6", "3"]),
-               ("Let's try 4 * 5 = 20.", "compute", ["20"], ["4", "5"]),
-               ("Hmm, that's not needed.", "check", [], []),
-               ("First, 4 + 6 = 10.", "compute", ["10"], ["4", "6"]),
-               ("Then 10 * 3 = 30.", "compute", ["30"], ["10", "3"]),
-               ("Answer: 30", "answer", [], ["30"])],
-        first_error=None, collapsed=False, wrong_intermediate=False, decision_points=[3, 4, 5],
+        steps=[
+            ("We need to compute (4 + 6) * 3.", "plan", [], ["4", "6", "3"]),
+            ("Let's try 4 * 5 = 20.", "compute", ["20"], ["4", "5"]),
+            ("Hmm, that's not needed.", "check", [], []),
+            ("First, 4 + 6 = 10.", "compute", ["10"], ["4", "6"]),
+            ("Then 10 * 3 = 30.", "compute", ["30"], ["10", "3"]),
+            ("Answer: 30", "answer", [], ["30"]),
+        ],
+        first_error=None,
+        collapsed=False,
+        wrong_intermediate=False,
+        decision_points=[3, 4, 5],
     ),
     dict(
         id="qwen-latex",
         text=QWEN_LATEX,
         reference="914",
-        steps=[("To solve the expression 773 - 641 + 782, we will follow these steps:", "plan", [],
-                ["773", "641", "782"]),
-               ("1. Start with the expression:\n   \\[\n   773 - 641 + 782\n   \\]", "plan", [],
-                ["773", "641", "782"]),
-               ("2. Subtract 641 from 773:\n   \\[\n   773 - 641 = 132\n   \\]", "compute", ["132"],
-                ["641", "773"]),
-               ("3. Add 782 to the result:\n   \\[\n   132 + 782 = 914\n   \\]", "compute", ["914"],
-                ["782", "132"]),
-               ("So, the final answer is \\(\\boxed{914}\\).", "answer", [], ["914"])],
-        first_error=None, collapsed=False, wrong_intermediate=False, decision_points=[2, 3, 4],
+        steps=[
+            ("To solve the expression 773 - 641 + 782, we will follow these steps:", "plan", [], ["773", "641", "782"]),
+            ("1. Start with the expression:\n   \\[\n   773 - 641 + 782\n   \\]", "plan", [], ["773", "641", "782"]),
+            ("2. Subtract 641 from 773:\n   \\[\n   773 - 641 = 132\n   \\]", "compute", ["132"], ["641", "773"]),
+            ("3. Add 782 to the result:\n   \\[\n   132 + 782 = 914\n   \\]", "compute", ["914"], ["782", "132"]),
+            ("So, the final answer is \\(\\boxed{914}\\).", "answer", [], ["914"]),
+        ],
+        first_error=None,
+        collapsed=False,
+        wrong_intermediate=False,
+        decision_points=[2, 3, 4],
     ),
     dict(
         id="prose-one-line",
         text="First we add 3 and 4 to get 7. Then we multiply 7 by 2, which gives 14. So the answer is 14.",
         reference="14",
-        steps=[("First we add 3 and 4 to get 7.", "compute", ["7"], ["3", "4"]),
-               ("Then we multiply 7 by 2, which gives 14.", "compute", ["14"], ["7", "2"]),
-               ("So the answer is 14.", "answer", [], ["14"])],
-        first_error=None, collapsed=False, wrong_intermediate=False, decision_points=[0, 1, 2],
+        steps=[
+            ("First we add 3 and 4 to get 7.", "compute", ["7"], ["3", "4"]),
+            ("Then we multiply 7 by 2, which gives 14.", "compute", ["14"], ["7", "2"]),
+            ("So the answer is 14.", "answer", [], ["14"]),
+        ],
+        first_error=None,
+        collapsed=False,
+        wrong_intermediate=False,
+        decision_points=[0, 1, 2],
     ),
     dict(
         id="filler-heavy",
         text="Sure! Great question.\nLet's add 2 and 3.\n2 + 3 = 5\nSo the answer is 5.\n"
-             "I hope this helps! Let me know if you have any other questions.",
+        "I hope this helps! Let me know if you have any other questions.",
         reference="5",
-        steps=[("Sure!", "filler", [], []),
-               ("Great question.", "filler", [], []),
-               ("Let's add 2 and 3.", "plan", [], ["2", "3"]),
-               ("2 + 3 = 5", "compute", ["5"], ["2", "3"]),
-               ("So the answer is 5.", "answer", [], ["5"]),
-               ("I hope this helps!", "filler", [], []),
-               ("Let me know if you have any other questions.", "filler", [], [])],
-        first_error=None, collapsed=False, wrong_intermediate=False, decision_points=[3, 4],
+        steps=[
+            ("Sure!", "filler", [], []),
+            ("Great question.", "filler", [], []),
+            ("Let's add 2 and 3.", "plan", [], ["2", "3"]),
+            ("2 + 3 = 5", "compute", ["5"], ["2", "3"]),
+            ("So the answer is 5.", "answer", [], ["5"]),
+            ("I hope this helps!", "filler", [], []),
+            ("Let me know if you have any other questions.", "filler", [], []),
+        ],
+        first_error=None,
+        collapsed=False,
+        wrong_intermediate=False,
+        decision_points=[3, 4],
     ),
     dict(
         id="self-correction",
         text="12 + 7 = 18\nWait, 12 + 7 = 18 is wrong; 12 + 7 = 19.\n19 + 5 = 24\nAnswer: 24",
         reference="24",
-        steps=[("12 + 7 = 18", "compute", ["18"], ["12", "7"]),
-               ("Wait, 12 + 7 = 18 is wrong; 12 + 7 = 19.", "check", ["19"], ["12", "7"]),
-               ("19 + 5 = 24", "compute", ["24"], ["19", "5"]),
-               ("Answer: 24", "answer", [], ["24"])],
-        first_error=0, collapsed=False, wrong_intermediate=True, decision_points=[1, 2, 3],
+        steps=[
+            ("12 + 7 = 18", "compute", ["18"], ["12", "7"]),
+            ("Wait, 12 + 7 = 18 is wrong; 12 + 7 = 19.", "check", ["19"], ["12", "7"]),
+            ("19 + 5 = 24", "compute", ["24"], ["19", "5"]),
+            ("Answer: 24", "answer", [], ["24"]),
+        ],
+        first_error=0,
+        collapsed=False,
+        wrong_intermediate=True,
+        decision_points=[1, 2, 3],
     ),
     dict(
         id="display-dollars-align-boxed-fraction",
         text="We compute:\n$$\n3 / 6 = 0.5\n$$\nThen \\begin{align} 0.5 + 1 &= 1.5 \\\\ &= 3 \\div 2 \\end{align}\n"
-             "Mr. Smith would write \\(\\boxed{\\frac{3}{2}}\\).",
+        "Mr. Smith would write \\(\\boxed{\\frac{3}{2}}\\).",
         reference=None,
-        steps=[("We compute:\n$$\n3 / 6 = 0.5\n$$", "compute", ["0.5"], ["3", "6"]),
-               ("Then \\begin{align} 0.5 + 1 &= 1.5 \\\\ &= 3 \\div 2 \\end{align}", "compute", ["1.5", "3", "2"],
-                ["0.5", "1"]),
-               ("Mr. Smith would write \\(\\boxed{\\frac{3}{2}}\\).", "answer", [], ["3", "2", "1.5"])],
-        first_error=None, collapsed=False, wrong_intermediate=False, decision_points=[0, 1, 2],
+        steps=[
+            ("We compute:\n$$\n3 / 6 = 0.5\n$$", "compute", ["0.5"], ["3", "6"]),
+            (
+                "Then \\begin{align} 0.5 + 1 &= 1.5 \\\\ &= 3 \\div 2 \\end{align}",
+                "compute",
+                ["1.5", "3", "2"],
+                ["0.5", "1"],
+            ),
+            ("Mr. Smith would write \\(\\boxed{\\frac{3}{2}}\\).", "answer", [], ["3", "2", "1.5"]),
+        ],
+        first_error=None,
+        collapsed=False,
+        wrong_intermediate=False,
+        decision_points=[0, 1, 2],
     ),
     dict(
         id="wrong-answer-step",
         text="Step 1: Add 6 and 7.\nAnswer: 6 + 7 = 14",
         reference="13",
-        steps=[("Step 1: Add 6 and 7.", "plan", [], ["6", "7"]),
-               ("Answer: 6 + 7 = 14", "answer", ["14"], ["6", "7"])],
-        first_error=1, collapsed=True, wrong_intermediate=False, decision_points=[1],
+        steps=[("Step 1: Add 6 and 7.", "plan", [], ["6", "7"]), ("Answer: 6 + 7 = 14", "answer", ["14"], ["6", "7"])],
+        first_error=1,
+        collapsed=True,
+        wrong_intermediate=False,
+        decision_points=[1],
     ),
 ]
 
@@ -192,8 +239,9 @@ def test_public_pieces_compose_like_analyse():
 def test_to_dict_is_plain_json():
     d = json.loads(json.dumps(analyse(QWEN_LATEX, "914").to_dict()))
     assert d["decision_points"] == [2, 3, 4] and d["answer_correct"] is True
-    assert d["steps"][2]["claims"] == [{"step_index": 2, "expr": "773 - 641", "stated": "132", "actual": "132",
-                                        "ok": True, "retracted": False}]
+    assert d["steps"][2]["claims"] == [
+        {"step_index": 2, "expr": "773 - 641", "stated": "132", "actual": "132", "ok": True, "retracted": False}
+    ]
     assert set(d["steps"][0]) == {"index", "start", "end", "text", "role", "produces", "uses", "claims", "on_path"}
 
 
@@ -232,8 +280,10 @@ CLAIMS = [
     ("2 + 3 × 4 = 14", [("2 + 3 × 4", "14", "14", True)]),
     ("(2 + 3) × 4 = 21", [("(2 + 3) × 4", "21", "20", False)]),
     ("10 - 4 - 3 = 3", [("10 - 4 - 3", "3", "3", True)]),
-    ("773 - 641 + 782 = 132 + 782 = 914", [("773 - 641 + 782", "132 + 782", "914", True),
-                                           ("132 + 782", "914", "914", True)]),
+    (
+        "773 - 641 + 782 = 132 + 782 = 914",
+        [("773 - 641 + 782", "132 + 782", "914", True), ("132 + 782", "914", "914", True)],
+    ),
     ("1,234 + 766 = 2,000", [("1,234 + 766", "2000", "2000", True)]),
     ("3.5 × 2 = 7.0", [("3.5 × 2", "7", "7", True)]),
     ("-3 + 5 = 2", [("-3 + 5", "2", "2", True)]),
@@ -247,8 +297,10 @@ CLAIMS = [
     ("10 / 3 = 3.33", [("10 / 3", "3.33", "10/3", True)]),  # rounded to the stated places
     ("10 / 3 = 3", [("10 / 3", "3", "10/3", False)]),
     ("2^{10} = 1024", [("2^{10}", "1024", "1024", True)]),
-    ("5 x 3 = 15, 2 times 3 = 6, 5 + 3 is 9", [("5 x 3", "15", "15", True), ("2 times 3", "6", "6", True),
-                                               ("5 + 3", "9", "8", False)]),
+    (
+        "5 x 3 = 15, 2 times 3 = 6, 5 + 3 is 9",
+        [("5 x 3", "15", "15", True), ("2 times 3", "6", "6", True), ("5 + 3", "9", "8", False)],
+    ),
     ("50% × 80 = 40", [("50% × 80", "40", "40", True)]),
     ("2(3 + 4) = 14", [("2(3 + 4)", "14", "14", True)]),
     ("x = 5 + 3 = 8 (the total)", [("5 + 3", "8", "8", True)]),
@@ -265,11 +317,25 @@ def test_claims(text, expected):
     assert [(c.expr, c.stated, c.actual, c.ok) for c in find_claims(text).claims] == expected
 
 
-@pytest.mark.parametrize("text", [
-    "2x + 3 = 7", "25% of 80 = 20", "x - 3 = 5", "5! = 120", "\\sqrt{16} = 4", "f(3) = 9",
-    "60 km/h × 2 h = 120 km", "7 / 2 = 3 remainder 1", "1 000 + 2 = 1002", "5 m^2 + 2 = 7 m^2",
-    "the sum of 2 and 3 is 5", "1 + 2 + \\cdots + 10 = 55", "2 (3 + 4) = 7", "x_1 + 2 = 5",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2x + 3 = 7",
+        "25% of 80 = 20",
+        "x - 3 = 5",
+        "5! = 120",
+        "\\sqrt{16} = 4",
+        "f(3) = 9",
+        "60 km/h × 2 h = 120 km",
+        "7 / 2 = 3 remainder 1",
+        "1 000 + 2 = 1002",
+        "5 m^2 + 2 = 7 m^2",
+        "the sum of 2 and 3 is 5",
+        "1 + 2 + \\cdots + 10 = 55",
+        "2 (3 + 4) = 7",
+        "x_1 + 2 = 5",
+    ],
+)
 def test_no_claim_where_the_expression_is_not_plain_arithmetic(text):
     assert find_claims(text).claims == []
 
@@ -286,11 +352,25 @@ def test_rejected_numbers_feed_nothing():
     assert found.produced == [(10, "19")] and found.loose == []
 
 
-@pytest.mark.parametrize("answer,expected", [
-    ("13", "13"), ("1,234", "1234"), ("5.0", "5"), ("-3", "-3"), ("$15", "15"), ("50%", "50%"),
-    ("\\frac{1}{2}", "0.5"), ("2/3", "2/3"), ("7 apples", "7"), ("x = 5", "5"), ("6 + 7 = 13", "13"),
-    ("(1, 2)", None), ("Paris", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "answer,expected",
+    [
+        ("13", "13"),
+        ("1,234", "1234"),
+        ("5.0", "5"),
+        ("-3", "-3"),
+        ("$15", "15"),
+        ("50%", "50%"),
+        ("\\frac{1}{2}", "0.5"),
+        ("2/3", "2/3"),
+        ("7 apples", "7"),
+        ("x = 5", "5"),
+        ("6 + 7 = 13", "13"),
+        ("(1, 2)", None),
+        ("Paris", None),
+        (None, None),
+    ],
+)
 def test_canonical_answer(answer, expected):
     assert canonical_answer(answer) == expected
 
@@ -307,8 +387,9 @@ def _render(a, op, b):
 
 _expressions = st.recursive(
     st.integers(0, 999).map(lambda n: (str(n), Fraction(n))),
-    lambda inner: st.builds(_render, inner, st.sampled_from(["+", "-", "*", "/", "×", "x", "÷", "\\times",
-                                                              "\\cdot", "\\div"]), inner),
+    lambda inner: st.builds(
+        _render, inner, st.sampled_from(["+", "-", "*", "/", "×", "x", "÷", "\\times", "\\cdot", "\\div"]), inner
+    ),
     max_leaves=8,
 )
 
@@ -328,10 +409,33 @@ def test_claims_are_checked_exactly(expr):
 # --------------------------------------------------------------------------- properties
 
 _num = st.integers(-50, 999).map(str)
-_word = st.sampled_from(["First", "Then", "we add", "e.g.", "Mr.", "so", "3.5", "1.", "Wait,", "the answer is",
-                         "$12", "1,234", "\\times", "apples", "!", "?", "...", "Answer:", "\\boxed{7}", "gives"])
-_sentence = st.lists(st.one_of(_word, _num, st.sampled_from(["+", "-", "=", "*", "/", "(", ")"])),
-                     min_size=1, max_size=10).map(lambda ws: " ".join(ws) + ".")
+_word = st.sampled_from(
+    [
+        "First",
+        "Then",
+        "we add",
+        "e.g.",
+        "Mr.",
+        "so",
+        "3.5",
+        "1.",
+        "Wait,",
+        "the answer is",
+        "$12",
+        "1,234",
+        "\\times",
+        "apples",
+        "!",
+        "?",
+        "...",
+        "Answer:",
+        "\\boxed{7}",
+        "gives",
+    ]
+)
+_sentence = st.lists(
+    st.one_of(_word, _num, st.sampled_from(["+", "-", "=", "*", "/", "(", ")"])), min_size=1, max_size=10
+).map(lambda ws: " ".join(ws) + ".")
 _block = st.one_of(
     st.builds(lambda a, b: f"\\[\n{a} + {b} = {int(a) + int(b)}\n\\]", _num, _num),
     _sentence.map(lambda s: f"$${s}$$"),
@@ -339,12 +443,16 @@ _block = st.one_of(
     st.sampled_from(["\\[", "\\]", "$$", "\\end{align}", "\\begin{align}"]),
 )
 _line = st.one_of(
-    _sentence, _block, _sentence.map(lambda s: s[:-1] + ":"), _sentence.map(lambda s: f"- {s}"),
+    _sentence,
+    _block,
+    _sentence.map(lambda s: s[:-1] + ":"),
+    _sentence.map(lambda s: f"- {s}"),
     st.builds(lambda n, s: f"{n}. {s}", st.integers(1, 12), _sentence),
     st.builds(lambda n, s: f"**Step {n}:** {s}", st.integers(1, 12), _sentence),
 )
-_traces = st.lists(st.tuples(_line, st.sampled_from(["\n", "\n\n", " ", "", "\n   ", "\t", "\r\n", "\u2028"])),
-                   max_size=12).map(lambda parts: "".join(a + b for a, b in parts))
+_traces = st.lists(
+    st.tuples(_line, st.sampled_from(["\n", "\n\n", " ", "", "\n   ", "\t", "\r\n", "\u2028"])), max_size=12
+).map(lambda parts: "".join(a + b for a, b in parts))
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,9 +13,13 @@ def _write(tmp_path, task, name="task.json"):
 
 
 GENERATIVE = {
-    "name": "toy_arith", "description": "tiny", "task_prefix": "Solve.",
-    "metrics": ["exact_str_match"], "preferred_score": "exact_str_match",
-    "example_input_prefix": "\nQ: ", "example_output_prefix": "\nA: ",
+    "name": "toy_arith",
+    "description": "tiny",
+    "task_prefix": "Solve.",
+    "metrics": ["exact_str_match"],
+    "preferred_score": "exact_str_match",
+    "example_input_prefix": "\nQ: ",
+    "example_output_prefix": "\nA: ",
     "examples": [
         {"input": "2+2=", "target": "4"},
         {"input": "Capital of France?", "target": ["Paris", "City of Paris", "Paris"]},
@@ -31,7 +35,9 @@ GENERATIVE = {
 }
 
 MC = {
-    "name": "toy_mc", "description": "tiny mc", "append_choices_to_input": False,
+    "name": "toy_mc",
+    "description": "tiny mc",
+    "append_choices_to_input": False,
     "examples": [
         {"input": "Which is a fruit?", "target_scores": {"carrot": 0, "apple": 1, "potato": 0}},
         {"input": "Pick a prime", "target_scores": {"4": 0, "2": 1, "3": 1, "9": 0}, "target": "2"},
@@ -46,16 +52,19 @@ MC = {
 def test_generative_task_rows_and_quarantine(tmp_path):
     out = load_task(_write(tmp_path, GENERATIVE))
     ps = out.problems
-    assert [p["question"] for p in ps] == ["Solve.\n\n2+2=", "Solve.\n\nCapital of France?",
-                                           "Solve.\n\nhalf of 3", "Solve.\n\n3+4="]
+    assert [p["question"] for p in ps] == [
+        "Solve.\n\n2+2=",
+        "Solve.\n\nCapital of France?",
+        "Solve.\n\nhalf of 3",
+        "Solve.\n\n3+4=",
+    ]
     assert [p["verifier"] for p in ps] == ["math", "exact", "math", "math"]
     assert [p["reference_answer"] for p in ps] == ["4", "Paris", "1.5", "7"]
     assert json.loads(ps[1]["metadata"]) == {"targets": ["Paris", "City of Paris"], "mc": False}
     assert json.loads(ps[2]["metadata"])["targets"] == ["1.5", "3/2"]
     assert all(p["source"] == "bigbench:toy_arith" for p in ps)
     assert ps[0]["problem_id"] == stable_id("bigbench", "toy_arith", "2+2=")
-    assert [p["problem_id"] for p in load_task(_write(tmp_path, GENERATIVE)).problems] == \
-        [p["problem_id"] for p in ps]
+    assert [p["problem_id"] for p in load_task(_write(tmp_path, GENERATIVE)).problems] == [p["problem_id"] for p in ps]
     q = out.quarantined
     assert [(r["key"], r["reason"]) for r in q] == [
         ("bigbench:toy_arith#example4", "empty field 'input'"),
@@ -84,8 +93,10 @@ def test_multiple_choice_rows_and_quarantine(tmp_path):
     assert fruit["question"] == "Which is a fruit?\n\nOptions:\n(A) carrot\n(B) apple\n(C) potato"
     assert fruit["reference_answer"] == "apple" and prime["reference_answer"] == "2"  # first best
     assert json.loads(fruit["metadata"]) == {
-        "choices": ["carrot", "apple", "potato"], "target_scores": {"carrot": 0, "apple": 1, "potato": 0},
-        "mc": True}
+        "choices": ["carrot", "apple", "potato"],
+        "target_scores": {"carrot": 0, "apple": 1, "potato": 0},
+        "mc": True,
+    }
     assert [r["reason"] for r in out.quarantined] == [
         "empty target_scores",
         "target_scores do not single out a best option (all scores equal)",
@@ -119,8 +130,9 @@ def test_unusable_files_raise(tmp_path):
 def test_preferred_score_decides_when_an_example_has_both(tmp_path):
     both = {"input": "What is 1 plus 2?", "target": "3", "target_scores": {"3": 1.0, "4": 0.0, "banana": 0.0}}
     gen = load_task(_write(tmp_path, {"name": "a", "preferred_score": "exact_str_match", "examples": [both]}))
-    mc = load_task(_write(tmp_path, {"name": "b", "preferred_score": "multiple_choice_grade", "examples": [both]},
-                          "mc.json"))
+    mc = load_task(
+        _write(tmp_path, {"name": "b", "preferred_score": "multiple_choice_grade", "examples": [both]}, "mc.json")
+    )
     (g,), (m,) = gen.problems, mc.problems
     assert g["question"] == "What is 1 plus 2?" and json.loads(g["metadata"]) == {"targets": ["3"], "mc": False}
     assert "Options:\n(A) 3" in m["question"] and json.loads(m["metadata"])["mc"] is True

@@ -1,6 +1,7 @@
 """Every YAML the project ships parses and validates: recipes against the config model, the Ray cluster
 launcher file against Ray's own schema, the KubeRay RayJob against what KubeRay requires and what the
 recipe asks of it; and the `gpu` recipe fits both clusters by the planner."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,9 @@ def test_launcher_yaml_passes_rays_schema_and_places_stages_by_label():
     validate_config(prepare_config(raw))  # Ray's own json-schema of cluster launcher configs
     types = raw["available_node_types"]
     assert raw["docker"]["image"].startswith(f"rayproject/ray:{ray.__version__}")
-    assert types["teacher_gpu"]["labels"] == {"role": "teacher"} and types["trainer_gpu"]["labels"] == {"role": "trainer"}
+    assert types["teacher_gpu"]["labels"] == {"role": "teacher"} and types["trainer_gpu"]["labels"] == {
+        "role": "trainer"
+    }
     assert "GPU" not in types[raw["head_node_type"]]["resources"]
     # token authentication on every node, the token shipped to each, the dashboard on loopback only
     starts = raw["head_start_ray_commands"] + raw["worker_start_ray_commands"]
@@ -82,17 +85,26 @@ def test_gpu_recipe_fits_each_cluster_and_scaling_the_teacher_is_one_field(path,
     assert [d for d in before if d.stage != "teacher"] == [d for d in after if d.stage != "teacher"]
     assert check(after, nodes) == []
     too_big = plan(load_config("gpu", ["teacher.replicas_max=8"]))
-    assert check(too_big, nodes)[0] == ("GPU on nodes labelled role=teacher: the stages need 9 (teacher 8 x 1 + "
-                                        "eval 1 x 1) but those nodes have 8")
+    assert check(too_big, nodes)[0] == (
+        "GPU on nodes labelled role=teacher: the stages need 9 (teacher 8 x 1 + eval 1 x 1) but those nodes have 8"
+    )
 
 
 def test_distill_plan_command_exits_2_naming_the_shortfall():
-    ok = subprocess.run([sys.executable, "-m", "distill.cli", "plan", "gpu", "--cluster", str(RAYJOB)],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "plan", "gpu", "--cluster", str(RAYJOB)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0 and ok.stdout.strip().endswith("fits"), ok.stdout + ok.stderr
     assert "teacher           6  CPU=4, GPU=1, label role=teacher" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "distill.cli", "plan", "gpu", "--cluster", str(LAUNCHER),
-                          "--set", "train.workers=5"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "plan", "gpu", "--cluster", str(LAUNCHER), "--set", "train.workers=5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
     assert "GPU on nodes labelled role=trainer: the stages need 5 (train 5 x 1) but those nodes have 4" in bad.stdout
 

@@ -16,19 +16,30 @@ def test_shipped_recipes_validate():
 
 
 def test_overrides_parse_yaml_scalars_and_list_indices():
-    cfg = load_config("smoke", ["teacher.samples=3", "teacher.temperature=0.5", "sources.0.size=5",
-                                'teacher.stop=["\\n\\n"]', "ray.address=null"])
+    cfg = load_config(
+        "smoke",
+        [
+            "teacher.samples=3",
+            "teacher.temperature=0.5",
+            "sources.0.size=5",
+            'teacher.stop=["\\n\\n"]',
+            "ray.address=null",
+        ],
+    )
     assert cfg.teacher.samples == 3 and cfg.teacher.temperature == 0.5
     assert cfg.sources[0].size == 5 and cfg.teacher.stop == ["\n\n"] and cfg.ray.address is None
 
 
-@pytest.mark.parametrize("override, field", [
-    ("teacher.samples=0", "teacher.samples"),
-    ("train.bogus=1", "train.bogus"),
-    ("teacher.temperature=hot", "teacher.temperature"),
-    ("scorer.policy=best", "scorer.policy"),
-    ("sources.0.kind=web", "sources.0.kind"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("teacher.samples=0", "teacher.samples"),
+        ("train.bogus=1", "train.bogus"),
+        ("teacher.temperature=hot", "teacher.temperature"),
+        ("scorer.policy=best", "scorer.policy"),
+        ("sources.0.kind=web", "sources.0.kind"),
+    ],
+)
 def test_invalid_values_name_the_field(override, field):
     with pytest.raises(ConfigError) as e:
         load_config("smoke", [override])
@@ -52,50 +63,79 @@ def test_bad_override_syntax_and_unknown_recipe():
 def test_set_paths_that_cannot_be_are_config_errors_naming_the_key():
     cfg = load_config("smoke", ["sources.0.size=5", "storage=null", "storage.uri=file:///tmp/m"])
     assert cfg.sources[0].size == 5 and cfg.storage.uri == "file:///tmp/m"  # a null mapping is filled in
-    for bad, says in (("sources.3.size=5", "'sources.3' is not an index of a 1-item list"),
-                      ("sources.-1.size=5", "'sources.-1' is not an index"),  # never counted from the end
-                      ("sources.first.size=5", "'sources.first' is not an index"),
-                      ("train.lr.x=1", "'train.lr' is a value"),
-                      ("name.x=1", "'name' is a value")):
+    for bad, says in (
+        ("sources.3.size=5", "'sources.3' is not an index of a 1-item list"),
+        ("sources.-1.size=5", "'sources.-1' is not an index"),  # never counted from the end
+        ("sources.first.size=5", "'sources.first' is not an index"),
+        ("train.lr.x=1", "'train.lr' is a value"),
+        ("name.x=1", "'name' is a value"),
+    ):
         with pytest.raises(ConfigError, match=re.escape(says)):
             load_config("smoke", [bad])
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "plan", "smoke", "--set", "sources.-1.size=5"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "plan", "smoke", "--set", "sources.-1.size=5"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "sources.-1" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_yaml_file_with_unknown_top_level_key(tmp_path):
     p = tmp_path / "r.yaml"
-    p.write_text("name: x\nsources: [{kind: reasoning_gym, task: chain_sum}]\nteacher: {model: m}\n"
-                 "train: {student: s}\nwhatever: 1\n")
+    p.write_text(
+        "name: x\nsources: [{kind: reasoning_gym, task: chain_sum}]\nteacher: {model: m}\n"
+        "train: {student: s}\nwhatever: 1\n"
+    )
     with pytest.raises(ConfigError, match="whatever"):
         load_config(str(p))
 
 
 def test_cli_exits_2_naming_the_field():
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", "train.lr=-1"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "run", "smoke", "--set", "train.lr=-1"], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert "train.lr" in r.stderr and "greater than 0" in r.stderr
 
 
 def test_every_command_has_help():
-    for argv in (["--help"], ["run", "--help"], ["models", "--help"], ["models", "fetch", "--help"],
-                 ["models", "list", "--help"], ["eval", "--help"], ["sweep", "--help"]):
+    for argv in (
+        ["--help"],
+        ["run", "--help"],
+        ["models", "--help"],
+        ["models", "fetch", "--help"],
+        ["models", "list", "--help"],
+        ["eval", "--help"],
+        ["sweep", "--help"],
+    ):
         r = subprocess.run([sys.executable, "-m", "distill.cli", *argv], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: distill" in r.stdout
 
 
 def test_missing_model_path_exits_2_before_creating_a_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "smoke", "--set", "teacher.model=/no/such/model",
-                        "--set", f"output_dir={tmp_path}"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.cli",
+            "run",
+            "smoke",
+            "--set",
+            "teacher.model=/no/such/model",
+            "--set",
+            f"output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "model path '/no/such/model' does not exist" in r.stderr
     assert not list(tmp_path.iterdir())
 
 
 def test_resume_needs_a_run_directory(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--resume", str(tmp_path / "nope")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "distill.cli", "run", "--resume", str(tmp_path / "nope")], capture_output=True, text=True
+    )
     assert r.returncode == 2 and "--resume: no run directory" in r.stderr
     r = subprocess.run([sys.executable, "-m", "distill.cli", "run"], capture_output=True, text=True)
     assert r.returncode == 2 and "RECIPE_OR_YAML is required" in r.stderr
@@ -106,10 +146,28 @@ def test_resume_finds_the_run_under_output_dir_and_refuses_ledger_changes(tmp_pa
 
     run = tmp_path / "out" / "smoke-20260101-000000-abcdef"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(load_config("smoke", [f"output_dir={tmp_path / 'out'}"]).model_dump()))
-    r = subprocess.run([sys.executable, "-m", "distill.cli", "run", "--resume", run.name, "--set",
-                        f"output_dir={tmp_path / 'out'}", "--set", "teacher.temperature=0.3", "--set", "sources.0.size=9"],
-                       capture_output=True, text=True, cwd=tmp_path)
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(load_config("smoke", [f"output_dir={tmp_path / 'out'}"]).model_dump())
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distill.cli",
+            "run",
+            "--resume",
+            run.name,
+            "--set",
+            f"output_dir={tmp_path / 'out'}",
+            "--set",
+            "teacher.temperature=0.3",
+            "--set",
+            "sources.0.size=9",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2, r.stderr
     assert "sources, teacher.temperature" in r.stderr and "Traceback" not in r.stderr  # found, then refused
 
@@ -124,14 +182,33 @@ def test_k_greedy_samples_are_rejected():
 def test_core_bindings_given_as_numbers_are_strings():
     from distill.config import load_config
 
-    cfg = load_config("smoke", ["teacher.cpu_threads_bind=0", "eval.cpu_threads_bind=1", "teacher.replica_binds=[0, 1]",
-                                "teacher.replicas_max=2", "stages=sequential"])
-    assert (cfg.teacher.cpu_threads_bind, cfg.eval.cpu_threads_bind, cfg.teacher.replica_binds) == ("0", "1", ["0", "1"])
+    cfg = load_config(
+        "smoke",
+        [
+            "teacher.cpu_threads_bind=0",
+            "eval.cpu_threads_bind=1",
+            "teacher.replica_binds=[0, 1]",
+            "teacher.replicas_max=2",
+            "stages=sequential",
+        ],
+    )
+    assert (cfg.teacher.cpu_threads_bind, cfg.eval.cpu_threads_bind, cfg.teacher.replica_binds) == (
+        "0",
+        "1",
+        ["0", "1"],
+    )
     assert cfg.stages == "sequential"
 
 
-@pytest.mark.parametrize("field,value", [("teacher.cpu_threads_bind", "0-x"), ("eval.cpu_threads_bind", "3-1"),
-                                         ("teacher.replica_binds", "[0, 'a']"), ("teacher.cpu_threads_bind", "0,,1")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("teacher.cpu_threads_bind", "0-x"),
+        ("eval.cpu_threads_bind", "3-1"),
+        ("teacher.replica_binds", "[0, 'a']"),
+        ("teacher.cpu_threads_bind", "0,,1"),
+    ],
+)
 def test_malformed_core_binding_is_a_config_error_naming_the_field(field, value):
     from distill.config import load_config
 

@@ -1,4 +1,5 @@
 """The baseline cache key: model files' content, the requests, the decoding, the engine version."""
+
 import json
 
 import pytest
@@ -40,7 +41,9 @@ def test_a_changed_model_file_request_or_setting_misses(cache):
     assert evalcache.cache_key(str(cache), REQS, DEC) != k2
     other = [{**REQS[0], "max_tokens": 9}]
     assert evalcache.cache_key(str(cache), other, DEC) != evalcache.cache_key(str(cache), REQS, DEC)
-    assert evalcache.cache_key(str(cache), REQS, {**DEC, "dtype": "bfloat16"}) != evalcache.cache_key(str(cache), REQS, DEC)
+    assert evalcache.cache_key(str(cache), REQS, {**DEC, "dtype": "bfloat16"}) != evalcache.cache_key(
+        str(cache), REQS, DEC
+    )
 
 
 def test_engine_version_is_part_of_the_key(cache, monkeypatch):

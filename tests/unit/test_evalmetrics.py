@@ -3,8 +3,17 @@ import math
 import pytest
 
 from distill.evalmetrics import (
-    _lcs_len, accuracy, imitation_fidelity, maj_at_k, normalize_answer, pass_at_k, prompt_style_metrics,
-    reasoning_delta, rouge_l, split_metrics, token_f1,
+    _lcs_len,
+    accuracy,
+    imitation_fidelity,
+    maj_at_k,
+    normalize_answer,
+    pass_at_k,
+    prompt_style_metrics,
+    reasoning_delta,
+    rouge_l,
+    split_metrics,
+    token_f1,
 )
 
 
@@ -47,12 +56,29 @@ def test_maj_at_k_votes_ties_to_first_and_ignores_none():
 
 def test_split_metrics_exact_values():
     preds = [
-        {"problem_id": "p1", "correct": True, "answer": "4", "tokens": 100,
-         "samples": [{"answer": "4", "correct": True}, {"answer": "5", "correct": False},
-                     {"answer": "4", "correct": True}]},
-        {"problem_id": "p2", "correct": False, "answer": None, "tokens": 300,
-         "samples": [{"answer": None, "correct": False}, {"answer": "9", "correct": False},
-                     {"answer": "8", "correct": True}, {"answer": "9", "correct": False}]},
+        {
+            "problem_id": "p1",
+            "correct": True,
+            "answer": "4",
+            "tokens": 100,
+            "samples": [
+                {"answer": "4", "correct": True},
+                {"answer": "5", "correct": False},
+                {"answer": "4", "correct": True},
+            ],
+        },
+        {
+            "problem_id": "p2",
+            "correct": False,
+            "answer": None,
+            "tokens": 300,
+            "samples": [
+                {"answer": None, "correct": False},
+                {"answer": "9", "correct": False},
+                {"answer": "8", "correct": True},
+                {"answer": "9", "correct": False},
+            ],
+        },
         {"problem_id": "p3", "correct": True, "answer": "x", "tokens": 200},
     ]
     m = split_metrics(preds)
@@ -70,8 +96,15 @@ def test_split_metrics_exact_values():
 
 def test_split_metrics_without_samples_or_tokens():
     m = split_metrics([{"problem_id": "a", "correct": True, "answer": "1", "tokens": 0}])
-    assert m == {"n": 1, "accuracy": 1.0, "ci": [pytest.approx(0.2065493), 1.0], "no_answer_rate": 0.0,
-                 "wrong_steps_rate": 0.0, "mean_tokens": 0.0, "accuracy_per_100_tokens": 0.0}  # Wilson 1/1
+    assert m == {
+        "n": 1,
+        "accuracy": 1.0,
+        "ci": [pytest.approx(0.2065493), 1.0],
+        "no_answer_rate": 0.0,
+        "wrong_steps_rate": 0.0,
+        "mean_tokens": 0.0,
+        "accuracy_per_100_tokens": 0.0,
+    }  # Wilson 1/1
 
 
 def _p(pid, correct, answer, tokens=10):
@@ -83,13 +116,19 @@ def test_prompt_style_metrics_three_styles():
         "plain": [_p("a", True, "1"), _p("b", True, "2"), _p("c", True, "7"), _p("d", False, None)],
         "formal": [_p("a", True, "1"), _p("b", False, "5"), _p("c", False, None), _p("d", False, None)],
         # e and f are not in every style: they count for accuracy, not for agreement
-        "casual": [_p("a", True, "1.0"), _p("b", True, "2"), _p("c", False, "8"), _p("d", False, None),
-                   _p("e", True, "q"), _p("f", False, "r")],
+        "casual": [
+            _p("a", True, "1.0"),
+            _p("b", True, "2"),
+            _p("c", False, "8"),
+            _p("d", False, None),
+            _p("e", True, "q"),
+            _p("f", False, "r"),
+        ],
     }
     m = prompt_style_metrics(by_style)
     assert m["per_style"] == {"plain": 0.75, "formal": 0.25, "casual": 0.5}
     assert m["mean"] == pytest.approx(0.5)
-    assert m["sensitivity"] == pytest.approx(math.sqrt((0.25 ** 2 + 0.25 ** 2 + 0) / 3))
+    assert m["sensitivity"] == pytest.approx(math.sqrt((0.25**2 + 0.25**2 + 0) / 3))
     # pairwise agreement: a: 1/1/1.0, 3 of 3 pairs agree; b: 2/5/2, 1 of 3; c: 7/None/8, 0 of 3;
     # d: None everywhere, 0 (a missing answer agrees with nothing)
     assert m["agreement"] == pytest.approx((1 + 1 / 3 + 0 + 0) / 4)
@@ -106,8 +145,7 @@ def test_prompt_style_metrics_rejects_duplicate_ids():
 
 def test_reasoning_delta_matches_by_problem_id():
     direct = [_p("p1", False, "1", 5), _p("p2", True, "2", 3), _p("p3", False, "3", 4), _p("p4", True, "4", 2)]
-    reasoning = [_p("p3", False, "3", 100), _p("p1", True, "1", 120), _p("p2", True, "2", 80),
-                 _p("p5", True, "5", 50)]
+    reasoning = [_p("p3", False, "3", 100), _p("p1", True, "1", 120), _p("p2", True, "2", 80), _p("p5", True, "5", 50)]
     m = reasoning_delta(direct, reasoning)
     assert m["n"] == 3
     assert m["direct_accuracy"] == pytest.approx(1 / 3)

@@ -1,11 +1,20 @@
 """The transfer suite: splits by problem_id, requests per split and style, scoring, the eval object."""
+
 import json
 
 import pytest
 
 from distill.config import EvalConfig, PromptConfig, SourceConfig
-from distill.evalsuite import (build_requests, load_suite, messages_for, prediction, score_answer, side_by_side,
-                               style_of, summarize)
+from distill.evalsuite import (
+    build_requests,
+    load_suite,
+    messages_for,
+    prediction,
+    score_answer,
+    side_by_side,
+    style_of,
+    summarize,
+)
 from distill.sources import load_problems
 
 
@@ -17,8 +26,11 @@ def test_splits_never_overlap_training_problem_ids():
     # reasoning-gym item i comes from seed + i: seeds 11 and 40 with 64 items share items 29..63.
     train = load_problems([_rg("chain_sum", 64, 11)]).problems
     train_ids = {p["problem_id"] for p in train}
-    ev = EvalConfig(in_distribution=[_rg("chain_sum", 64, 40)], related=[_rg("chain_sum", 10, 70)],
-                    difficulty_shift=[_rg("chain_sum", 8, 100000, min_terms=6, max_terms=8)])
+    ev = EvalConfig(
+        in_distribution=[_rg("chain_sum", 64, 40)],
+        related=[_rg("chain_sum", 10, 70)],
+        difficulty_shift=[_rg("chain_sum", 8, 100000, min_terms=6, max_terms=8)],
+    )
     raw = {p["problem_id"] for p in load_problems(ev.in_distribution).problems}
     expected_overlap = len(raw & train_ids)
     assert expected_overlap == 64 - 29  # the seed arithmetic above, checked independently of load_suite
@@ -37,35 +49,60 @@ def test_a_split_made_only_of_training_problems_is_an_error():
 
 
 def test_messages_for_system_few_shot_and_instruction():
-    style = {"system": "Be brief.", "instruction": "Think.", "prefill": "",
-             "examples": [{"question": "1+1=", "answer": "2"}]}
+    style = {
+        "system": "Be brief.",
+        "instruction": "Think.",
+        "prefill": "",
+        "examples": [{"question": "1+1=", "answer": "2"}],
+    }
     assert messages_for(" 3+4= ", style) == [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "1+1=\n\nThink."}, {"role": "assistant", "content": "2"},
-        {"role": "user", "content": "3+4=\n\nThink."}]
+        {"role": "user", "content": "1+1=\n\nThink."},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "3+4=\n\nThink."},
+    ]
     bare = style_of(PromptConfig(system=None, instruction=""))
     assert messages_for("3+4=", bare) == [{"role": "user", "content": "3+4="}]
 
 
 def _suite(n):
-    probs = [{"problem_id": f"p{i}", "source": "reasoning_gym:chain_sum", "question": f"{i} + 1 =",
-              "reference_answer": str(i + 1), "verifier": "math", "metadata": "{}"} for i in range(n)]
+    probs = [
+        {
+            "problem_id": f"p{i}",
+            "source": "reasoning_gym:chain_sum",
+            "question": f"{i} + 1 =",
+            "reference_answer": str(i + 1),
+            "verifier": "math",
+            "metadata": "{}",
+        }
+        for i in range(n)
+    ]
     return {"problems": {"in_distribution": probs, "related": probs[:2]}, "checks": {}}
 
 
 def test_build_requests_per_split_and_style():
-    ev = EvalConfig.model_validate({
-        "in_distribution": [{"kind": "reasoning_gym", "task": "chain_sum"}], "style_problems": 3, "samples": 4,
-        "max_tokens": 100, "direct_max_tokens": 7,
-        "prompt_styles": {"terse": {"instruction": "Solve."}, "sys": {"system": "S", "instruction": ""}}})
+    ev = EvalConfig.model_validate(
+        {
+            "in_distribution": [{"kind": "reasoning_gym", "task": "chain_sum"}],
+            "style_problems": 3,
+            "samples": 4,
+            "max_tokens": 100,
+            "direct_max_tokens": 7,
+            "prompt_styles": {"terse": {"instruction": "Solve."}, "sys": {"system": "S", "instruction": ""}},
+        }
+    )
     reqs = build_requests(_suite(5), ev, PromptConfig())
     by = {}
     for r in reqs:
         by.setdefault((r["split"], r["style"]), []).append(r)
     assert {k: len(v) for k, v in by.items()} == {
-        ("in_distribution", "training prompt"): 5, ("related", "training prompt"): 2,
-        ("in_distribution_sampled", "training prompt"): 5, ("prompt_style", "terse"): 3, ("prompt_style", "sys"): 3,
-        ("direct", "direct"): 5}
+        ("in_distribution", "training prompt"): 5,
+        ("related", "training prompt"): 2,
+        ("in_distribution_sampled", "training prompt"): 5,
+        ("prompt_style", "terse"): 3,
+        ("prompt_style", "sys"): 3,
+        ("direct", "direct"): 5,
+    }
     assert [r["problem"]["problem_id"] for r in by[("prompt_style", "terse")]] == ["p0", "p1", "p2"]
     assert all(r["n"] == 4 and r["temperature"] == 0.7 for r in by[("in_distribution_sampled", "training prompt")])
     d = by[("direct", "direct")][0]
@@ -88,36 +125,73 @@ def test_prediction_keeps_prefill_and_scores_samples():
 
 
 def test_score_answer_bigbench_multiple_choice():
-    p = {"problem_id": "b", "source": "bigbench:toy", "question": "pick", "reference_answer": "apple",
-         "verifier": "exact", "metadata": json.dumps({"mc": True, "choices": ["carrot", "apple"],
-                                                      "target_scores": {"carrot": 0, "apple": 1}})}
+    p = {
+        "problem_id": "b",
+        "source": "bigbench:toy",
+        "question": "pick",
+        "reference_answer": "apple",
+        "verifier": "exact",
+        "metadata": json.dumps(
+            {"mc": True, "choices": ["carrot", "apple"], "target_scores": {"carrot": 0, "apple": 1}}
+        ),
+    }
     assert score_answer(p, "(B)") and score_answer(p, "apple") and not score_answer(p, "A")
 
 
 def _pred(split, pid, correct, answer, tokens, style="training prompt", text="", source="s"):
-    return {"split": split, "style": style, "problem_id": pid, "correct": correct, "answer": answer,
-            "tokens": tokens, "text": text, "source": source, "question": "q", "reference": "1"}
+    return {
+        "split": split,
+        "style": style,
+        "problem_id": pid,
+        "correct": correct,
+        "answer": answer,
+        "tokens": tokens,
+        "text": text,
+        "source": source,
+        "question": "q",
+        "reference": "1",
+    }
 
 
 def test_summarize_exact_values():
     student = [
         _pred("in_distribution", "a", True, "1", 10, text="x y z"),
         _pred("in_distribution", "b", False, None, 30, text="p q"),
-        _pred("direct", "a", False, "5", 2), _pred("direct", "b", False, "6", 2),
-        _pred("prompt_style", "a", True, "1", 4, style="s1"), _pred("prompt_style", "b", True, "2", 4, style="s1"),
-        _pred("prompt_style", "a", True, "1", 8, style="s2"), _pred("prompt_style", "b", False, "3", 8, style="s2"),
-        _pred("related", "r1", True, "1", 5, source="A"), _pred("related", "r2", False, "0", 15, source="B"),
-        {**_pred("in_distribution_sampled", "a", False, None, 0),
-         "samples": [{"answer": "1", "correct": True}, {"answer": "2", "correct": False}]},
-        {**_pred("in_distribution_sampled", "b", False, None, 0),
-         "samples": [{"answer": "9", "correct": False}, {"answer": "9", "correct": False}]},
+        _pred("direct", "a", False, "5", 2),
+        _pred("direct", "b", False, "6", 2),
+        _pred("prompt_style", "a", True, "1", 4, style="s1"),
+        _pred("prompt_style", "b", True, "2", 4, style="s1"),
+        _pred("prompt_style", "a", True, "1", 8, style="s2"),
+        _pred("prompt_style", "b", False, "3", 8, style="s2"),
+        _pred("related", "r1", True, "1", 5, source="A"),
+        _pred("related", "r2", False, "0", 15, source="B"),
+        {
+            **_pred("in_distribution_sampled", "a", False, None, 0),
+            "samples": [{"answer": "1", "correct": True}, {"answer": "2", "correct": False}],
+        },
+        {
+            **_pred("in_distribution_sampled", "b", False, None, 0),
+            "samples": [{"answer": "9", "correct": False}, {"answer": "9", "correct": False}],
+        },
     ]
-    teacher = [_pred("in_distribution", "a", True, "1", 10, text="x y z"),
-               _pred("in_distribution", "b", True, "2", 10, text="a b")]
+    teacher = [
+        _pred("in_distribution", "a", True, "1", 10, text="x y z"),
+        _pred("in_distribution", "b", True, "2", 10, text="a b"),
+    ]
     ev = summarize({"student": student, "teacher": teacher})
     ind = ev["splits"]["in_distribution"]["student"]
-    assert ind == {"n": 2, "accuracy": 0.5, "ci": [0.0945, 0.9055], "no_answer_rate": 0.5, "wrong_steps_rate": 0.0,
-                   "mean_tokens": 20.0, "accuracy_per_100_tokens": 2.5, "k": 2, "pass@k": 0.5, "maj@k": 0.5}
+    assert ind == {
+        "n": 2,
+        "accuracy": 0.5,
+        "ci": [0.0945, 0.9055],
+        "no_answer_rate": 0.5,
+        "wrong_steps_rate": 0.0,
+        "mean_tokens": 20.0,
+        "accuracy_per_100_tokens": 2.5,
+        "k": 2,
+        "pass@k": 0.5,
+        "maj@k": 0.5,
+    }
     assert ev["splits"]["in_distribution"]["teacher"]["accuracy"] == 1.0
     rel = ev["splits"]["related"]["student"]
     assert rel["accuracy"] == 0.5 and rel["by_source"]["A"]["accuracy"] == 1.0 and rel["by_source"]["B"]["n"] == 1
@@ -135,10 +209,16 @@ def test_summarize_exact_values():
 
 
 def test_side_by_side_takes_right_and_wrong():
-    student = [_pred("in_distribution", p, c, "1", 3, text=f"s{p}") for p, c in
-               [("a", True), ("b", False), ("c", True), ("d", False), ("e", True)]]
+    student = [
+        _pred("in_distribution", p, c, "1", 3, text=f"s{p}")
+        for p, c in [("a", True), ("b", False), ("c", True), ("d", False), ("e", True)]
+    ]
     teacher = [_pred("in_distribution", p, True, "1", 3, text=f"t{p}") for p in "abcde"]
     out = side_by_side({"student": student, "teacher": teacher}, "student", "teacher", 2)
-    assert [(s["problem_id"], s["student_correct"]) for s in out] == [("a", True), ("c", True), ("b", False),
-                                                                      ("d", False)]
+    assert [(s["problem_id"], s["student_correct"]) for s in out] == [
+        ("a", True),
+        ("c", True),
+        ("b", False),
+        ("d", False),
+    ]
     assert out[0]["teacher_text"] == "ta" and out[0]["student_text"] == "sa"

@@ -18,8 +18,13 @@ print(json.dumps({"got": sorted(got) if got is not None else None, "child": json
 
 
 def _probe(bind: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, bind], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, bind],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -13,16 +13,83 @@ def test_union_length_counts_overlaps_once():
 
 def _events(t0):
     evs = []
-    emit(evs, {"stage": "teacher", "actor": "a", "t0": t0 + 1, "t1": t0 + 5, "rows_in": 4, "rows_out": 4,
-               "count/problems": 4, "count/tokens_out": 400, "count/quarantined": 0})
-    emit(evs, {"stage": "teacher", "actor": "a", "t0": t0 + 5, "t1": t0 + 9, "rows_in": 4, "rows_out": 4,
-               "count/problems": 4, "count/tokens_out": 400, "count/quarantined": 1})
-    emit(evs, {"stage": "scorer", "actor": "s", "t0": t0 + 5, "t1": t0 + 5.5, "rows_in": 4, "rows_out": 3,
-               "count/accepted": 3, "count/rejected": 1, "count/correct": 3, "count/quarantined": 0})
-    emit(evs, {"stage": "train", "actor": "w", "t0": t0 + 6, "t1": t0 + 7, "rows_in": 2, "rows_out": 2, "step": 1,
-               "loss": 2.0, "lr": 1e-4, "epoch": 1, "count/tokens": 100, "count/skipped_too_long": 0})
-    emit(evs, {"stage": "train", "actor": "w", "t0": t0 + 10, "t1": t0 + 11, "rows_in": 1, "rows_out": 1, "step": 2,
-               "loss": 1.5, "lr": 1e-4, "epoch": 2, "count/tokens": 60, "count/skipped_too_long": 1})
+    emit(
+        evs,
+        {
+            "stage": "teacher",
+            "actor": "a",
+            "t0": t0 + 1,
+            "t1": t0 + 5,
+            "rows_in": 4,
+            "rows_out": 4,
+            "count/problems": 4,
+            "count/tokens_out": 400,
+            "count/quarantined": 0,
+        },
+    )
+    emit(
+        evs,
+        {
+            "stage": "teacher",
+            "actor": "a",
+            "t0": t0 + 5,
+            "t1": t0 + 9,
+            "rows_in": 4,
+            "rows_out": 4,
+            "count/problems": 4,
+            "count/tokens_out": 400,
+            "count/quarantined": 1,
+        },
+    )
+    emit(
+        evs,
+        {
+            "stage": "scorer",
+            "actor": "s",
+            "t0": t0 + 5,
+            "t1": t0 + 5.5,
+            "rows_in": 4,
+            "rows_out": 3,
+            "count/accepted": 3,
+            "count/rejected": 1,
+            "count/correct": 3,
+            "count/quarantined": 0,
+        },
+    )
+    emit(
+        evs,
+        {
+            "stage": "train",
+            "actor": "w",
+            "t0": t0 + 6,
+            "t1": t0 + 7,
+            "rows_in": 2,
+            "rows_out": 2,
+            "step": 1,
+            "loss": 2.0,
+            "lr": 1e-4,
+            "epoch": 1,
+            "count/tokens": 100,
+            "count/skipped_too_long": 0,
+        },
+    )
+    emit(
+        evs,
+        {
+            "stage": "train",
+            "actor": "w",
+            "t0": t0 + 10,
+            "t1": t0 + 11,
+            "rows_in": 1,
+            "rows_out": 1,
+            "step": 2,
+            "loss": 1.5,
+            "lr": 1e-4,
+            "epoch": 2,
+            "count/tokens": 60,
+            "count/skipped_too_long": 1,
+        },
+    )
     return evs
 
 
@@ -34,8 +101,17 @@ def test_summary_and_tensorboard(tmp_path):
     m.close()
     s = m.summary(12.0, extra={"run_id": "r"})
     st = s["stages"]
-    assert st["teacher"] == {"start": 1.0, "end": 9.0, "busy_s": 8.0, "rows_in": 8, "rows_out": 8,
-                             "tokens_out": 800, "tokens_per_s": 100.0, "problems": 8, "quarantined": 1}
+    assert st["teacher"] == {
+        "start": 1.0,
+        "end": 9.0,
+        "busy_s": 8.0,
+        "rows_in": 8,
+        "rows_out": 8,
+        "tokens_out": 800,
+        "tokens_per_s": 100.0,
+        "problems": 8,
+        "quarantined": 1,
+    }
     assert st["scorer"]["accepted"] == 3 and st["scorer"]["rejected"] == 1 and st["scorer"]["accept_rate"] == 0.75
     assert st["train"]["first_step_at"] == 7.0 and st["train"]["steps"] == 2 and st["train"]["tokens"] == 160
     assert st["train"]["final_loss"] == 1.5 and st["train"]["skipped_too_long"] == 1
@@ -62,10 +138,12 @@ def test_core_utilisation_weighs_busy_time_by_the_cores_each_actor_held(tmp_path
 
     assert [bind_cores(b, 8) for b in ("0", "0-3", "0,2", "0|1", None, "auto")] == [1, 4, 2, 2, 8, 8]
     m = RunMetrics(tmp_path, 0.0, tensorboard=False)
-    evs = [{"stage": "teacher", "actor": "t", "t0": 0.0, "t1": 60.0, "rows_in": 1, "rows_out": 1},
-           {"stage": "teacher", "actor": "t", "t0": 30.0, "t1": 80.0, "rows_in": 1, "rows_out": 1},  # overlaps: once
-           {"stage": "train", "actor": "w0", "t0": 10.0, "t1": 50.0, "rows_in": 1, "rows_out": 1, "epoch": 1},
-           {"stage": "train", "actor": "w0", "t0": 80.0, "t1": 100.0, "rows_in": 1, "rows_out": 1, "epoch": 2}]
+    evs = [
+        {"stage": "teacher", "actor": "t", "t0": 0.0, "t1": 60.0, "rows_in": 1, "rows_out": 1},
+        {"stage": "teacher", "actor": "t", "t0": 30.0, "t1": 80.0, "rows_in": 1, "rows_out": 1},  # overlaps: once
+        {"stage": "train", "actor": "w0", "t0": 10.0, "t1": 50.0, "rows_in": 1, "rows_out": 1, "epoch": 1},
+        {"stage": "train", "actor": "w0", "t0": 80.0, "t1": 100.0, "rows_in": 1, "rows_out": 1, "epoch": 2},
+    ]
     for ev in evs:
         m.add(ev)
 
@@ -84,8 +162,10 @@ def test_replicas_claim_disjoint_bindings_and_a_dead_ones_is_freed(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time; from distill.hardware import claim_slot; "
-            f"print(claim_slot('k', 2, root={str(tmp_path)!r}), flush=True); time.sleep(float(sys.argv[1]))")
+    code = (
+        "import sys, time; from distill.hardware import claim_slot; "
+        f"print(claim_slot('k', 2, root={str(tmp_path)!r}), flush=True); time.sleep(float(sys.argv[1]))"
+    )
     first = subprocess.Popen([sys.executable, "-c", code, "30"], stdout=subprocess.PIPE, text=True)
     assert first.stdout.readline().strip() == "0"
     second = subprocess.Popen([sys.executable, "-c", code, "30"], stdout=subprocess.PIPE, text=True)

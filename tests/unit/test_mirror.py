@@ -1,4 +1,5 @@
 """Metrics mirrored to shared storage by fsspec URL: what is copied, when, and what is not."""
+
 import os
 import time
 
@@ -27,7 +28,9 @@ def test_changed_metric_files_are_copied_and_nothing_else(tmp_path):
     assert m.sync() == 2
     dest = tmp_path / "shared" / "r1"
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
-        "summary.json", "tensorboard/events.out.tfevents.1"]  # not the store, not the student
+        "summary.json",
+        "tensorboard/events.out.tfevents.1",
+    ]  # not the store, not the student
     assert m.sync() == 0  # unchanged files are not copied again
     ev = run / "tensorboard" / "events.out.tfevents.1"
     ev.write_bytes(b"x" * 20)
@@ -58,8 +61,9 @@ def test_storage_and_placement_config_errors_name_the_field():
         load_config("smoke", ["train.resources.GPU=1"])
     with pytest.raises(ConfigError, match=r"scorer\.labels\.role"):
         load_config("smoke", ["scorer.labels.role=[a, b]"])
-    cfg = load_config("smoke", ["storage.uri=s3://bucket/distill", "eval.labels.role=trainer",
-                                "scorer.resources.cpu_node=0.5"])
+    cfg = load_config(
+        "smoke", ["storage.uri=s3://bucket/distill", "eval.labels.role=trainer", "scorer.resources.cpu_node=0.5"]
+    )
     assert cfg.storage.uri == "s3://bucket/distill" and cfg.eval.labels == {"role": "trainer"}
 
 

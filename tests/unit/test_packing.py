@@ -1,5 +1,6 @@
 """Packing: rows that fit, examples kept apart, and the same loss and gradients as right-padding, on
 the real student (SmolLM2-135M, fp32)."""
+
 import pytest
 
 from distill.packing import collate_packed, pack_rows, padding_fraction
@@ -17,9 +18,11 @@ def test_first_fit_decreasing_rows_fit_and_hold_every_example_once():
 
 
 def test_packed_rows_restart_positions_and_never_label_across_examples():
-    exs = [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "weights": [0, 1, 1]},
-           {"input_ids": [8, 9], "labels": [8, 9], "weights": [1, 1]},
-           {"input_ids": [1, 2, 3, 4], "labels": [IGNORE, IGNORE, 3, 4], "weights": [0, 0, 1, 1]}]
+    exs = [
+        {"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7], "weights": [0, 1, 1]},
+        {"input_ids": [8, 9], "labels": [8, 9], "weights": [1, 1]},
+        {"input_ids": [1, 2, 3, 4], "labels": [IGNORE, IGNORE, 3, 4], "weights": [0, 0, 1, 1]},
+    ]
     ids, pos, labels, weights = collate_packed(exs, 8, pad_id=0)
     assert ids.shape == (2, 7)  # rows: [4 + 3 tokens], [2 tokens + padding]
     assert ids[0].tolist() == [1, 2, 3, 4, 5, 6, 7] and pos[0].tolist() == [0, 1, 2, 3, 0, 1, 2]
@@ -39,8 +42,17 @@ def _examples(tok, n=6):
         q = "State the final answer: " + " + ".join(str(7 * k + i) for k in range(2 + 3 * i)) + " ="
         comp = "\n".join(f"step {k}: {k * i} + {k} = {k * i + k}" for k in range(1 + 2 * i)) + "\nAnswer: 42"
         spans = [{"start": 0, "end": len(comp) // 2, "role": "decision", "on_path": True}]
-        out.append(token_weights(tok, messages_for(q, style_of({"instruction": "Solve."})), comp, spans,
-                                 {"decision": 2.0, "plan": 1.0, "verify": 0.5, "other": 1.0}, 448, 1.5))
+        out.append(
+            token_weights(
+                tok,
+                messages_for(q, style_of({"instruction": "Solve."})),
+                comp,
+                spans,
+                {"decision": 2.0, "plan": 1.0, "verify": 0.5, "other": 1.0},
+                448,
+                1.5,
+            )
+        )
     return out
 
 
@@ -102,8 +114,13 @@ def test_per_example_attention_splits_where_positions_do_not_continue():
     pos = torch.tensor([[3, 4, 5, 0, 1, 2, 3, 7, 8, 9]])  # three runs: [0,3) [3,7) [7,10)
     out, _ = per_example_attention(None, q, k, v, None, position_ids=pos)
     kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
-    want = torch.cat([F.scaled_dot_product_attention(q[:, :, s:e], kk[:, :, s:e], vv[:, :, s:e], is_causal=True)
-                      for s, e in ((0, 3), (3, 7), (7, 10))], dim=2).transpose(1, 2)
+    want = torch.cat(
+        [
+            F.scaled_dot_product_attention(q[:, :, s:e], kk[:, :, s:e], vv[:, :, s:e], is_causal=True)
+            for s, e in ((0, 3), (3, 7), (7, 10))
+        ],
+        dim=2,
+    ).transpose(1, 2)
     assert out.shape == (1, 10, 4, 8) and torch.allclose(out, want, atol=1e-6)
     whole = F.scaled_dot_product_attention(q, kk, vv, is_causal=True).transpose(1, 2)
     assert not torch.allclose(out[:, 3:], whole[:, 3:], atol=1e-3)  # it did not attend across examples

@@ -1,5 +1,7 @@
 """The resource planner on hand-made clusters: what fits, and what it says when something does not."""
+
 import pytest
+
 from cluster.planner import Demand, check, cluster_totals, plan
 from distill.config import load_config
 
@@ -20,8 +22,10 @@ def test_shipped_recipes_fit_the_embedded_ray():
 
 
 def test_gpu_sum_over_stages_is_checked_and_explained():
-    cfg = load_config("quickstart", ["teacher.num_gpus=1", "teacher.replicas_max=3", "train.use_gpu=true",
-                                     "train.workers=2", "eval.num_gpus=1"])
+    cfg = load_config(
+        "quickstart",
+        ["teacher.num_gpus=1", "teacher.replicas_max=3", "train.use_gpu=true", "train.workers=2", "eval.num_gpus=1"],
+    )
     nodes = [_node(16, 4), _node(16, 0)]
     problems = check(plan(cfg), nodes)
     assert problems == ["GPU: the stages need 6 (teacher 3 x 1 + train 2 x 1 + eval 1 x 1) but the cluster has 4"]
@@ -32,7 +36,8 @@ def test_gpu_sum_over_stages_is_checked_and_explained():
 def test_a_replica_must_fit_on_one_node():
     two_one_gpu_nodes = [_node(8, 1), _node(8, 1)]
     assert check([Demand("teacher", 1, {"CPU": 1, "GPU": 2})], two_one_gpu_nodes) == [
-        "teacher: no node can host one replica (CPU=1, GPU=2)"]
+        "teacher: no node can host one replica (CPU=1, GPU=2)"
+    ]
 
 
 def test_custom_resources_place_stages_on_labelled_nodes():
@@ -44,7 +49,8 @@ def test_custom_resources_place_stages_on_labelled_nodes():
     assert check(bad, nodes) == ["teacher_node: the stages need 1.5 (teacher 3 x 0.5) but the cluster has 1"]
     assert check([Demand("train", 1, {"CPU": 1, "gpu_node": 1})], nodes) == [
         "train: no node can host one replica (CPU=1, gpu_node=1)",
-        "gpu_node: the stages need 1 (train 1 x 1) but the cluster has 0"]
+        "gpu_node: the stages need 1 (train 1 x 1) but the cluster has 0",
+    ]
 
 
 def test_ensure_fits_raises_with_every_shortfall():
@@ -75,14 +81,24 @@ def test_label_selectors_follow_rays_syntax():
 
 
 def test_stages_sharing_a_label_selector_must_fit_together_on_those_nodes():
-    cfg = load_config("quickstart", ["teacher.num_gpus=1", "teacher.replicas_max=3", "teacher.labels.role=teacher",
-                                     "eval.num_gpus=1", "eval.labels.role=teacher",
-                                     "train.use_gpu=true", "train.labels.role=trainer"])
+    cfg = load_config(
+        "quickstart",
+        [
+            "teacher.num_gpus=1",
+            "teacher.replicas_max=3",
+            "teacher.labels.role=teacher",
+            "eval.num_gpus=1",
+            "eval.labels.role=teacher",
+            "train.use_gpu=true",
+            "train.labels.role=trainer",
+        ],
+    )
     nodes = [_labelled(16, 4, role="teacher"), _labelled(16, 2, role="trainer")]
     assert check(plan(cfg), nodes) == []  # 3 + 1 GPUs on the teacher node, 1 on the trainer node
     cfg.teacher.replicas_max = 4  # 5 GPUs wanted where there are 4, though the cluster has 6 in all
-    assert check(plan(cfg), nodes) == ["GPU on nodes labelled role=teacher: the stages need 5 (teacher 4 x 1 "
-                                       "+ eval 1 x 1) but those nodes have 4"]
+    assert check(plan(cfg), nodes) == [
+        "GPU on nodes labelled role=teacher: the stages need 5 (teacher 4 x 1 + eval 1 x 1) but those nodes have 4"
+    ]
     cfg.train.labels = {"role": "gpu-box"}
     assert "train: no node can host one replica (CPU=1, GPU=1, label role=gpu-box)" in check(plan(cfg), nodes)
 
@@ -90,17 +106,38 @@ def test_stages_sharing_a_label_selector_must_fit_together_on_those_nodes():
 def test_observed_placement_names_each_stages_nodes():
     from cluster.planner import observed_placement
 
-    nodes = [{"NodeID": "n1", "NodeManagerAddress": "10.0.0.1", "Alive": True,
-              "Resources": {"CPU": 4, "teacher_node": 1, "node:10.0.0.1": 1}, "Labels": {"role": "teacher",
-                                                                                     "ray.io/node-id": "n1"}},
-             {"NodeID": "n2", "NodeManagerAddress": "10.0.0.2", "Alive": False,
-              "Resources": {"CPU": 4, "node:__internal_head__": 1}, "Labels": {}}]
-    events = {"teacher": [{"actor": "t@h:1", "node": "n1"}, {"actor": "t@h:2", "node": "n1"}],
-              "train": [{"actor": "w@h:3", "node": "n2"}, {"actor": "w@h:3", "node": "n2"}, {"actor": "x"}]}
+    nodes = [
+        {
+            "NodeID": "n1",
+            "NodeManagerAddress": "10.0.0.1",
+            "Alive": True,
+            "Resources": {"CPU": 4, "teacher_node": 1, "node:10.0.0.1": 1},
+            "Labels": {"role": "teacher", "ray.io/node-id": "n1"},
+        },
+        {
+            "NodeID": "n2",
+            "NodeManagerAddress": "10.0.0.2",
+            "Alive": False,
+            "Resources": {"CPU": 4, "node:__internal_head__": 1},
+            "Labels": {},
+        },
+    ]
+    events = {
+        "teacher": [{"actor": "t@h:1", "node": "n1"}, {"actor": "t@h:2", "node": "n1"}],
+        "train": [{"actor": "w@h:3", "node": "n2"}, {"actor": "w@h:3", "node": "n2"}, {"actor": "x"}],
+    }
     got = observed_placement(events, nodes)
-    assert got["teacher"] == [{"node_id": "n1", "address": "10.0.0.1", "labels": {"role": "teacher"},
-                               "custom_resources": {"teacher_node": 1}, "head": False, "events": 2,
-                               "actors": ["t@h:1", "t@h:2"]}]
+    assert got["teacher"] == [
+        {
+            "node_id": "n1",
+            "address": "10.0.0.1",
+            "labels": {"role": "teacher"},
+            "custom_resources": {"teacher_node": 1},
+            "head": False,
+            "events": 2,
+            "actors": ["t@h:1", "t@h:2"],
+        }
+    ]
     assert got["train"][0]["node_id"] == "n2" and got["train"][0]["head"] and got["train"][0]["events"] == 2
 
 
@@ -120,7 +157,7 @@ def test_plan_without_a_cluster_checks_the_embedded_ray_and_joins_nothing(capsys
 def test_student_memory_estimate_by_hand_and_the_gpu_recipe_fits_24_gb():
     from cluster.planner import student_memory, train_memory_gib
 
-    gib = 2 ** 30
+    gib = 2**30
     # by hand: 10 params, 2 layers, hidden 4, vocab 8, 6 tokens (3 labels), fp32, nothing saved
     e = train_memory_gib(10, 2, 4, 8, 6, 3, packing=False, checkpointing=False, bf16=False)
     assert e["state"] == round(160 / gib, 1) and e["total"] == 0.0  # bytes: far below 0.1 GiB
@@ -134,13 +171,17 @@ def test_student_memory_estimate_by_hand_and_the_gpu_recipe_fits_24_gb():
     assert ck["logits"] == round((2 * 5_000 * 100_000 * 2 + 1024 * 100_000 * 8) / gib, 1)
     # The gpu recipe's student, Qwen2.5-0.5B-Instruct (its published config: hidden 896, 24 layers, 14 heads
     # / 2 KV heads of 64, MLP 4864, vocab 151,936, tied embeddings), 4 x 3,584 tokens, bf16 on the GPU:
-    qwen = 24 * (2 * 896 ** 2 + 2 * 896 * 128 + 3 * 896 * 4864) + 151_936 * 896
+    qwen = 24 * (2 * 896**2 + 2 * 896 * 128 + 3 * 896 * 4864) + 151_936 * 896
     assert round(qwen / 1e6) == 494
     plain = train_memory_gib(qwen, 24, 896, 151_936, 4 * 3584, 2 * 3584, packing=False, checkpointing=False, bf16=True)
     shipped = train_memory_gib(qwen, 24, 896, 151_936, 4 * 3584, 2 * 3584, packing=True, checkpointing=True, bf16=True)
     assert plain["total"] > 22 > shipped["total"]  # an A10G's 24 GB (22.3 GiB): only the shipped settings fit
     cfg = load_config("gpu")
-    assert cfg.train.packing and cfg.train.gradient_checkpointing and cfg.train.batch_size * cfg.train.max_seq_len == 4 * 3584
+    assert (
+        cfg.train.packing
+        and cfg.train.gradient_checkpointing
+        and cfg.train.batch_size * cfg.train.max_seq_len == 4 * 3584
+    )
     # the embedded student is readable here: the estimate comes from its own config.json
     m = student_memory(load_config("quickstart"))
     assert abs(m["params_m"] - 135) <= 1 and m["tokens_per_micro_batch"] == 8 * 512  # 134.5M: norms left out
@@ -153,19 +194,29 @@ def test_an_autoscaling_cluster_is_checked_at_its_limits_and_says_which_stages_w
 
     from cluster.planner import PlanError, ensure_fits, grown_nodes
 
-    cc = autoscaler_pb2.ClusterConfig(node_group_configs=[
-        autoscaler_pb2.NodeGroupConfig(name="head", resources={"CPU": 8}, min_count=1, max_count=1),
-        # as the launcher and KubeRay write it: memory (and an accelerator type) beside the declared resources
-        autoscaler_pb2.NodeGroupConfig(name="gpu", resources={"CPU": 8, "GPU": 1, "memory": 10**10,
-                                                              "accelerator_type:A10G": 1}, min_count=0, max_count=2)])
+    cc = autoscaler_pb2.ClusterConfig(
+        node_group_configs=[
+            autoscaler_pb2.NodeGroupConfig(name="head", resources={"CPU": 8}, min_count=1, max_count=1),
+            # as the launcher and KubeRay write it: memory (and an accelerator type) beside the declared resources
+            autoscaler_pb2.NodeGroupConfig(
+                name="gpu",
+                resources={"CPU": 8, "GPU": 1, "memory": 10**10, "accelerator_type:A10G": 1},
+                min_count=0,
+                max_count=2,
+            ),
+        ]
+    )
     alive = [_node(8)]
     cfg = load_config("smoke", ["teacher.num_gpus=1", "teacher.replicas_min=2", "teacher.replicas_max=2"])
     grown = grown_nodes(cc, alive)
     assert len(grown) == 3 and sum(n["Resources"].get("GPU", 0) for n in grown) == 2
     assert ensure_fits(cfg, alive, grown) == ["teacher"]  # launched; the teacher waits for the GPU nodes
     with pytest.raises(PlanError, match="even grown to its autoscaler's limits"):
-        ensure_fits(load_config("smoke", ["teacher.num_gpus=1", "teacher.replicas_min=3", "teacher.replicas_max=3"]),
-                    alive, grown)
+        ensure_fits(
+            load_config("smoke", ["teacher.num_gpus=1", "teacher.replicas_min=3", "teacher.replicas_max=3"]),
+            alive,
+            grown,
+        )
     with pytest.raises(PlanError, match="does not fit the cluster:"):  # no autoscaler: alive nodes only
         ensure_fits(cfg, alive, grown_nodes(None, alive))
     # labels: a group takes those of an alive node of its type; a selector no alive type has is not met

@@ -44,8 +44,14 @@ def test_ngram_threshold_and_size():
 
 @pytest.mark.parametrize(
     "text",
-    ["a" * 200000, "ab" * 100000, ("ab" * 60 + "x ") * 1500, "word " * 40000,
-     "".join(chr(33 + (i * 7919) % 90) for i in range(200000)), " ".join(map(str, range(40000)))],
+    [
+        "a" * 200000,
+        "ab" * 100000,
+        ("ab" * 60 + "x ") * 1500,
+        "word " * 40000,
+        "".join(chr(33 + (i * 7919) % 90) for i in range(200000)),
+        " ".join(map(str, range(40000))),
+    ],
     ids=lambda t: repr(t[:8]),
 )
 def test_flag_output_large_inputs_complete(text):

@@ -1,4 +1,5 @@
 """report.html / report.md from a hand-made summary: every section, embedded plots, side-by-side samples."""
+
 import json
 import re
 
@@ -7,28 +8,51 @@ from distill.report import SECTIONS, write_report
 
 
 def _p(split, pid, correct, answer, tokens, text, style="training prompt"):
-    return {"split": split, "style": style, "problem_id": pid, "correct": correct, "answer": answer, "tokens": tokens,
-            "text": text, "source": "reasoning_gym:chain_sum", "question": f"question {pid} <b>", "reference": "3"}
+    return {
+        "split": split,
+        "style": style,
+        "problem_id": pid,
+        "correct": correct,
+        "answer": answer,
+        "tokens": tokens,
+        "text": text,
+        "source": "reasoning_gym:chain_sum",
+        "question": f"question {pid} <b>",
+        "reference": "3",
+    }
 
 
 def _preds(acc_b: bool):
-    out = [_p("in_distribution", "a", True, "3", 20, "1 + 2 = 3"), _p("in_distribution", "b", acc_b, "4", 30, "2 + 2 = 4"),
-           _p("direct", "a", False, "5", 3, "The answer is 5"), _p("direct", "b", False, "6", 3, "The answer is 6"),
-           _p("related", "r", True, "9", 12, "9"), _p("difficulty_shift", "d", False, None, 50, "...")]
+    out = [
+        _p("in_distribution", "a", True, "3", 20, "1 + 2 = 3"),
+        _p("in_distribution", "b", acc_b, "4", 30, "2 + 2 = 4"),
+        _p("direct", "a", False, "5", 3, "The answer is 5"),
+        _p("direct", "b", False, "6", 3, "The answer is 6"),
+        _p("related", "r", True, "9", 12, "9"),
+        _p("difficulty_shift", "d", False, None, 50, "..."),
+    ]
     for style in ("terse", "boxed"):
-        out += [_p("prompt_style", "a", True, "3", 10, "3", style), _p("prompt_style", "b", style == "terse", "4", 10, "4", style)]
+        out += [
+            _p("prompt_style", "a", True, "3", 10, "3", style),
+            _p("prompt_style", "b", style == "terse", "4", 10, "4", style),
+        ]
     return out
 
 
 def test_report_has_every_section_plots_and_samples(tmp_path):
     preds = {"teacher": _preds(True), "untrained": _preds(False), "student": _preds(False)}
     ev = summarize(preds)
-    ev.update(models={"teacher": "/m/t", "untrained": "/m/u", "student": "/m/s"},
-              problems={"in_distribution": {"n": 2, "dropped_overlap": 1, "quarantined": 0}},
-              in_loop=[{"step": 2, "epoch": 1, "in_distribution_accuracy": 0.25},
-                       {"step": 4, "epoch": 2, "in_distribution_accuracy": 0.5}])
-    (tmp_path / "events.jsonl").write_text("".join(json.dumps({"stage": "train", "step": i, "loss": 2.0 / i}) + "\n"
-                                                   for i in range(1, 5)))
+    ev.update(
+        models={"teacher": "/m/t", "untrained": "/m/u", "student": "/m/s"},
+        problems={"in_distribution": {"n": 2, "dropped_overlap": 1, "quarantined": 0}},
+        in_loop=[
+            {"step": 2, "epoch": 1, "in_distribution_accuracy": 0.25},
+            {"step": 4, "epoch": 2, "in_distribution_accuracy": 0.5},
+        ],
+    )
+    (tmp_path / "events.jsonl").write_text(
+        "".join(json.dumps({"stage": "train", "step": i, "loss": 2.0 / i}) + "\n" for i in range(1, 5))
+    )
     summary = {"run_id": "r1", "wall_s": 12.0, "eval": ev}
     html_path, md_path = write_report(tmp_path, summary, preds, per_outcome=1)
     page, md = html_path.read_text(), md_path.read_text()

@@ -1,13 +1,16 @@
 """The driver's raylet-notice filter (cluster/session.py): a benign startup notice leaves the terminal for
 the run's logs, a real error still reaches the terminal, and a --verbose session prints everything. Ray's
 own printer is called; no Ray cluster is started."""
+
 import ray
 import ray._private.worker as rw
 
 from cluster.session import _divert_raylet_notices
 
-BENIGN = ("WARNING: 8 PYTHON worker processes have been started on node: abc with address: 1.2.3.4, which is "
-          "4x the maximum expected startup concurrency (2).")
+BENIGN = (
+    "WARNING: 8 PYTHON worker processes have been started on node: abc with address: 1.2.3.4, which is "
+    "4x the maximum expected startup concurrency (2)."
+)
 REAL = "A worker died or was killed while executing a task by an unexpected system error."
 
 

@@ -24,7 +24,7 @@ def test_jsonl_bad_rows_are_quarantined_with_reasons(tmp_path):
         b"{not json",
         json.dumps({"question": "no answer here"}).encode(),
         json.dumps({"question": "   ", "answer": "1"}).encode(),
-        b'{"question": "caf\xe9 \xff", "answer": "1"}',          # not UTF-8
+        b'{"question": "caf\xe9 \xff", "answer": "1"}',  # not UTF-8
         json.dumps({"question": "What is 2+2?", "answer": "4"}).encode(),  # duplicate id
         json.dumps([1, 2]).encode(),
         json.dumps({"question": "Name the color of the sky.", "answer": "blue"}).encode(),
@@ -62,6 +62,12 @@ def test_hf_dataset_from_disk(tmp_path):
 
 
 def test_size_limits_valid_rows_across_sources(tmp_path):
-    out = load_problems([SourceConfig(kind="reasoning_gym", task="chain_sum", size=2, seed=1),
-                         SourceConfig(kind="reasoning_gym", task="basic_arithmetic", size=3, seed=1)])
-    assert [p["source"] for p in out.problems] == ["reasoning_gym:chain_sum"] * 2 + ["reasoning_gym:basic_arithmetic"] * 3
+    out = load_problems(
+        [
+            SourceConfig(kind="reasoning_gym", task="chain_sum", size=2, seed=1),
+            SourceConfig(kind="reasoning_gym", task="basic_arithmetic", size=3, seed=1),
+        ]
+    )
+    assert [p["source"] for p in out.problems] == ["reasoning_gym:chain_sum"] * 2 + [
+        "reasoning_gym:basic_arithmetic"
+    ] * 3

@@ -1,4 +1,5 @@
 """Intervals and tests against hand-computed values (distill/stats.py), and the comparisons built on them."""
+
 import math
 
 import pytest
@@ -15,8 +16,7 @@ def test_wilson_by_hand():
     lo, hi = wilson(10, 10)
     assert hi == pytest.approx(1.0) and lo == pytest.approx(10 / 13.841459, abs=1e-6)
     assert wilson(0, 0) == (0.0, 1.0)
-    assert accuracy_ci([True, False, False, False]) == {"n": 4, "k": 1, "accuracy": 0.25,
-                                                         "ci": list(wilson(1, 4))}
+    assert accuracy_ci([True, False, False, False]) == {"n": 4, "k": 1, "accuracy": 0.25, "ci": list(wilson(1, 4))}
 
 
 def test_exact_mcnemar_by_hand():
@@ -77,7 +77,7 @@ def test_comparisons_verdict_gap_and_retention():
     c = split_comparison(preds, "in_distribution")
     su = c["student_vs_untrained"]
     assert (su["diff"], su["a_only"], su["b_only"]) == (pytest.approx(0.4), 16, 0)
-    assert su["p_mcnemar"] == pytest.approx(2 / 2 ** 16) and su["verdict"].startswith("student vs untrained +40.0 pts [")
+    assert su["p_mcnemar"] == pytest.approx(2 / 2**16) and su["verdict"].startswith("student vs untrained +40.0 pts [")
     assert su["verdict"].endswith(": distinguishable")
     assert c["gap_closed"]["value"] == pytest.approx((0.5 - 0.1) / (0.7 - 0.1)) and c["gap_closed"]["teacher_paired"]
     r = style_retention(preds)

@@ -1,22 +1,48 @@
 import pyarrow.parquet as pq
-
-from distill.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, VARIANT_SCHEMA, MissingColumnError, require_columns, trace_id
-from distill.store import TraceStore
-
 import pytest
+
+from distill.schema import (
+    QUARANTINE_SCHEMA,
+    SCHEMA_VERSION,
+    TRACE_SCHEMA,
+    VARIANT_SCHEMA,
+    MissingColumnError,
+    require_columns,
+    trace_id,
+)
+from distill.store import TraceStore
 
 
 def _row(tid, verdict="accepted", scored_at=1.0, pid="p1", j=0):
-    return {"trace_id": tid, "problem_id": pid, "sample_index": j, "question": "1+1?", "text": "2",
-            "verdict": verdict, "scored_at": scored_at, "flags": [], "topk_logprobs": None}
+    return {
+        "trace_id": tid,
+        "problem_id": pid,
+        "sample_index": j,
+        "question": "1+1?",
+        "text": "2",
+        "verdict": verdict,
+        "scored_at": scored_at,
+        "flags": [],
+        "topk_logprobs": None,
+    }
 
 
 def test_trace_id_is_deterministic_and_sensitive():
     s = {"temperature": 0.7, "max_tokens": 10}
     a = trace_id("p1", "qwen", s, 0)
     assert a == trace_id("p1", "qwen", dict(reversed(list(s.items()))), 0)
-    assert len({a, trace_id("p1", "qwen", s, 1), trace_id("p2", "qwen", s, 0), trace_id("p1", "llama", s, 0),
-                trace_id("p1", "qwen", {**s, "temperature": 0.0}, 0)}) == 5
+    assert (
+        len(
+            {
+                a,
+                trace_id("p1", "qwen", s, 1),
+                trace_id("p2", "qwen", s, 0),
+                trace_id("p1", "llama", s, 0),
+                trace_id("p1", "qwen", {**s, "temperature": 0.0}, 0),
+            }
+        )
+        == 5
+    )
 
 
 def test_append_is_idempotent_and_dedupes(tmp_path):
@@ -41,16 +67,29 @@ def test_parts_carry_the_versioned_schema(tmp_path):
     assert t.column("schema_version").to_pylist() == [SCHEMA_VERSION]
     v = pq.read_table(store.append_variants([_variant("a")]))
     assert v.schema.equals(VARIANT_SCHEMA) and v.column("variant").to_pylist() == ["full"]
-    q = pq.read_table(store.append_quarantine([{"schema_version": 1, "stage": "scorer", "key": "a", "reason": "x",
-                                                "payload": "{}", "at": 0.0}]))
+    q = pq.read_table(
+        store.append_quarantine(
+            [{"schema_version": 1, "stage": "scorer", "key": "a", "reason": "x", "payload": "{}", "at": 0.0}]
+        )
+    )
     assert q.schema.equals(QUARANTINE_SCHEMA)
 
 
 def test_empty_store_and_quarantine(tmp_path):
     store = TraceStore(tmp_path)
     assert store.traces().num_rows == 0 and store.quarantine().num_rows == 0
-    store.append_quarantine([{"schema_version": 1, "stage": "source", "key": "line3", "reason": "empty question",
-                              "payload": "{}", "at": 0.0}])
+    store.append_quarantine(
+        [
+            {
+                "schema_version": 1,
+                "stage": "source",
+                "key": "line3",
+                "reason": "empty question",
+                "payload": "{}",
+                "at": 0.0,
+            }
+        ]
+    )
     q = store.quarantine()
     assert q.column("reason").to_pylist() == ["empty question"]
 
@@ -62,14 +101,30 @@ def test_require_columns_names_the_missing_one():
 
 
 def _variant(tid, name="full", created_at=1.0):
-    return {"variant_id": f"{tid}/{name}", "parent_trace_id": tid, "variant": name, "problem_id": "p1",
-            "question": "1+1?", "text": "2", "student_tokens": 1, "chars": 1, "ok": True, "spans": [],
-            "created_at": created_at}
+    return {
+        "variant_id": f"{tid}/{name}",
+        "parent_trace_id": tid,
+        "variant": name,
+        "problem_id": "p1",
+        "question": "1+1?",
+        "text": "2",
+        "student_tokens": 1,
+        "chars": 1,
+        "ok": True,
+        "spans": [],
+        "created_at": created_at,
+    }
 
 
 def _quarantined(key, stage="scorer", at=1.0):
-    return {"schema_version": SCHEMA_VERSION, "stage": stage, "key": key, "reason": "unparseable", "payload": "{}",
-            "at": at}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "stage": stage,
+        "key": key,
+        "reason": "unparseable",
+        "payload": "{}",
+        "at": at,
+    }
 
 
 def test_a_block_killed_before_its_commit_leaves_orphans_that_readers_skip(tmp_path):

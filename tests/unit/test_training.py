@@ -1,4 +1,5 @@
 """The training plan (distill/training.py): schedule, epoch order, micro-batches; and the trainer's use of it."""
+
 import math
 
 import pytest
@@ -46,9 +47,11 @@ def test_micro_batches_plain_and_length_grouped():
     # within the window, batches hold neighbours in length: the longest two together, ...
     assert sorted(sorted(r["n"] for r in b) for b in grouped) == [[1], [2, 3], [5, 7], [8, 9]]
     assert micro_batches(rows, 2, length=lambda r: r["n"], seed=0) == grouped  # seeded
+
     # padding: summed (max length in batch) x batch size is lower when grouped
     def padded(bs):
         return sum(max(r["n"] for r in b) * len(b) for b in bs)
+
     assert padded(grouped) < padded(micro_batches(rows, 2))
 
 
@@ -78,24 +81,30 @@ def test_a_pool_style_identical_to_an_eval_style_is_a_config_error_naming_both()
     with pytest.raises(ConfigError, match=r"train.prompt_pool.mine is identical to eval.prompt_styles.terse"):
         load_config("smoke", ["train.prompt_pool={mine: {instruction: '  Solve. '}}"])  # whitespace does not hide it
     with pytest.raises(ConfigError, match=r"train.prompt_pool.d is identical to eval.direct"):
-        load_config("smoke", ["train.prompt_pool={d: {instruction: 'Reply with only the final answer, no working.', "
-                              "prefill: 'The answer is'}}"])
+        load_config(
+            "smoke",
+            [
+                "train.prompt_pool={d: {instruction: 'Reply with only the final answer, no working.', "
+                "prefill: 'The answer is'}}"
+            ],
+        )
     cfg = load_config("smoke", ["train.prompt_pool={other: {instruction: 'Solve it.'}}"])  # a near miss is fine
     assert list(cfg.train.prompt_pool) == ["other"]
 
 
 def test_prefilled_training_prompt_is_tokenised_as_at_inference():
+    from transformers import AutoTokenizer
+
     from distill.models import resolve_model
     from distill.prompts import messages_for
     from distill.tokenize import IGNORE, render_prompt
     from distill.weights import token_weights
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     msgs = messages_for("3 + 4 =", {"system": None, "instruction": "Go.", "examples": [], "prefill": ""})
     ex = token_weights(tok, msgs, " 3 + 4 = 7\nAnswer: 7", [], {}, 256, prefill="Let me compute:")
     prompt_ids = tok(render_prompt(tok, msgs) + "Let me compute:", add_special_tokens=False)["input_ids"]
-    assert ex["input_ids"][:len(prompt_ids)] == prompt_ids  # the evaluator tokenises prompt + prefill as one
+    assert ex["input_ids"][: len(prompt_ids)] == prompt_ids  # the evaluator tokenises prompt + prefill as one
     first = next(i for i, lab in enumerate(ex["labels"]) if lab != IGNORE)
     assert first == len(prompt_ids)  # the prefill is prompt, not target
     assert tok.decode(ex["input_ids"][first:]).startswith(" 3 + 4 = 7")
@@ -112,13 +121,26 @@ def test_only_rechecked_variants_train_in_every_epoch(tmp_path):
     for i in range(6):
         tid = f"t{i}"
         for v in ("full", "answer_only"):
-            rows.append({"variant_id": f"{tid}-{v}", "parent_trace_id": tid, "problem_id": f"p{i}", "question": "q",
-                         "variant": v, "text": "x", "student_tokens": 3, "chars": 1, "ok": not (i == 2 and v == "full"),
-                         "spans": [], "created_at": 0.0})
+            rows.append(
+                {
+                    "variant_id": f"{tid}-{v}",
+                    "parent_trace_id": tid,
+                    "problem_id": f"p{i}",
+                    "question": "q",
+                    "variant": v,
+                    "text": "x",
+                    "student_tokens": 3,
+                    "chars": 1,
+                    "ok": not (i == 2 and v == "full"),
+                    "spans": [],
+                    "created_at": 0.0,
+                }
+            )
     store.append_variants(rows)
     assert store_training_rows(str(tmp_path), sup) == []  # their traces are not committed yet: no rows
-    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0, "verdict": "accepted"}
-                         for i in range(10)])
+    store.append_traces(
+        [{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0, "verdict": "accepted"} for i in range(10)]
+    )
     got = sorted(r["trace_id"] for r in store_training_rows(str(tmp_path), sup))
     assert got == ["t0", "t1", "t3", "t4", "t5"]  # t2's chosen variant failed its re-check: not in any epoch
     assert all(choose_variant(t, sup) == "full" for t in got)
@@ -151,15 +173,32 @@ def test_later_epochs_list_the_store_once_and_every_rank_trains_that_list(tmp_pa
     from distill.store import TraceStore
 
     store = TraceStore(tmp_path / "store")
-    store.append_traces([{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0, "verdict": "accepted"}
-                         for i in range(3)])
-    store.append_variants([{"variant_id": f"t{i}-full", "parent_trace_id": f"t{i}", "problem_id": f"p{i}",
-                            "question": "q", "variant": "full", "text": "x", "student_tokens": 1, "chars": 1,
-                            "ok": True, "spans": [], "created_at": 0.0} for i in range(3)])
+    store.append_traces(
+        [{"trace_id": f"t{i}", "problem_id": f"p{i}", "scored_at": 0.0, "verdict": "accepted"} for i in range(3)]
+    )
+    store.append_variants(
+        [
+            {
+                "variant_id": f"t{i}-full",
+                "parent_trace_id": f"t{i}",
+                "problem_id": f"p{i}",
+                "question": "q",
+                "variant": "full",
+                "text": "x",
+                "student_tokens": 1,
+                "chars": 1,
+                "ok": True,
+                "spans": [],
+                "created_at": 0.0,
+            }
+            for i in range(3)
+        ]
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = str(tmp_path / "rows")
-    mp.start_processes(_listing_rank, args=(port, [str(store.root), str(tmp_path / "empty")], out), nprocs=2,
-                       start_method="spawn")
+    mp.start_processes(
+        _listing_rank, args=(port, [str(store.root), str(tmp_path / "empty")], out), nprocs=2, start_method="spawn"
+    )
     assert [json.load(open(f"{out}.{r}")) for r in (0, 1)] == [["t0", "t1", "t2"]] * 2

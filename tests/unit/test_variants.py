@@ -13,11 +13,12 @@ from distill.answers import extract_answer
 from distill.schema import MissingColumnError, stable_id
 from distill.variants import VARIANTS, build_variants, check_variant, variant_rows
 
-CLEAN = ("1. First, add 5 and 3: 5 + 3 = 8\n2. Then subtract 2: 8 - 2 = 6\n"
-         "3. Finally add 7: 6 + 7 = 13\nAnswer: 13")
-DEAD_END_FILLER = ("Sure! Great question.\nWe need to compute (4 + 6) * 3.\n"
-                   "Let's try 4 * 5 = 20. Hmm, that's not needed.\nFirst, 4 + 6 = 10.\nThen 10 * 3 = 30.\n"
-                   "Answer: 30\nI hope this helps!")
+CLEAN = "1. First, add 5 and 3: 5 + 3 = 8\n2. Then subtract 2: 8 - 2 = 6\n3. Finally add 7: 6 + 7 = 13\nAnswer: 13"
+DEAD_END_FILLER = (
+    "Sure! Great question.\nWe need to compute (4 + 6) * 3.\n"
+    "Let's try 4 * 5 = 20. Hmm, that's not needed.\nFirst, 4 + 6 = 10.\nThen 10 * 3 = 30.\n"
+    "Answer: 30\nI hope this helps!"
+)
 QWEN_LATEX = (
     "To solve the expression 773 - 641 + 782, we will follow these steps:\n\n"
     "1. Start with the expression:\n   \\[\n   773 - 641 + 782\n   \\]\n"
@@ -41,23 +42,23 @@ EXPECTED = {
         plan="We need to compute (4 + 6) * 3.\nAnswer: 30",
         full=DEAD_END_FILLER,
         full_no_filler="We need to compute (4 + 6) * 3.\nLet's try 4 * 5 = 20. Hmm, that's not needed.\n"
-                       "First, 4 + 6 = 10.\nThen 10 * 3 = 30.\nAnswer: 30",
+        "First, 4 + 6 = 10.\nThen 10 * 3 = 30.\nAnswer: 30",
     ),
     QWEN_LATEX: dict(
         answer_only="Answer: 914",
         decision_points="2. Subtract 641 from 773:\n   \\[\n   773 - 641 = 132\n   \\]\n"
-                        "3. Add 782 to the result:\n   \\[\n   132 + 782 = 914\n   \\]\n"
-                        "So, the final answer is \\(\\boxed{914}\\).",
+        "3. Add 782 to the result:\n   \\[\n   132 + 782 = 914\n   \\]\n"
+        "So, the final answer is \\(\\boxed{914}\\).",
         plan="To solve the expression 773 - 641 + 782, we will follow these steps:\n"
-             "1. Start with the expression:\n   \\[\n   773 - 641 + 782\n   \\]\n"
-             "So, the final answer is \\(\\boxed{914}\\).",
+        "1. Start with the expression:\n   \\[\n   773 - 641 + 782\n   \\]\n"
+        "So, the final answer is \\(\\boxed{914}\\).",
         full=QWEN_LATEX,
         full_no_filler=QWEN_LATEX,  # no filler: original separators, "\n\n" included
     ),
     PROSE: dict(
         answer_only="Answer: 14",
         decision_points="First we add 3 and 4 to get 7.\nThen we multiply 7 by 2, which gives 14.\n"
-                        "So the answer is 14.",
+        "So the answer is 14.",
         plan="So the answer is 14.",
         full=PROSE,
         full_no_filler=PROSE,  # adjacent steps keep their original " " separators
@@ -109,14 +110,20 @@ FEW_SHOT = "902 - 68 = 834\n834 + 5 = 839\n839 - 310 = 529\nAnswer: 529"
 
 def test_place_value_splits_each_multi_digit_step_by_digit():
     v = build_variants(FEW_SHOT, analyse(FEW_SHOT, "529"), "529")
-    assert v["place_value"] == ("902 - 60 = 842\n842 - 8 = 834\n834 + 5 = 839\n"
-                                "839 - 300 = 539\n539 - 10 = 529\nAnswer: 529")
+    assert v["place_value"] == (
+        "902 - 60 = 842\n842 - 8 = 834\n834 + 5 = 839\n839 - 300 = 539\n539 - 10 = 529\nAnswer: 529"
+    )
     assert check_variant(v["place_value"], "529", "exact", None)
     rows = variant_rows(_row(FEW_SHOT, reference_answer="529"), analyse(FEW_SHOT, "529"))
     pv = next(r for r in rows if r["variant"] == "place_value")
-    assert pv["ok"] and [(pv["text"][s["start"]:s["end"]], s["role"]) for s in pv["spans"]] == [
-        ("902 - 60 = 842", "compute"), ("842 - 8 = 834", "compute"), ("834 + 5 = 839", "compute"),
-        ("839 - 300 = 539", "compute"), ("539 - 10 = 529", "compute"), ("Answer: 529", "answer")]
+    assert pv["ok"] and [(pv["text"][s["start"] : s["end"]], s["role"]) for s in pv["spans"]] == [
+        ("902 - 60 = 842", "compute"),
+        ("842 - 8 = 834", "compute"),
+        ("834 + 5 = 839", "compute"),
+        ("839 - 300 = 539", "compute"),
+        ("539 - 10 = 529", "compute"),
+        ("Answer: 529", "answer"),
+    ]
 
 
 def test_place_value_keeps_the_gaps_between_steps_it_does_not_split():
@@ -126,18 +133,24 @@ def test_place_value_keeps_the_gaps_between_steps_it_does_not_split():
     assert v["full_no_filler"] == text
 
 
-@pytest.mark.parametrize("step, lines", [
-    ("7 + 345 = 352", ["7 + 300 = 307", "307 + 40 = 347", "347 + 5 = 352"]),
-    ("Step 2: 5 - 310 = -305.", ["Step 2: 5 - 300 = -295", "-295 - 10 = -305"]),  # label kept, sign carried
-    ("-40 + 1005 = 965", ["-40 + 1000 = 960", "960 + 5 = 965"]),  # zero digits give no line
-    ("41 + 7 = 48", None),        # one digit: nothing finer to say
-    ("120 - 300 = -180", None),   # one non-zero digit
-    ("41 + 70 = 112", None),      # a wrong claim is never split (the lines would re-state it as right)
-    ("So 41 + 75 = 116 here", None),  # prose around the claim: left as the teacher wrote it
-    ("007 + 012 = 19", None),     # leading zeros: not a plain integer, left as written
-    ("\u0669\u0660\u0662 - \u0666\u0668 = \u0668\u0663\u0664", None),  # Arabic-Indic digits are not rewritten in ASCII
-    ("1" * 5000 + " + 12 = 1", None),  # no int() of a 5,000-digit number
-])
+@pytest.mark.parametrize(
+    "step, lines",
+    [
+        ("7 + 345 = 352", ["7 + 300 = 307", "307 + 40 = 347", "347 + 5 = 352"]),
+        ("Step 2: 5 - 310 = -305.", ["Step 2: 5 - 300 = -295", "-295 - 10 = -305"]),  # label kept, sign carried
+        ("-40 + 1005 = 965", ["-40 + 1000 = 960", "960 + 5 = 965"]),  # zero digits give no line
+        ("41 + 7 = 48", None),  # one digit: nothing finer to say
+        ("120 - 300 = -180", None),  # one non-zero digit
+        ("41 + 70 = 112", None),  # a wrong claim is never split (the lines would re-state it as right)
+        ("So 41 + 75 = 116 here", None),  # prose around the claim: left as the teacher wrote it
+        ("007 + 012 = 19", None),  # leading zeros: not a plain integer, left as written
+        (
+            "\u0669\u0660\u0662 - \u0666\u0668 = \u0668\u0663\u0664",
+            None,
+        ),  # Arabic-Indic digits are not rewritten in ASCII
+        ("1" * 5000 + " + 12 = 1", None),  # no int() of a 5,000-digit number
+    ],
+)
 def test_split_place_value(step, lines):
     from distill.variants import split_place_value
 
@@ -158,8 +171,15 @@ def test_check_variant_rejects_a_wrong_or_missing_answer():
 
 
 def _row(text, **over):
-    row = dict(trace_id="t-1", text=text, answer=extract_answer(text)[0], reference_answer="30",
-               verifier="exact", metadata="{}", question="Compute (4 + 6) * 3.")
+    row = dict(
+        trace_id="t-1",
+        text=text,
+        answer=extract_answer(text)[0],
+        reference_answer="30",
+        verifier="exact",
+        metadata="{}",
+        question="Compute (4 + 6) * 3.",
+    )
     return {**row, **over}
 
 
@@ -180,12 +200,23 @@ def test_variant_rows_lineage_sizes_and_spans():
     assert by["answer_only"]["student_tokens"] == 2 and by["answer_only"]["chars"] == len("Answer: 30")
     assert by["answer_only"]["spans"] == [{"start": 0, "end": 10, "role": "answer", "on_path": True}]
     dp = by["decision_points"]
-    assert [(dp["text"][s["start"]:s["end"]], s["role"], s["on_path"]) for s in dp["spans"]] == [
-        ("First, 4 + 6 = 10.", "compute", True), ("Then 10 * 3 = 30.", "compute", True),
-        ("Answer: 30", "answer", True)]
+    assert [(dp["text"][s["start"] : s["end"]], s["role"], s["on_path"]) for s in dp["spans"]] == [
+        ("First, 4 + 6 = 10.", "compute", True),
+        ("Then 10 * 3 = 30.", "compute", True),
+        ("Answer: 30", "answer", True),
+    ]
     full = by["full"]["spans"]
-    assert [s["role"] for s in full] == ["filler", "filler", "plan", "compute", "check", "compute", "compute",
-                                         "answer", "filler"]
+    assert [s["role"] for s in full] == [
+        "filler",
+        "filler",
+        "plan",
+        "compute",
+        "check",
+        "compute",
+        "compute",
+        "answer",
+        "filler",
+    ]
     assert "filler" not in {s["role"] for s in by["full_no_filler"]["spans"]}
     # Rebuilding gives the same ids and texts: rows are idempotent by variant_id.
     assert variant_rows(row, analyse(DEAD_END_FILLER, "30")) == [{**r, "student_tokens": None} for r in rows]
@@ -196,7 +227,7 @@ def test_appended_answer_line_gets_an_answer_span():
     rows = variant_rows(_row(text, reference_answer="5"), analyse(text))
     nf = next(r for r in rows if r["variant"] == "full_no_filler")
     last = nf["spans"][-1]
-    assert nf["text"][last["start"]:last["end"]] == "Answer: 5" and last["end"] == len(nf["text"])
+    assert nf["text"][last["start"] : last["end"]] == "Answer: 5" and last["end"] == len(nf["text"])
     assert (last["role"], last["on_path"]) == ("answer", True) and nf["ok"]
 
 
@@ -216,8 +247,13 @@ def test_variant_rows_recheck_uses_the_reference_and_needs_columns():
 FILLER = ["Sure!", "Great question.", "Okay.", "I hope this helps!", "Let me know if you have any questions."]
 MARKERS = ["", "{k}. ", "Step {k}: ", "- ", "**Step {k}:** "]
 STEP_FORMS = ["{a} {op} {b} = {c}", "Now {a} {op} {b} = {c}.", "Next, {a} {op} {b} equals {c}."]
-ANSWER_FORMS = ["Answer: {x}", "**Answer:** {x}", "Final answer: {x}", "So the answer is {x}.",
-                "The final answer is $\\boxed{{{x}}}$."]
+ANSWER_FORMS = [
+    "Answer: {x}",
+    "**Answer:** {x}",
+    "Final answer: {x}",
+    "So the answer is {x}.",
+    "The final answer is $\\boxed{{{x}}}$.",
+]
 
 
 @st.composite
@@ -258,8 +294,8 @@ def test_every_variant_ends_in_the_verified_answer(case):
         assert r["ok"] and check_variant(v, reference, "exact", None), (r["variant"], v)
         pos = 0  # spans are ordered, non-empty, stripped; only whitespace between them
         for s in spans:
-            assert pos <= s["start"] < s["end"] <= len(v) and not v[pos:s["start"]].strip()
-            assert v[s["start"]:s["end"]] == v[s["start"]:s["end"]].strip()
+            assert pos <= s["start"] < s["end"] <= len(v) and not v[pos : s["start"]].strip()
+            assert v[s["start"] : s["end"]] == v[s["start"] : s["end"]].strip()
             pos = s["end"]
         assert not v[pos:].strip()
         if r["variant"] != "full":
@@ -268,6 +304,7 @@ def test_every_variant_ends_in_the_verified_answer(case):
     assert all(s["on_path"] for s in by["decision_points"]["spans"])
     # place_value: every bare sum line is right and adds or subtracts one non-zero digit of b.
     import re
+
     for a, op, b, c in re.findall(r"^(-?\d+) ([+-]) (\d+) = (-?\d+)$", by["place_value"]["text"], re.M):
         assert int(a) + (1 if op == "+" else -1) * int(b) == int(c)
         assert sum(d != "0" for d in b) <= 1, (b, by["place_value"]["text"])
@@ -283,8 +320,7 @@ def test_choose_variant_is_deterministic_and_follows_the_shares():
     picks = Counter(choose_variant(f"t{i}", mix) for i in range(4000))
     assert set(picks) == {"full", "answer_only"} and abs(picks["full"] / 4000 - 0.75) < 0.03
     # Same trace, same pick, whatever the order of the mixture.
-    assert all(choose_variant(f"t{i}", mix) == choose_variant(f"t{i}", dict(reversed(mix.items())))
-               for i in range(200))
+    assert all(choose_variant(f"t{i}", mix) == choose_variant(f"t{i}", dict(reversed(mix.items()))) for i in range(200))
     with pytest.raises(ValueError, match="unknown"):
         choose_variant("t", {"fulll": 1.0})
     with pytest.raises(ValueError):

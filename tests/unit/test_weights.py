@@ -11,8 +11,10 @@ from distill.tokenize import IGNORE, encode_example, end_of_turn_ids, ensure_cha
 from distill.variants import variant_rows
 from distill.weights import collate_weighted, token_weights, weighted_loss
 
-TRACE = ("Sure! Great question.\nLet's add 2 and 3.\n2 + 3 = 5\nSo the answer is 5.\n"
-         "I hope this helps! Let me know if you have any other questions.")
+TRACE = (
+    "Sure! Great question.\nLet's add 2 and 3.\n2 + 3 = 5\nSo the answer is 5.\n"
+    "I hope this helps! Let me know if you have any other questions."
+)
 MSGS = [{"role": "user", "content": "What is 2 + 3?"}]
 ROLE_W = {"filler": 0.1, "plan": 0.5, "compute": 2.0, "answer": 1.5}
 PATH_W = 3.0
@@ -28,8 +30,15 @@ def tok():
 
 
 def _spans(variant: str):
-    row = dict(trace_id="t", text=TRACE, answer="5", reference_answer="5", verifier="exact", metadata=None,
-               question="What is 2 + 3?")
+    row = dict(
+        trace_id="t",
+        text=TRACE,
+        answer="5",
+        reference_answer="5",
+        verifier="exact",
+        metadata=None,
+        question="What is 2 + 3?",
+    )
     r = next(r for r in variant_rows(row, analyse(TRACE, "5")) if r["variant"] == variant)
     return r["text"], r["spans"]
 
@@ -39,7 +48,7 @@ def _token_texts(tok, ids, labels):
     trained = [i for i, lab in enumerate(labels) if lab != IGNORE]
     out = []
     for i in trained:
-        start = len(tok.decode(ids[trained[0]:i]))
+        start = len(tok.decode(ids[trained[0] : i]))
         out.append((i, tok.decode([ids[i]]), start))
     return out
 
@@ -59,7 +68,7 @@ def test_weights_follow_roles_path_and_end_of_turn(tok):
     char_w = [1.0] * len(text)
     for s in spans:
         cw = ROLE_W[s["role"]] * (PATH_W if s["on_path"] else 1.0)
-        char_w[s["start"]:s["end"]] = [cw] * (s["end"] - s["start"])
+        char_w[s["start"] : s["end"]] = [cw] * (s["end"] - s["start"])
     tokens = _token_texts(tok, ids, labels)
     by_text = {}
     for i, piece, start in tokens[:-1]:
@@ -117,8 +126,9 @@ def test_weighted_loss_all_ones_is_mean_ce_and_reweighting_is_exact(tok):
     torch.manual_seed(0)
     logits = torch.randn(ids.shape[0], ids.shape[1], len(tok))  # [B, T, V]
     # Per-token CE by hand: position t predicts label t+1.
-    per_tok = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
-                              ignore_index=IGNORE, reduction="none").view(ids.shape[0], -1)  # [B, T-1]
+    per_tok = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(ids.shape[0], -1)  # [B, T-1]
     trained = labels[:, 1:] != IGNORE
     mean_ce = per_tok[trained].mean()
     loss = weighted_loss(logits, labels, w)

@@ -1,0 +1,54 @@
+"""The project's modules import each other without a circle, lazy (in-function) imports included:
+a circle means two modules that cannot be understood, tested or moved one without the other."""
+
+import ast
+import graphlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("distill", "actors", "pipelines", "cluster", "benchmarks")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for f in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(f.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = f
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its file (top level or inside a function)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, f in mods.items():
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            graph[m] |= {n for n in names if n in mods and n != m}
+    return graph
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    assert len(graph) > 40 and graph["pipelines.run"], "the scan must see the project's modules and imports"
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        raise AssertionError(f"import circle: {' -> '.join(e.args[1])}") from None
+
+
+def test_the_check_finds_a_circle():
+    graph = import_graph()
+    graph["distill.schema"].add("distill.store")  # store imports schema: this closes a circle
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        assert {"distill.schema", "distill.store"} <= set(e.args[1])
+    else:
+        raise AssertionError("a circle went unnoticed")
