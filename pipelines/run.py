@@ -4,7 +4,12 @@
                                                       └─► Ray Train workers (student SFT) ─► HF checkpoint
 
 Generation, scoring and training run at the same time: the trainer pulls accepted traces from the live
-stream in epoch 1, and reads the trace store in later epochs.
+stream in epoch 1, and reads the trace store in later epochs. On one page:
+
+  main ─► open_run (run dir, models, metrics mirror)
+       ─► prepare (problems, quarantine, the held-out eval suite)       -> Plan
+       ─► stream_and_train (one Ray session: stream, train, evaluate)   -> Outcome
+       ─► finish (summary.json, eval object, timeline, report)
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from distill.config import ConfigError, RunConfig
 from distill.metrics import RunMetrics, provenance, write_json
@@ -22,10 +29,76 @@ from distill.sources import load_problems
 from distill.store import TraceStore
 
 
+@dataclass
+class Run:
+    """Where a run lives and what it runs: fixed before anything is computed."""
+
+    cfg: RunConfig
+    run_id: str
+    run_dir: Path
+    t_start: float
+    teacher_path: str
+    student_path: str
+    resumed: bool
+    mirror: Any = None  # distill.mirror.Mirror when storage.uri is set
+
+    @property
+    def student_dir(self) -> Path:
+        return self.run_dir / "student"
+
+
+@dataclass
+class Plan:
+    """What the run will do, decided before Ray starts: its problems and its evaluation."""
+
+    store: TraceStore
+    problems: list[dict]
+    source_quarantined: int
+    suite: dict | None = None
+    requests: list[dict] = field(default_factory=list)  # the student's eval requests (the whole suite)
+    in_loop_file: Path | None = None
+    baselines: dict[str, str] = field(default_factory=dict)  # baseline name -> model path
+    baseline_requests: dict[str, list[dict]] = field(default_factory=dict)
+    teacher_mismatch: str | None = None  # why the teacher's generation cannot stand in for its evaluation
+
+
+@dataclass
+class Evaluated:
+    """The evaluations of a run: predictions per model, errors, where each model's answers came from."""
+
+    results: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    engine_log: list = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What streaming, training and evaluation produced."""
+
+    metrics: RunMetrics
+    checkpoint: Any  # ray.train.Checkpoint | None
+    final_step: int
+    t_trained: float
+    evaluated: Evaluated
+    nodes: list[dict]
+    wall_s: float
+
+
 def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     """Run a recipe; with `resume_dir`, finish that run instead (the trace store is the ledger:
     committed traces are replayed, not generated again; training resumes from its last checkpoint)."""
-    # 1. Set up: run dir, resolved config, models, problems, the held-out eval suite.
+    run = open_run(cfg, resume_dir)
+    try:
+        plan = prepare(run)
+        return finish(run, plan, stream_and_train(run, plan))
+    finally:
+        if run.mirror is not None:  # also after a failure: the metrics so far reach shared storage
+            print(f"[distill] metrics mirror: {run.mirror.close()} file(s) in the final pass -> {run.mirror.url}")
+
+
+def open_run(cfg: RunConfig, resume_dir: Path | None) -> Run:
+    """The run directory (new, or the one resumed) with its config.yaml, the models, the metrics mirror."""
     teacher_path = resolve_model(cfg.teacher.model)  # a bad model path fails before any run dir exists
     student_path = resolve_model(cfg.train.student)
     check_output_dir(cfg)
@@ -35,22 +108,17 @@ def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
     else:
         run_dir = Path(resume_dir).resolve()
         run_id = run_dir.name
-    t_start = time.time()
-    print(f"[distill] {'resuming' if resume_dir else 'run'} {run_id} -> {run_dir}")
-    mirror = None
+    run = Run(cfg, run_id, run_dir, time.time(), teacher_path, student_path, resumed=resume_dir is not None)
+    print(f"[distill] {'resuming' if run.resumed else 'run'} {run_id} -> {run_dir}")
     if cfg.storage.uri:
         from distill.mirror import Mirror
 
         try:
-            mirror = Mirror(cfg.storage.uri, run_dir, run_id, cfg.storage.sync_every_s).start()
+            run.mirror = Mirror(cfg.storage.uri, run_dir, run_id, cfg.storage.sync_every_s).start()
         except ImportError as e:  # e.g. s3:// without s3fs installed
             raise ConfigError(f"storage.uri: {e}") from None
-        print(f"[distill] metrics mirrored to {mirror.url}")
-    try:
-        return _pipeline(cfg, run_id, run_dir, t_start, teacher_path, student_path, resume_dir, mirror)
-    finally:
-        if mirror is not None:  # also after a failure: the metrics so far reach shared storage
-            print(f"[distill] metrics mirror: {mirror.close()} file(s) in the final pass -> {mirror.url}")
+        print(f"[distill] metrics mirrored to {run.mirror.url}")
+    return run
 
 
 def check_output_dir(cfg: RunConfig) -> None:
@@ -66,229 +134,270 @@ def check_output_dir(cfg: RunConfig) -> None:
         )
 
 
-def _pipeline(
-    cfg: RunConfig, run_id: str, run_dir: Path, t_start: float, teacher_path, student_path, resume_dir, mirror
-) -> dict:
-    from ray.util.queue import Queue
-
-    from cluster.planner import PlanError, ensure_fits, grown_nodes, node_view, observed_placement
-    from cluster.session import alive_nodes, autoscaler_config, ray_session, unshared_nodes
+def prepare(run: Run) -> Plan:
+    """Problems (rejects quarantined at the source) and the held-out eval suite with its requests."""
     from distill.evalsuite import build_requests, load_suite
-    from pipelines.evaluate import (
-        EvalRunner,
-        baseline_requests,
-        close_engine,
-        eval_engine,
-        eval_summary,
-        in_loop_curve,
-        teacher_from_store,
-        teacher_generation_mismatch,
-        write_predictions,
-    )
-    from pipelines.stages import EventPump, generation_stream, student_trainer
+    from pipelines.evaluate import baseline_requests, teacher_generation_mismatch
 
-    store = TraceStore(run_dir / "store")
+    cfg = run.cfg
+    store = TraceStore(run.run_dir / "store")
     loaded = load_problems(cfg.sources)
     store.append_quarantine(loaded.quarantined)
     print(f"[distill] {len(loaded.problems)} problems, {len(loaded.quarantined)} quarantined at the source")
     if not loaded.problems:
         raise SystemExit("no valid problems: see the quarantine table in " + str(store.quarantine_dir))
-    suite, requests, in_loop_file = None, [], None
-    if cfg.eval.has_suite():
-        suite = load_suite(cfg.eval, {p["problem_id"] for p in loaded.problems})
-        requests = build_requests(suite, cfg.eval, cfg.prompt)
+    plan = Plan(store, loaded.problems, len(loaded.quarantined), teacher_mismatch=teacher_generation_mismatch(cfg))
+    if not cfg.eval.has_suite():
+        return plan
+    plan.suite = load_suite(cfg.eval, {p["problem_id"] for p in loaded.problems})
+    plan.requests = build_requests(plan.suite, cfg.eval, cfg.prompt)
+    checks = ", ".join(
+        f"{k} {v['n']} (dropped {v['dropped_overlap']} seen in training)" for k, v in plan.suite["checks"].items()
+    )
+    print(f"[distill] eval suite: {checks}; {len(plan.requests)} requests per model")
+    if cfg.eval.in_loop:
+        plan.in_loop_file = run.run_dir / "eval" / "in_loop_requests.json"
+        plan.in_loop_file.parent.mkdir(parents=True, exist_ok=True)
+        wanted = build_requests(plan.suite, cfg.eval, cfg.prompt, cfg.eval.in_loop_wanted())
+        plan.in_loop_file.write_text(json.dumps(wanted))
+    plan.baselines = {b: run.teacher_path if b == "teacher" else run.student_path for b in cfg.eval.baselines}
+    plan.baseline_requests = baseline_requests(cfg, plan.suite)
+    return plan
+
+
+def check_cluster(ray, cfg: RunConfig, run_dir: Path) -> list[dict]:
+    """Every stage runs at once: the cluster must hold them all (now, or grown by its autoscaler), and
+    a multi-node cluster must share output_dir. Returns the alive nodes."""
+    from cluster.planner import PlanError, ensure_fits, grown_nodes
+    from cluster.session import alive_nodes, autoscaler_config, unshared_nodes
+
+    nodes = alive_nodes(ray)
+    waiting = ensure_fits(cfg, nodes, grown_nodes(autoscaler_config(ray), nodes))
+    if waiting:
         print(
-            "[distill] eval suite: "
-            + ", ".join(
-                f"{k} {v['n']} (dropped {v['dropped_overlap']} seen in training)" for k, v in suite["checks"].items()
-            )
-            + f"; {len(requests)} requests per model"
+            f"[distill] the plan fits only once the autoscaler adds nodes: {', '.join(waiting)} "
+            "wait(s) for scale-up (see `ray status`)",
+            flush=True,
         )
-        if cfg.eval.in_loop:
-            in_loop_file = run_dir / "eval" / "in_loop_requests.json"
-            in_loop_file.parent.mkdir(parents=True, exist_ok=True)
-            in_loop_file.write_text(json.dumps(build_requests(suite, cfg.eval, cfg.prompt, cfg.eval.in_loop_wanted())))
-    baselines = {b: teacher_path if b == "teacher" else student_path for b in cfg.eval.baselines}
-    baseline_reqs = baseline_requests(cfg, suite) if suite else {}
-    teacher_mismatch = teacher_generation_mismatch(cfg)
+    if len(nodes) > 1 and (blind := unshared_nodes(ray, run_dir, nodes)):
+        raise PlanError(
+            f"output_dir {str(run_dir.parent.absolute())!r} must be one shared filesystem: a file "
+            "the driver wrote there was checked from every node -- "
+            + "; ".join(f"node {nid[:12]}: {why}" for nid, why in blind.items())
+            + ". Mount shared storage (EFS, NFS) at the same absolute path on every node and set "
+            "output_dir to it"
+        )
+    return nodes
 
-    # 2. Stream: teacher -> scorer -> trainer, all at once on one Ray cluster. Baselines are evaluated
-    #    as soon as the teacher is done; checkpoints in-loop by Ray Train; evaluation never blocks training.
-    metrics = RunMetrics(run_dir, t_start)
-    results, eval_errors, sources, engine_log = {}, {}, {}, []
-    student_dir = run_dir / "student"
-    with ray_session(cfg.ray, run_dir / "logs") as ray:
-        nodes = alive_nodes(ray)
-        # every stage runs at once: the cluster must hold them all, now or grown by its autoscaler
-        waiting = ensure_fits(cfg, nodes, grown_nodes(autoscaler_config(ray), nodes))
-        if waiting:
-            print(
-                f"[distill] the plan fits only once the autoscaler adds nodes: {', '.join(waiting)} "
-                "wait(s) for scale-up (see `ray status`)",
-                flush=True,
-            )
-        if len(nodes) > 1 and (blind := unshared_nodes(ray, run_dir, nodes)):
-            raise PlanError(
-                f"output_dir {str(run_dir.parent.absolute())!r} must be one shared filesystem: a file "
-                "the driver wrote there was checked from every node -- "
-                + "; ".join(f"node {nid[:12]}: {why}" for nid, why in blind.items())
-                + ". Mount shared storage (EFS, NFS) at the same absolute path on every node and set "
-                "output_dir to it"
-            )
-        events = Queue(actor_options={"num_cpus": 0})
-        sequential = cfg.stages == "sequential"
-        engine = runner = None
 
-        def start_eval() -> None:
-            # one evaluator engine for the student's family (untrained, in-loop checkpoints, final): started once
-            nonlocal engine, runner
-            engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
-            runner = EvalRunner(
-                cfg.eval, cfg.seed, events, cfg.train.trust_remote_code, use_cache=cfg.eval.cache, engine=engine
-            )
+class EvalLane:
+    """The run's evaluations. One evaluator engine for the student's family (the untrained student,
+    in-loop checkpoints, the final student) is started once and swaps weights in place; the baselines
+    (teacher, untrained) run as soon as the stream allows, never blocking training."""
 
-        def start_untrained() -> None:
-            if baseline_reqs.get("untrained"):
-                runner.submit(
-                    "untrained", str(student_path), baseline_reqs["untrained"], cacheable=True, on_engine=True
+    def __init__(self, run: Run, plan: Plan, events, sequential: bool):
+        self.run, self.plan, self.events, self.sequential = run, plan, events, sequential
+        self.engine = self.runner = None
+
+    def start(self) -> None:
+        """The engine actor only: its vLLM engine starts with its first evaluation."""
+        from pipelines.evaluate import EvalRunner, eval_engine
+
+        cfg = self.run.cfg
+        self.engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
+        self.runner = EvalRunner(
+            cfg.eval, cfg.seed, self.events, cfg.train.trust_remote_code, use_cache=cfg.eval.cache, engine=self.engine
+        )
+
+    def untrained(self) -> None:
+        reqs = self.plan.baseline_requests.get("untrained")
+        if reqs:  # a second call is a no-op (the runner submits a name once)
+            self.runner.submit("untrained", str(self.run.student_path), reqs, cacheable=True, on_engine=True)
+
+    def baselines(self) -> None:
+        cfg = self.run.cfg
+        self.untrained()  # no-op when already started
+        for name, path in self.plan.baselines.items():
+            if name != "untrained" and self.plan.baseline_requests.get(name):
+                # streamed, generation is over: the teacher's own cores are free for its evaluation
+                # (then it runs beside the student engine's evaluations, not after them)
+                bind = None if self.sequential else cfg.teacher.cpu_threads_bind
+                trust = cfg.teacher.trust_remote_code if name == "teacher" else None
+                self.runner.submit(
+                    name,
+                    str(path),
+                    self.plan.baseline_requests[name],
+                    cacheable=True,
+                    bind=bind,
+                    trust_remote_code=trust,
                 )
 
-        def start_baselines() -> None:
-            start_untrained()  # no-op when already started
-            for name, path in baselines.items():
-                if name != "untrained" and baseline_reqs.get(name):
-                    # streamed, generation is over: the teacher's own cores are free for its evaluation
-                    # (then it runs beside the student engine's evaluations, not after them)
-                    bind = None if sequential else cfg.teacher.cpu_threads_bind
-                    runner.submit(
-                        name,
-                        str(path),
-                        baseline_reqs[name],
-                        cacheable=True,
-                        bind=bind,
-                        trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None,
-                    )
+    def finish(self, student_dir: Path | None, final_step: int) -> Evaluated:
+        """The final student (when there is one) after the baselines; waits for every evaluation."""
+        from pipelines.evaluate import close_engine, teacher_from_store
 
-        if suite and not sequential:
-            start_eval()  # the engine actor only: its vLLM engine starts with its first evaluation
-        stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
+        if self.runner is None:  # sequential: evaluation last, its engine starts now
+            self.start()
+        self.baselines()  # no-op when already started
+        if student_dir is not None:
+            self.runner.submit("student", str(student_dir), self.plan.requests, step=final_step, on_engine=True)
+        out = Evaluated(self.runner.wait(), self.runner.errors, dict(self.runner.cache_status))
+        out.engine_log = close_engine(self.engine)
+        if "teacher" in self.plan.baselines and self.plan.teacher_mismatch is None:
+            # its in_distribution accuracy from the traces it generated (greedy) on the training problems
+            gen = teacher_from_store(self.plan.store.root, {p["problem_id"] for p in self.plan.problems})
+            base = out.results.get("teacher") or {"predictions": [], "wall_s": 0.0, "skipped_too_long": 0}
+            out.results["teacher"] = {**base, "predictions": base["predictions"] + gen}
+            out.sources["teacher"] = (
+                f"in_distribution from its generation ({len(gen)} training problems, "
+                f"greedy, its own prompt); other splits: {out.sources.get('teacher', 'none')}"
+            )
+        return out
+
+
+def stream_and_train(run: Run, plan: Plan) -> Outcome:
+    """One Ray session: teacher -> scorer -> trainer, all at once. Baselines are evaluated as soon as the
+    teacher is done, checkpoints in-loop by Ray Train; evaluation never blocks training."""
+    from ray.util.queue import Queue
+
+    from cluster.session import ray_session
+    from pipelines.stages import EventPump, generation_stream, student_trainer
+
+    cfg, metrics = run.cfg, RunMetrics(run.run_dir, run.t_start)
+    sequential = cfg.stages == "sequential"
+    with ray_session(cfg.ray, run.run_dir / "logs") as ray:
+        check_cluster(ray, cfg, run.run_dir)
+        events = Queue(actor_options={"num_cpus": 0})
+        lane = EvalLane(run, plan, events, sequential) if plan.suite else None
+        live = lane if lane and not sequential else None  # sequential: no evaluation until training is over
+        if live:
+            live.start()
+        stream = generation_stream(cfg, plan.problems, run.teacher_path, str(plan.store.root), events, run.student_path)
         # The untrained student is evaluated once the teacher's first batch is out: the trainer has little
         # to do until traces arrive, and the two engines do not start at once (measured on 2 cores: an
         # evaluator engine starting at t=0 put the teacher's first batch at 98 s instead of ~50 s).
         with EventPump(
             events,
             metrics,
-            len(loaded.problems),
+            len(plan.problems),
             cfg.teacher.samples,
-            on_teacher_ready=start_untrained if runner else None,
-            on_teacher_done=start_baselines if runner else None,
+            on_teacher_ready=live.untrained if live else None,
+            on_teacher_done=live.baselines if live else None,
         ):
             if sequential:  # the stages one after another: generation and scoring end here, their actors go
                 stream = stream.materialize()
-            # sequential: no evaluation during training (in-loop evaluations would overlap it)
             trainer = student_trainer(
                 cfg,
                 stream,
-                student_path,
-                str(store.root),
-                run_dir,
+                run.student_path,
+                str(plan.store.root),
+                run.run_dir,
                 events,
-                str(in_loop_file) if in_loop_file and not sequential else None,
-                expected_traces=len(loaded.problems) * cfg.teacher.samples,
-                engine=engine,
+                str(plan.in_loop_file) if live and plan.in_loop_file else None,
+                expected_traces=len(plan.problems) * cfg.teacher.samples,
+                engine=live.engine if live else None,
             )
             result = trainer.fit()
             t_trained = time.time()
-            checkpoint = result.checkpoint
             final_step = int((result.metrics or {}).get("step") or 0)  # the student evaluated is this step's
-            if checkpoint is not None:
-                # 3. The student as a plain HF directory (transformers and vLLM load it as it is).
-                from actors.student import TRAINING_STATE_FILES
-
-                with checkpoint.as_directory() as d:
-                    shutil.rmtree(student_dir, ignore_errors=True)  # a resumed run replaces it
-                    shutil.copytree(d, student_dir, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
-            if suite and sequential:  # evaluation last: its engine starts now
-                start_eval()
-            if runner:
-                start_baselines()  # no-op when already started
-                if checkpoint is not None:
-                    runner.submit("student", str(student_dir), requests, step=final_step, on_engine=True)
-                results = runner.wait()
-                engine_log = close_engine(engine)
-                eval_errors = runner.errors
-                sources = dict(runner.cache_status)
-                if "teacher" in baselines and teacher_mismatch is None:
-                    # its in_distribution accuracy from the traces it generated (greedy) on the training problems
-                    gen = teacher_from_store(store.root, {p["problem_id"] for p in loaded.problems})
-                    base = results.get("teacher") or {"predictions": [], "wall_s": 0.0, "skipped_too_long": 0}
-                    results["teacher"] = {**base, "predictions": base["predictions"] + gen}
-                    sources["teacher"] = (
-                        f"in_distribution from its generation ({len(gen)} training problems, "
-                        f"greedy, its own prompt); other splits: {sources.get('teacher', 'none')}"
-                    )
+            if result.checkpoint is not None:
+                export_student(result.checkpoint, run.student_dir)
+            student = run.student_dir if result.checkpoint is not None else None
+            evaluated = lane.finish(student, final_step) if lane else Evaluated()
         nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
-    wall_s = time.time() - t_start
+    return Outcome(metrics, result.checkpoint, final_step, t_trained, evaluated, nodes, time.time() - run.t_start)
 
-    # 4. Finish: summary, eval object, timeline, TensorBoard hparams, report.
-    summary = metrics.summary(
-        wall_s,
+
+def export_student(checkpoint, student_dir: Path) -> None:
+    """The student as a plain HF directory (transformers and vLLM load it as it is): the checkpoint
+    without its training state; a resumed run replaces the one before."""
+    from actors.student import TRAINING_STATE_FILES
+
+    with checkpoint.as_directory() as d:
+        shutil.rmtree(student_dir, ignore_errors=True)
+        shutil.copytree(d, student_dir, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
+
+
+def finish(run: Run, plan: Plan, out: Outcome) -> dict:
+    """summary.json, the eval object and predictions, timeline, TensorBoard hparams, model card, report."""
+    from pipelines.evaluate import write_predictions
+
+    cfg, run_dir = run.cfg, run.run_dir
+    summary = run_summary(run, plan, out)
+    if plan.suite is not None:
+        summary["eval"] = eval_section(run, plan, out)
+        write_predictions(run_dir, out.evaluated.results)
+    out.metrics.plot_timeline(run_dir / "timeline.png", out.wall_s)
+    _hparams(out.metrics, cfg, summary)
+    out.metrics.close()
+    write_json(run_dir / "summary.json", summary)
+    if out.checkpoint is not None:
+        from distill.modelcard import write_model_card
+
+        write_model_card(run.student_dir, cfg, summary)
+    if plan.suite is not None:
+        from distill.report import write_report
+
+        predictions = {m: r["predictions"] for m, r in out.evaluated.results.items()}
+        write_report(run_dir, summary, predictions, cfg.eval.samples_in_report)
+    _print_summary(summary)
+    return summary
+
+
+def run_summary(run: Run, plan: Plan, out: Outcome) -> dict:
+    from cluster.planner import node_view, observed_placement
+
+    cfg, store, counters = run.cfg, plan.store, out.metrics.counters
+    return out.metrics.summary(
+        out.wall_s,
         cores_of=cores_of(cfg),
         machine_cores=machine_cores(cfg),
         extra={
-            "run_id": run_id,
-            "run_dir": str(run_dir),
-            "problems": len(loaded.problems),
+            "run_id": run.run_id,
+            "run_dir": str(run.run_dir),
+            "problems": len(plan.problems),
             "quarantined": {
-                "source": len(loaded.quarantined),
-                "teacher": int(metrics.counters["teacher/quarantined"]),
-                "scorer": int(metrics.counters["scorer/quarantined"]),
+                "source": plan.source_quarantined,
+                "teacher": int(counters["teacher/quarantined"]),
+                "scorer": int(counters["scorer/quarantined"]),
             },
-            "resumed": resume_dir is not None,
-            "replayed_traces": int(metrics.counters["teacher/replayed"]),
+            "resumed": run.resumed,
+            "replayed_traces": int(counters["teacher/replayed"]),
             "trace_store": str(store.root),
             "stored_traces": store.traces().num_rows,
             "stored_trace_rows": store.physical_trace_rows(),
             "quarantine_rows": store.quarantine().num_rows,
             # rows of scorer blocks killed before their commit and not rewritten since: 0 after a finished run
             "orphan_rows": store.orphans(),
-            "student_checkpoint": str(student_dir) if checkpoint is not None else None,
-            "eval_after_training_s": round(time.time() - t_trained, 1),
-            "placement": observed_placement(metrics.events, nodes),
-            "cluster_nodes": [node_view(n) for n in nodes if n.get("Alive")],
-            "metrics_uri": mirror.url if mirror else None,
+            "student_checkpoint": str(run.student_dir) if out.checkpoint is not None else None,
+            "eval_after_training_s": round(time.time() - out.t_trained, 1),
+            "placement": observed_placement(out.metrics.events, out.nodes),
+            "cluster_nodes": [node_view(n) for n in out.nodes if n.get("Alive")],
+            "metrics_uri": run.mirror.url if run.mirror else None,
             "provenance": provenance(),
         },
     )
-    if suite is not None:
-        models = {**baselines, **({"student": student_dir} if checkpoint is not None else {})}
-        summary["eval"] = eval_summary(suite, results, models, eval_errors, sources)
-        curve = in_loop_curve(run_dir / "eval" / "in_loop")
-        if "student" in summary["eval"]["splits"].get("in_distribution", {}):
-            final = {
-                f"{k}_accuracy": v["student"]["accuracy"]
-                for k, v in summary["eval"]["splits"].items()
-                if k in cfg.eval.in_loop_splits and "student" in v
-            }
-            curve.append({"step": final_step, "epoch": cfg.train.epochs, "final": True, **final})
-        summary["eval"]["in_loop"] = curve
-        # how each student-family evaluation got its engine: one start, then weights swapped in place
-        summary["eval"]["engine"] = engine_log
-        write_predictions(run_dir, results)
-    metrics.plot_timeline(run_dir / "timeline.png", wall_s)
-    _hparams(metrics, cfg, summary)
-    metrics.close()
-    write_json(run_dir / "summary.json", summary)
-    if checkpoint is not None:
-        from distill.modelcard import write_model_card
 
-        write_model_card(student_dir, cfg, summary)
-    if suite is not None:
-        from distill.report import write_report
 
-        write_report(run_dir, summary, {m: r["predictions"] for m, r in results.items()}, cfg.eval.samples_in_report)
-    _print_summary(summary)
-    return summary
+def eval_section(run: Run, plan: Plan, out: Outcome) -> dict:
+    """summary.json's eval object: per split and model, with the in-loop curve and the engine's log."""
+    from pipelines.evaluate import eval_summary, in_loop_curve
+
+    ev = out.evaluated
+    models = {**plan.baselines, **({"student": run.student_dir} if out.checkpoint is not None else {})}
+    section = eval_summary(plan.suite, ev.results, models, ev.errors, ev.sources)
+    curve = in_loop_curve(run.run_dir / "eval" / "in_loop")
+    if "student" in section["splits"].get("in_distribution", {}):
+        final = {
+            f"{k}_accuracy": v["student"]["accuracy"]
+            for k, v in section["splits"].items()
+            if k in run.cfg.eval.in_loop_splits and "student" in v
+        }
+        curve.append({"step": out.final_step, "epoch": run.cfg.train.epochs, "final": True, **final})
+    section["in_loop"] = curve
+    # how each student-family evaluation got its engine: one start, then weights swapped in place
+    section["engine"] = ev.engine_log
+    return section
 
 
 def machine_cores(cfg: RunConfig) -> int | None:
