@@ -2,8 +2,8 @@
 
 vLLM (one offline engine, all requests submitted at once so it batches them continuously), or
 transformers `generate` as the fallback for models vLLM cannot load. Each request carries its chat
-messages (from distill/evalsuite.py) and is rendered with the model's own chat template, plus an
-optional assistant prefill. Scoring is pure and lives in distill/evalsuite.py.
+messages (from distill/eval/suite.py) and is rendered with the model's own chat template, plus an
+optional assistant prefill. Scoring is pure and lives in distill/eval/suite.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from distill.evalsuite import predictions
+from distill.eval.suite import predictions
 from distill.models import on_this_node
 
 
@@ -38,7 +38,7 @@ class Evaluator:
             bind_engine(cpu_threads_bind)  # worker threads and engine-core process on these cores
         from transformers import AutoTokenizer
 
-        from distill.tokenize import ensure_chat_template
+        from distill.train.tokenize import ensure_chat_template
 
         self.backend, self.max_model_len, self.seed = backend, max_model_len, seed
         self.model_path, self.trust_remote_code = str(model_path), trust_remote_code
@@ -81,7 +81,7 @@ class Evaluator:
         t0 = time.time()
         from transformers import AutoTokenizer
 
-        from distill.tokenize import ensure_chat_template
+        from distill.train.tokenize import ensure_chat_template
 
         model_path = on_this_node(str(model_path))
 

@@ -14,14 +14,14 @@ import time
 
 import pyarrow as pa
 
-from distill.anatomy import analyse, trace_columns
-from distill.answers import extract_answer, is_correct, verify
+from distill.data.schema import SCHEMA_VERSION, SCORER_INPUT, TRAIN_SCHEMA, require_columns, to_table
+from distill.data.store import TraceStore
 from distill.faults import fault_point
 from distill.metrics import emit
-from distill.quality import flag_output, select
-from distill.schema import SCHEMA_VERSION, SCORER_INPUT, TRAIN_SCHEMA, require_columns, to_table
-from distill.store import TraceStore
-from distill.variants import count_tokens, picked_variants, variant_rows
+from distill.trace.anatomy import analyse, trace_columns
+from distill.trace.answers import extract_answer, is_correct, verify
+from distill.trace.quality import flag_output, select
+from distill.trace.variants import count_tokens, picked_variants, variant_rows
 
 
 def score_rows(rows: list[dict], cfg: dict) -> list[dict]:
@@ -134,7 +134,7 @@ class TraceScorer:
         ]
         # Exactly once: rows already in the store (replayed by the teacher from the ledger) still go on to
         # the trainer, but are not written again.
-        # The trace part is written last: it is the block's commit (distill/store.py). Killed before it, the
+        # The trace part is written last: it is the block's commit (distill/data/store.py). Killed before it, the
         # retried block finds its traces uncommitted and writes all three again, under the same part names.
         fresh = {r["trace_id"] for r in rows if r["trace_id"] not in self.committed}
         self.store.append_variants([v for v in variants if v["parent_trace_id"] in fresh])

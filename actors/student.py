@@ -5,7 +5,7 @@ starts while the teacher is still generating. Epochs >= 2 read the trace store i
 generated twice), reshuffled with a seeded permutation. Every rank runs the same number of micro-
 batches and optimizer steps in every epoch (equal streaming splits; equal shards of the store),
 otherwise DDP's collectives deadlock. What to train in which order, and at which learning rate, is
-decided by the pure functions of distill/training.py.
+decided by the pure functions of distill/train/schedule.py.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import time
 from contextlib import nullcontext
 from typing import Callable, Iterable
 
+from distill.data.schema import TRAIN_INPUT, require_columns
 from distill.metrics import emit
-from distill.packing import collate_packed, label_logits_model, packed_loss_sum
 from distill.prompts import messages_for, pick_style, style_of
-from distill.schema import TRAIN_INPUT, require_columns
-from distill.tokenize import IGNORE, ensure_chat_template
-from distill.training import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
-from distill.weights import collate_weighted, token_weights, weighted_loss_sum
+from distill.train.loss_weights import collate_weighted, token_weights, weighted_loss_sum
+from distill.train.packing import collate_packed, label_logits_model, packed_loss_sum
+from distill.train.schedule import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
+from distill.train.tokenize import IGNORE, ensure_chat_template
 
 STATE_FILE = "trainer_state.pt"  # optimizer, fp32 master weights (torch.save of tensors; loaded weights_only)
 POSITION_FILE = "trainer_position.json"  # epoch, batches done in it, epoch-1 trace ids trained, steps, horizon
@@ -33,8 +33,8 @@ TRAINING_STATE_FILES = (STATE_FILE, POSITION_FILE)  # not part of the exported H
 def store_training_rows(store_root: str, supervision: dict[str, float]) -> list[dict]:
     """What epochs >= 2 train on: per accepted trace, the variant the mixture picks, if its re-check
     passed (`ok`): the same rule as the live stream's (actors/scorer.py training_table)."""
-    from distill.store import TraceStore
-    from distill.variants import picked_variants
+    from distill.data.store import TraceStore
+    from distill.trace.variants import picked_variants
 
     return [
         dict(r, trace_id=r["parent_trace_id"])
@@ -72,7 +72,7 @@ class StreamHorizon:
     read once."""
 
     def __init__(self, store_root: str, supervision: dict[str, float], expected_traces: int):
-        from distill.store import TraceStore
+        from distill.data.store import TraceStore
 
         self.store, self.supervision, self.expected = TraceStore(store_root), supervision, expected_traces
         self._trace_parts: dict[str, int] = {}
@@ -82,7 +82,7 @@ class StreamHorizon:
     def epoch_rows(self) -> float | None:
         import pyarrow.parquet as pq
 
-        from distill.variants import picked_variants
+        from distill.trace.variants import picked_variants
 
         for p in self.store._parts(self.store.traces_dir):
             if p.name not in self._trace_parts:
@@ -139,7 +139,7 @@ class StudentStep:
         if t.get("gradient_checkpointing"):  # HF's own: each decoder layer re-run in the backward pass
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.base = base
-        # packing: the wrapped module returns logits at label positions only (distill/packing.py); DDP wraps it
+        # packing: the wrapped module returns logits at label positions only (distill/train/packing.py); DDP wraps it
         self.packing = bool(t.get("packing"))
         self.model = wrap(
             label_logits_model(base, t.get("packed_attention", "per_example") == "per_example")

@@ -20,12 +20,12 @@ import time
 
 import pyarrow as pa
 
+from distill.data.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
+from distill.data.store import TraceStore
 from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
 from distill.metrics import emit
 from distill.models import on_this_node
 from distill.prompts import messages_for, style_of
-from distill.schema import SCHEMA_VERSION, TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table, trace_id
-from distill.store import TraceStore
 
 # What the teacher stage adds to a problem row (the rest of TRACE_SCHEMA is the scorer's).
 TEACHER_OUTPUT = TEACHER_INPUT + (
@@ -192,7 +192,7 @@ class VLLMTeacher(_TeacherBase):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(teacher["kv_cache_gib"]))
         bind = teacher.get("cpu_threads_bind")
         if teacher.get("replica_binds"):  # this replica's own cores: the first binding no live replica holds
-            from distill.schema import stable_id
+            from distill.data.schema import stable_id
 
             binds = teacher["replica_binds"]
             bind = binds[claim_slot("teacher-" + stable_id(os.path.abspath(store_root)), len(binds))]

@@ -89,9 +89,9 @@ def main() -> None:
 
     from cluster.session import ray_session
     from distill.config import load_config
-    from distill.evalsuite import load_suite
-    from distill.stats import accuracy_ci, paired_diff
-    from distill.store import TraceStore
+    from distill.data.store import TraceStore
+    from distill.eval.stats import accuracy_ci, paired_diff
+    from distill.eval.suite import load_suite
     from pipelines.evaluate import train_problem_ids
     from pipelines.sweep import _correct_by_problem, evaluate_models, validation_problems
 

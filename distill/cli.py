@@ -335,8 +335,8 @@ def cmd_models_fetch(args) -> int:
 def cmd_data_fetch(args) -> int:
     """Fetch every downloadable dataset a recipe's sources and eval suite name (BIG-bench tasks), so a
     run or the tests never spend their own minutes on the download."""
-    from distill.bigbench import fetch_task
     from distill.config import ConfigError, load_config
+    from distill.data.bigbench import fetch_task
 
     for recipe in args.recipes:
         try:

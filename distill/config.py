@@ -269,9 +269,9 @@ class ScorerConfig(_ActorPool):
 
 
 def _variant_names() -> tuple[str, ...]:
-    """The supervision variants distill/variants.py builds (imported when a config is checked, not when
+    """The supervision variants distill/trace/variants.py builds (imported when a config is checked, not when
     this module loads: variants pulls in the scorer's parsers and pyarrow)."""
-    from distill.variants import VARIANTS
+    from distill.trace.variants import VARIANTS
 
     return VARIANTS
 

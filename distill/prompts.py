@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from distill.schema import stable_id
+from distill.data.schema import stable_id
 
 Style = dict[str, Any]  # {"system": str | None, "instruction": str, "examples": [{question, answer}], "prefill": str}
 

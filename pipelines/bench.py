@@ -45,7 +45,7 @@ def _cfg():
 
 
 def _problems(n: int) -> list[dict]:
-    from distill.sources import load_problems
+    from distill.data.sources import load_problems
 
     return load_problems(_cfg().sources).problems[:n]
 
@@ -65,7 +65,7 @@ def _worked(question: str) -> tuple[str, str]:
 
 
 def _train_rows(n: int) -> list[dict]:
-    from distill.schema import stable_id
+    from distill.data.schema import stable_id
 
     rows = []
     for p in _problems(n):
@@ -146,7 +146,7 @@ def _teacher_inputs(a):
 
     from distill.models import resolve_model
     from distill.prompts import messages_for, style_of
-    from distill.tokenize import render_prompt
+    from distill.train.tokenize import render_prompt
 
     cfg = _cfg()
     path = resolve_model(cfg.teacher.model)
@@ -166,7 +166,7 @@ def arm_teacher_pipeline(a) -> dict:
     import pyarrow as pa
 
     from actors.teacher import VLLMTeacher
-    from distill.schema import PROBLEM_SCHEMA
+    from distill.data.schema import PROBLEM_SCHEMA
 
     cfg, path, tok, probs, _ = _teacher_inputs(a)
     t = cfg.teacher.model_copy(
@@ -252,7 +252,7 @@ def _train(a, packing: bool, grouped: bool) -> dict:
 
     from actors.student import StudentStep
     from distill.models import resolve_model
-    from distill.training import micro_batches
+    from distill.train.schedule import micro_batches
 
     torch.set_num_threads(len(a.cores.split(",")))
     cfg = _cfg()
@@ -296,8 +296,8 @@ def arm_scorer(a) -> dict:
     import pyarrow as pa
 
     from actors.scorer import TraceScorer
+    from distill.data.schema import stable_id
     from distill.models import resolve_model
-    from distill.schema import stable_id
 
     cfg = _cfg()
     rows = []
@@ -329,7 +329,7 @@ def arm_scorer(a) -> dict:
 
 
 def _eval_requests(a):
-    from distill.evalsuite import build_requests
+    from distill.eval.suite import build_requests
 
     cfg = _cfg()
     probs = _problems(a.eval_requests)

@@ -21,7 +21,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import EvalConfig, RunConfig
-from distill.evalsuite import build_requests, load_suite, summarize
+from distill.eval.suite import build_requests, load_suite, summarize
 from distill.metrics import emit
 
 
@@ -163,7 +163,7 @@ class EvalRunner:
     submitted with its own `bind`, e.g. the teacher baseline on the teacher's cores once generation
     is done); otherwise a task waits for the engine lane, so no core gets two engines' threads.
     A model submitted as `cacheable` (a baseline) is first looked up in the baseline cache
-    (distill/evalcache.py) when `use_cache`: a hit costs nothing; a miss is evaluated and stored.
+    (distill/eval/cache.py) when `use_cache`: a hit costs nothing; a miss is evaluated and stored.
     `cache_status[name]` says which: hit, miss or off."""
 
     def __init__(
@@ -226,8 +226,8 @@ class EvalRunner:
             self._lanes["engine" if on_engine else "task"][0].put((name, model_path, requests, cacheable, step, opts))
 
     def _cached(self, name: str, path: str, reqs: list[dict]) -> tuple[str | None, dict | None]:
-        from distill import evalcache
-        from distill.evalsuite import predictions
+        from distill.eval import cache as evalcache
+        from distill.eval.suite import predictions
 
         key = evalcache.cache_key(path, reqs, self.decoding)
         hit = evalcache.load(key)
@@ -256,7 +256,7 @@ class EvalRunner:
             return ray.get(self.task.remote(path, reqs, options)), t0
 
     def _loop(self, lane: str) -> None:
-        from distill import evalcache
+        from distill.eval import cache as evalcache
 
         q = self._lanes[lane][0]
         while (item := q.get()) is not None:
@@ -415,8 +415,8 @@ def baseline_requests(cfg: RunConfig, suite: dict, generated: bool = True) -> di
 def teacher_from_store(store_root: Path, problem_ids: set[str]) -> list[dict]:
     """The teacher's in_distribution predictions, scored from the traces it generated (greedy) on the
     training problems: fresh to it, from the training distribution, scored as the evaluator scores."""
-    from distill.evalsuite import TRAIN_STYLE, prediction
-    from distill.store import TraceStore
+    from distill.data.store import TraceStore
+    from distill.eval.suite import TRAIN_STYLE, prediction
 
     cols = [
         "problem_id",
@@ -455,8 +455,8 @@ def write_predictions(run_dir: Path, results: dict) -> None:
 
 def train_problem_ids(cfg: RunConfig, store_root: Path | None) -> set[str]:
     """What a student of this recipe could have trained on: the recipe's problems and its store's traces."""
-    from distill.sources import load_problems
-    from distill.store import TraceStore
+    from distill.data.sources import load_problems
+    from distill.data.store import TraceStore
 
     ids = {p["problem_id"] for p in load_problems(cfg.sources).problems}
     if store_root is not None and Path(store_root).is_dir():
@@ -467,9 +467,9 @@ def train_problem_ids(cfg: RunConfig, store_root: Path | None) -> set[str]:
 def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, train_store: str | None = None) -> dict:
     """`distill eval`: the suite on one checkpoint (and baselines) -> runs/eval-.../report.html."""
     from cluster.session import ray_session
+    from distill.eval.report import write_report
     from distill.metrics import RunMetrics, provenance, write_json
     from distill.models import resolve_model
-    from distill.report import write_report
     from distill.rundir import config_yaml, new_run_dir
 
     ckpt = Path(checkpoint).expanduser().resolve()

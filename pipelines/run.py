@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import ConfigError, RunConfig
+from distill.data.sources import load_problems
+from distill.data.store import TraceStore
 from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
 from distill.rundir import config_yaml, new_run_dir
-from distill.sources import load_problems
-from distill.store import TraceStore
 
 
 @dataclass
@@ -136,7 +136,7 @@ def check_output_dir(cfg: RunConfig) -> None:
 
 def prepare(run: Run) -> Plan:
     """Problems (rejects quarantined at the source) and the held-out eval suite with its requests."""
-    from distill.evalsuite import build_requests, load_suite
+    from distill.eval.suite import build_requests, load_suite
     from pipelines.evaluate import baseline_requests, teacher_generation_mismatch
 
     cfg = run.cfg
@@ -336,7 +336,7 @@ def finish(run: Run, plan: Plan, out: Outcome) -> dict:
 
         write_model_card(run.student_dir, cfg, summary)
     if plan.suite is not None:
-        from distill.report import write_report
+        from distill.eval.report import write_report
 
         predictions = {m: r["predictions"] for m, r in out.evaluated.results.items()}
         write_report(run_dir, summary, predictions, cfg.eval.samples_in_report)

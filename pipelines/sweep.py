@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from distill.config import RunConfig
+from distill.data.sources import load_problems
+from distill.data.store import TraceStore
+from distill.eval.stats import bootstrap, paired_diff
 from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
-from distill.sources import load_problems
-from distill.stats import bootstrap, paired_diff
-from distill.store import TraceStore
 
 
 def main(cfg: RunConfig, from_store: str | None = None) -> dict:
@@ -135,7 +135,7 @@ def train_arm(config: dict) -> None:
     from ray import tune
 
     from actors.student import StudentStep, store_epoch_batches, store_training_rows
-    from distill.training import optimizer_steps, steps_per_epoch
+    from distill.train.schedule import optimizer_steps, steps_per_epoch
 
     torch.set_num_threads(config["threads"])
     torch.manual_seed(config["seed"])
@@ -214,8 +214,8 @@ def train_students(cfg: RunConfig, arms: dict, store_root: str, student_path: st
 
 def evaluate_models(cfg: RunConfig, models: dict[str, str], problems: list[dict]) -> dict:
     """Every model on the same validation problems (the student prompt, greedy), one after another."""
-    from distill.evalmetrics import split_metrics
-    from distill.evalsuite import build_requests
+    from distill.eval.metrics import split_metrics
+    from distill.eval.suite import build_requests
     from pipelines.evaluate import EvalRunner, close_engine, eval_engine
 
     greedy = cfg.eval.model_copy(update={"samples": 1})

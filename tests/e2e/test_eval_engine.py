@@ -6,8 +6,8 @@ import gc
 import pytest
 
 from distill.config import load_config
-from distill.evalsuite import build_requests
-from distill.sources import load_problems
+from distill.data.sources import load_problems
+from distill.eval.suite import build_requests
 from pipelines.evaluate import EvalEngine, evaluator_options
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import pytest
 
 from actors.student import store_training_rows
 from distill.config import load_config
-from distill.store import TraceStore
+from distill.data.store import TraceStore
 
 pytestmark = pytest.mark.e2e
 

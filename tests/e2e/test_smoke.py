@@ -8,7 +8,7 @@ import textwrap
 import pyarrow.parquet as pq
 import pytest
 
-from distill.schema import TRACE_SCHEMA
+from distill.data.schema import TRACE_SCHEMA
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +87,7 @@ def test_tensorboard_timeline_and_config(run_dir):
 
 
 def test_run_ends_with_the_eval_object_and_report(run_dir):
-    from distill.report import SECTIONS
+    from distill.eval.report import SECTIONS
 
     s = json.loads((run_dir / "summary.json").read_text())
     ev = s["eval"]

@@ -9,9 +9,9 @@ import pytest
 
 from actors.teacher import VLLMTeacher
 from distill.config import load_config
-from distill.schema import PROBLEM_SCHEMA
-from distill.sources import load_problems
-from distill.store import TraceStore
+from distill.data.schema import PROBLEM_SCHEMA
+from distill.data.sources import load_problems
+from distill.data.store import TraceStore
 
 pytestmark = pytest.mark.e2e
 

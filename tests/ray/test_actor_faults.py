@@ -12,8 +12,8 @@ import time
 import pytest
 from test_stream import _cfg  # tests/ray is on sys.path (pytest prepend import mode)
 
-from distill.schema import trace_id
-from distill.store import TraceStore
+from distill.data.schema import trace_id
+from distill.data.store import TraceStore
 
 pytestmark = pytest.mark.ray
 
@@ -45,7 +45,7 @@ def _run_stream_with_kill(tiny_model, tmp_path, stage: str, extra=()):
     from ray.util.queue import Queue
 
     from cluster.session import ray_session
-    from distill.sources import load_problems
+    from distill.data.sources import load_problems
     from pipelines.stages import generation_stream
 
     cfg = _cfg(
@@ -101,8 +101,8 @@ def test_scorer_killed_between_its_writes_commits_each_row_once(tiny_model, tmp_
     import ray.data
 
     from cluster.session import ray_session
-    from distill.sources import load_problems
-    from distill.variants import VARIANTS
+    from distill.data.sources import load_problems
+    from distill.trace.variants import VARIANTS
     from pipelines.stages import scored_stream
 
     cfg = _cfg(tmp_path, tiny_model, tiny_model)

@@ -46,7 +46,7 @@ def _stream_lead(tiny_model, tmp_path, buffer_mib):
     from ray.util.queue import Queue
 
     from cluster.session import ray_session
-    from distill.sources import load_problems
+    from distill.data.sources import load_problems
     from pipelines.stages import teacher_stream
 
     problems = tmp_path / "problems.jsonl"

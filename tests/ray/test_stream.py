@@ -5,7 +5,7 @@ import json
 import pytest
 
 from distill.config import load_config
-from distill.store import TraceStore
+from distill.data.store import TraceStore
 
 pytestmark = pytest.mark.ray
 
@@ -49,7 +49,7 @@ def test_stream_stores_every_sample_once_and_counts_rejects(tiny_model, tmp_path
     from ray.util.queue import Queue
 
     from cluster.session import ray_session
-    from distill.sources import load_problems
+    from distill.data.sources import load_problems
     from pipelines.stages import generation_stream
 
     cfg = _cfg(tmp_path, tiny_model, tiny_model)

@@ -9,10 +9,10 @@ from actors.scorer import TraceScorer, score_rows
 from actors.student import StudentStep
 from actors.teacher import HFTeacher
 from distill.config import load_config
-from distill.schema import PROBLEM_SCHEMA, TRACE_SCHEMA, to_table
-from distill.sources import load_problems
-from distill.store import TraceStore
-from distill.variants import VARIANTS
+from distill.data.schema import PROBLEM_SCHEMA, TRACE_SCHEMA, to_table
+from distill.data.sources import load_problems
+from distill.data.store import TraceStore
+from distill.trace.variants import VARIANTS
 
 SCORER = load_config("smoke").scorer.model_dump()
 
@@ -188,7 +188,7 @@ def test_scorer_dissects_traces_and_can_reject_wrong_intermediate_steps():
 def test_evaluator_transformers_fallback_answers_every_request(tiny_model):
     from actors.evaluator import Evaluator
     from distill.config import EvalConfig, PromptConfig
-    from distill.evalsuite import build_requests
+    from distill.eval.suite import build_requests
 
     probs = [
         {

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.anatomy import ROLES, analyse, collapsed, decision_points, first_error, label, segment, step_values
-from distill.arith import Claim, canonical, canonical_answer, find_claims
+from distill.trace.anatomy import ROLES, analyse, collapsed, decision_points, first_error, label, segment, step_values
+from distill.trace.arith import Claim, canonical, canonical_answer, find_claims
 
 
 def assert_lossless(text: str, steps) -> None:

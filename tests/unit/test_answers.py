@@ -5,8 +5,8 @@ import reasoning_gym
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill import answers
-from distill.answers import MAX_ANSWER_CHARS, RULES, extract_answer, is_correct, verify
+from distill.trace import answers
+from distill.trace.answers import MAX_ANSWER_CHARS, RULES, extract_answer, is_correct, verify
 
 EXTRACTION_CASES = [
     # answer_line

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from distill.bigbench import load_task, score_bigbench
-from distill.schema import stable_id
+from distill.data.bigbench import load_task, score_bigbench
+from distill.data.schema import stable_id
 
 
 def _write(tmp_path, task, name="task.json"):
@@ -153,7 +153,7 @@ def test_sample_of_size_is_fixed_by_seed_and_skips_bad_examples(tmp_path):
 
 def test_bigbench_source_through_load_problems(tmp_path):
     from distill.config import SourceConfig
-    from distill.sources import load_problems
+    from distill.data.sources import load_problems
 
     f = _write(tmp_path, GENERATIVE)
     out = load_problems([SourceConfig(kind="bigbench", path=str(f), size=3, seed=0)])
@@ -178,7 +178,7 @@ def _release(tmp_path, tasks: dict) -> tuple:
 
 
 def test_fetch_task_verifies_the_release_and_extracts_one_task(tmp_path, monkeypatch):
-    import distill.bigbench as bb
+    import distill.data.bigbench as bb
 
     archive, digest = _release(tmp_path, {"toy/sub": GENERATIVE, "other": MC})
     monkeypatch.setenv("DISTILL_DATA_CACHE", str(tmp_path / "cache"))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from distill import evalcache
+from distill.eval import cache as evalcache
 
 
 @pytest.fixture()

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from distill.evalmetrics import (
+from distill.eval.metrics import (
     _lcs_len,
     accuracy,
     imitation_fidelity,

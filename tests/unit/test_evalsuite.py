@@ -5,7 +5,8 @@ import json
 import pytest
 
 from distill.config import EvalConfig, PromptConfig, SourceConfig
-from distill.evalsuite import (
+from distill.data.sources import load_problems
+from distill.eval.suite import (
     build_requests,
     load_suite,
     messages_for,
@@ -15,7 +16,6 @@ from distill.evalsuite import (
     style_of,
     summarize,
 )
-from distill.sources import load_problems
 
 
 def _rg(task, size, seed, **kw):

@@ -3,8 +3,8 @@ the real student (SmolLM2-135M, fp32)."""
 
 import pytest
 
-from distill.packing import collate_packed, pack_rows, padding_fraction
-from distill.tokenize import IGNORE
+from distill.train.packing import collate_packed, pack_rows, padding_fraction
+from distill.train.tokenize import IGNORE
 
 
 def test_first_fit_decreasing_rows_fit_and_hold_every_example_once():
@@ -35,7 +35,7 @@ def test_packed_rows_restart_positions_and_never_label_across_examples():
 
 def _examples(tok, n=6):
     from distill.prompts import messages_for, style_of
-    from distill.weights import token_weights
+    from distill.train.loss_weights import token_weights
 
     out = []
     for i in range(n):
@@ -64,8 +64,8 @@ def test_packed_loss_and_gradients_equal_the_padded_ones_on_the_real_student(chu
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from distill.models import resolve_model
-    from distill.packing import label_logits_model, packed_loss_sum
-    from distill.weights import collate_weighted, weighted_loss_sum
+    from distill.train.loss_weights import collate_weighted, weighted_loss_sum
+    from distill.train.packing import label_logits_model, packed_loss_sum
 
     path = resolve_model("smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)
@@ -107,7 +107,7 @@ def test_per_example_attention_splits_where_positions_do_not_continue():
     import torch
     import torch.nn.functional as F
 
-    from distill.packing import per_example_attention
+    from distill.train.packing import per_example_attention
 
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 4, 10, 8), torch.randn(1, 2, 10, 8), torch.randn(1, 2, 10, 8)

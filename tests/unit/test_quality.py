@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distill.quality import FLAGS, MIN_PERIODIC_CHARS, flag_output, select
+from distill.trace.quality import FLAGS, MIN_PERIODIC_CHARS, flag_output, select
 
 FLAG_CASES = [
     ("", "stop", ["empty"]),

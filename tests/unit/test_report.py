@@ -3,8 +3,8 @@
 import json
 import re
 
-from distill.evalsuite import summarize
-from distill.report import SECTIONS, write_report
+from distill.eval.report import SECTIONS, write_report
+from distill.eval.suite import summarize
 
 
 def _p(split, pid, correct, answer, tokens, text, style="training prompt"):

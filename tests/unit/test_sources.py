@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.config import SourceConfig
-from distill.sources import load_problems
+from distill.data.sources import load_problems
 
 
 def test_reasoning_gym_source_is_stable_and_verifiable():

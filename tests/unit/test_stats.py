@@ -1,11 +1,11 @@
-"""Intervals and tests against hand-computed values (distill/stats.py), and the comparisons built on them."""
+"""Intervals and tests against hand-computed values (distill/eval/stats.py), and the comparisons built on them."""
 
 import math
 
 import pytest
 
-from distill.evalcompare import compare, split_comparison, style_retention
-from distill.stats import accuracy_ci, binom_two_sided, bootstrap, gap_closed, paired_diff, wilson
+from distill.eval.compare import compare, split_comparison, style_retention
+from distill.eval.stats import accuracy_ci, binom_two_sided, bootstrap, gap_closed, paired_diff, wilson
 
 
 def test_wilson_by_hand():

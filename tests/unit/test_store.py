@@ -1,7 +1,7 @@
 import pyarrow.parquet as pq
 import pytest
 
-from distill.schema import (
+from distill.data.schema import (
     QUARANTINE_SCHEMA,
     SCHEMA_VERSION,
     TRACE_SCHEMA,
@@ -10,7 +10,7 @@ from distill.schema import (
     require_columns,
     trace_id,
 )
-from distill.store import TraceStore
+from distill.data.store import TraceStore
 
 
 def _row(tid, verdict="accepted", scored_at=1.0, pid="p1", j=0):

@@ -3,7 +3,7 @@
 import pytest
 
 from distill.models import resolve_model
-from distill.tokenize import IGNORE, collate, encode_example, end_of_turn_ids, ensure_chat_template
+from distill.train.tokenize import IGNORE, collate, encode_example, end_of_turn_ids, ensure_chat_template
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""The training plan (distill/training.py): schedule, epoch order, micro-batches; and the trainer's use of it."""
+"""The training plan (distill/train/schedule.py): schedule, epoch order, micro-batches; and the trainer's use of it."""
 
 import math
 
 import pytest
 
-from distill.training import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
+from distill.train.schedule import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
 
 
 def test_lr_schedules_by_hand():
@@ -97,8 +97,8 @@ def test_prefilled_training_prompt_is_tokenised_as_at_inference():
 
     from distill.models import resolve_model
     from distill.prompts import messages_for
-    from distill.tokenize import IGNORE, render_prompt
-    from distill.weights import token_weights
+    from distill.train.loss_weights import token_weights
+    from distill.train.tokenize import IGNORE, render_prompt
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
     msgs = messages_for("3 + 4 =", {"system": None, "instruction": "Go.", "examples": [], "prefill": ""})
@@ -112,8 +112,8 @@ def test_prefilled_training_prompt_is_tokenised_as_at_inference():
 
 def test_only_rechecked_variants_train_in_every_epoch(tmp_path):
     from actors.student import StreamHorizon, store_training_rows
-    from distill.store import TraceStore
-    from distill.variants import choose_variant
+    from distill.data.store import TraceStore
+    from distill.trace.variants import choose_variant
 
     store = TraceStore(tmp_path)
     sup = {"full": 1.0}
@@ -170,7 +170,7 @@ def test_later_epochs_list_the_store_once_and_every_rank_trains_that_list(tmp_pa
 
     import torch.multiprocessing as mp
 
-    from distill.store import TraceStore
+    from distill.data.store import TraceStore
 
     store = TraceStore(tmp_path / "store")
     store.append_traces(

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.anatomy import analyse
-from distill.answers import extract_answer
-from distill.schema import MissingColumnError, stable_id
-from distill.variants import VARIANTS, build_variants, check_variant, variant_rows
+from distill.data.schema import MissingColumnError, stable_id
+from distill.trace.anatomy import analyse
+from distill.trace.answers import extract_answer
+from distill.trace.variants import VARIANTS, build_variants, check_variant, variant_rows
 
 CLEAN = "1. First, add 5 and 3: 5 + 3 = 8\n2. Then subtract 2: 8 - 2 = 6\n3. Finally add 7: 6 + 7 = 13\nAnswer: 13"
 DEAD_END_FILLER = (
@@ -152,7 +152,7 @@ def test_place_value_keeps_the_gaps_between_steps_it_does_not_split():
     ],
 )
 def test_split_place_value(step, lines):
-    from distill.variants import split_place_value
+    from distill.trace.variants import split_place_value
 
     assert split_place_value(step) == lines
 
@@ -313,7 +313,7 @@ def test_every_variant_ends_in_the_verified_answer(case):
 def test_choose_variant_is_deterministic_and_follows_the_shares():
     from collections import Counter
 
-    from distill.variants import choose_variant
+    from distill.trace.variants import choose_variant
 
     assert {choose_variant(f"t{i}", {"full": 1.0}) for i in range(50)} == {"full"}
     mix = {"full": 3.0, "answer_only": 1.0, "plan": 0.0}

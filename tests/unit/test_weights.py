@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from distill.anatomy import analyse
 from distill.models import resolve_model
-from distill.tokenize import IGNORE, encode_example, end_of_turn_ids, ensure_chat_template
-from distill.variants import variant_rows
-from distill.weights import collate_weighted, token_weights, weighted_loss
+from distill.trace.anatomy import analyse
+from distill.trace.variants import variant_rows
+from distill.train.loss_weights import collate_weighted, token_weights, weighted_loss
+from distill.train.tokenize import IGNORE, encode_example, end_of_turn_ids, ensure_chat_template
 
 TRACE = (
     "Sure! Great question.\nLet's add 2 and 3.\n2 + 3 = 5\nSo the answer is 5.\n"

@@ -27,7 +27,7 @@ PROBLEM_SCHEMA = pa.schema(
 
 TOPK = pa.list_(pa.list_(pa.struct([("token_id", pa.int32()), ("logprob", pa.float32())])))
 
-# One step of a trace (distill/anatomy.py): char span in `text`, role, value flow, arithmetic checks.
+# One step of a trace (distill/trace/anatomy.py): char span in `text`, role, value flow, arithmetic checks.
 STEP_STRUCT = pa.struct(
     [
         ("start", pa.int32()),
@@ -80,7 +80,7 @@ TRACE_SCHEMA = pa.schema(
 
 SPAN_STRUCT = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("role", pa.string()), ("on_path", pa.bool_())])
 
-# Supervision variants of accepted traces (distill/variants.py), with lineage to their trace.
+# Supervision variants of accepted traces (distill/trace/variants.py), with lineage to their trace.
 VARIANT_SCHEMA = pa.schema(
     [
         ("schema_version", pa.int16()),

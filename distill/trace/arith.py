@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 
-from distill.arith_tokens import (
+from distill.trace.arith_tokens import (
     _ARITH,
     _NEGATION,
     _PAIRS,

@@ -1,6 +1,6 @@
 """Comparisons between models on the transfer suite: did the student gain, by how much, is it real?
 
-Pure Python over scored predictions (distill/evalsuite.py). Every comparison is paired on the same
+Pure Python over scored predictions (distill/eval/suite.py). Every comparison is paired on the same
 problems (and the same prompt style): the student against the untrained student (difference with
 Newcombe's interval, exact McNemar test), the share of the teacher-untrained gap it closed (bootstrap
 interval), and how much of its in-distribution gain it keeps under reworded prompts. The verdicts
@@ -9,7 +9,7 @@ are the sentences a reader gets at a glance in the report and the terminal.
 
 from __future__ import annotations
 
-from distill.stats import gap_closed, paired_diff, ratio_of_gains
+from distill.eval.stats import gap_closed, paired_diff, ratio_of_gains
 
 SPLITS = ("in_distribution", "prompt_style", "related", "difficulty_shift")
 

@@ -1,6 +1,6 @@
-"""Per-token loss weights from the role spans of a variant (distill.variants), and the weighted loss.
+"""Per-token loss weights from the role spans of a variant (distill.trace.variants), and the weighted loss.
 
-Tokenisation and masks come from `distill.tokenize.encode_example`; here we only add a weight per
+Tokenisation and masks come from `distill.train.tokenize.encode_example`; here we only add a weight per
 token: 0 on the prompt (and anything else unlabelled), the role's weight on completion tokens inside a
 step span (times `path_weight` on the decision path), 1.0 on separators and on the end-of-turn token,
 which the student must always learn to emit.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Any, Sequence
 
-from distill.tokenize import IGNORE, collate, encode_example, render_prompt
+from distill.train.tokenize import IGNORE, collate, encode_example, render_prompt
 
 
 def _completion_offsets(

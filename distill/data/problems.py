@@ -1,6 +1,6 @@
 """What a problem source yields: problems and quarantined rows, and the row checks every source shares.
 
-Below distill/sources.py and distill/bigbench.py, which both import it (no import circle between them).
+Below distill/data/sources.py and distill/data/bigbench.py, which both import it (no import circle between them).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from distill.schema import SCHEMA_VERSION
+from distill.data.schema import SCHEMA_VERSION
 
 _NUMERIC_CHARS = set("0123456789.-+/, ")
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from distill.anatomy import analyse
-from distill.answers import extract_answer, is_correct, verify
 from distill.config import EvalConfig, PromptConfig
-from distill.evalcompare import compare
-from distill.evalmetrics import imitation_fidelity, prompt_style_metrics, reasoning_delta, split_metrics
+from distill.data.sources import load_problems
+from distill.eval.compare import compare
+from distill.eval.metrics import imitation_fidelity, prompt_style_metrics, reasoning_delta, split_metrics
 from distill.prompts import messages_for, style_of
-from distill.sources import load_problems
+from distill.trace.anatomy import analyse
+from distill.trace.answers import extract_answer, is_correct, verify
 
 SOURCE_SPLITS = ("in_distribution", "related", "difficulty_shift")
 TRAIN_STYLE = "training prompt"
@@ -111,7 +111,7 @@ def score_answer(problem: dict, answer: str | None) -> bool:
     """Full credit for `answer` on `problem` (BIG-bench multiple choice scored by the chosen option)."""
     meta = json.loads(problem["metadata"] or "{}")
     if problem["source"].startswith("bigbench:"):
-        from distill.bigbench import score_bigbench
+        from distill.data.bigbench import score_bigbench
 
         return score_bigbench(answer, problem)
     try:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from distill.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, VARIANT_SCHEMA, to_table
+from distill.data.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, VARIANT_SCHEMA, to_table
 
 
 class TraceStore:

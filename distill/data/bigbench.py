@@ -3,7 +3,7 @@
 Generative examples ({"input", "target": str | [str, ...]}) become exact/math problems with every
 acceptable target kept; multiple-choice examples ({"input", "target_scores": {option: score}}) list
 their options in the question as "(A) ..." and are scored by the chosen option's score. A bad example
-is quarantined with its reason (same rows as distill/sources.py); a bad file raises.
+is quarantined with its reason (same rows as distill/data/sources.py); a bad file raises.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from distill.answers import _norm_text, is_correct, verify
-from distill.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
-from distill.schema import stable_id
+from distill.data.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
+from distill.data.schema import stable_id
+from distill.trace.answers import _norm_text, is_correct, verify
 
 LETTERS = string.ascii_uppercase  # more options than letters is quarantined, not guessed at
 _LETTER_ONLY = re.compile(r"\(?([a-z])\)?[.:]?")
@@ -176,7 +176,7 @@ def _chosen_option(answer: str, choices: list[str]) -> int | None:
 def score_bigbench(answer: str | None, problem: dict) -> bool:
     """Is an extracted answer right for a problem from `load_task`?
 
-    Generative: any kept target verifies at full credit with `distill.answers.verify` (the problem's
+    Generative: any kept target verifies at full credit with `distill.trace.answers.verify` (the problem's
     exact/math verifier). Multiple choice: the chosen option (see `_chosen_option`, case-insensitive)
     has the maximum target score, so tied best options all count.
     """
@@ -230,7 +230,7 @@ def fetch_task(task: str, progress: bool = True) -> Path:
             return dest
         if not archive.is_file():
             if progress:
-                print(f"[distill.bigbench] downloading the BIG-bench release (358 MB) -> {archive}", flush=True)
+                print(f"[distill.data.bigbench] downloading the BIG-bench release (358 MB) -> {archive}", flush=True)
             tmp = archive.with_suffix(".part")
             with urllib.request.urlopen(SDIST_URL, timeout=120) as r, open(tmp, "wb") as f:
                 shutil.copyfileobj(r, f, 8 << 20)

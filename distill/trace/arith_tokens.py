@@ -1,4 +1,4 @@
-"""Tokens of arithmetic text for distill/arith.py: a linear regex lexer over numbers, operators,
+"""Tokens of arithmetic text for distill/trace/arith.py: a linear regex lexer over numbers, operators,
 LaTeX commands and words, operator words rewritten to symbols ("multiplied by" -> *), and the runs
 of arithmetic tokens that may hold a claim. Split from arith.py to keep each file readable.
 """

@@ -25,9 +25,9 @@ import json
 import re
 from typing import Any, Callable
 
-from distill.anatomy import Anatomy, StepAnatomy
-from distill.answers import extract_answer, is_correct, verify
-from distill.schema import require_columns, stable_id
+from distill.data.schema import require_columns, stable_id
+from distill.trace.anatomy import Anatomy, StepAnatomy
+from distill.trace.answers import extract_answer, is_correct, verify
 
 VARIANTS = ("answer_only", "decision_points", "plan", "full", "full_no_filler", "place_value")
 VARIANT_INPUT = ("trace_id", "text", "answer", "reference_answer", "verifier", "metadata", "question")

@@ -13,8 +13,8 @@ import re
 import string
 from collections import Counter
 
-from distill.answers import _norm_text, _parse_number, is_correct, verify
-from distill.stats import bootstrap, wilson
+from distill.eval.stats import bootstrap, wilson
+from distill.trace.answers import _norm_text, _parse_number, is_correct, verify
 
 ROUGE_MAX_TOKENS = 2000  # the LCS table is O(n*m): 2000 x 2000 cells is about a second in Python
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -71,7 +71,7 @@ def maj_at_k(
     answers: list[str | None], reference: str, verifier: str, metadata: dict | None, question: str = ""
 ) -> bool:
     """Majority vote: the most frequent normalised answer (None ignored; ties -> the one that occurs
-    first) is verified against `reference` with `distill.answers.verify`; True only at full credit.
+    first) is verified against `reference` with `distill.trace.answers.verify`; True only at full credit.
     False when every answer is None."""
     i = _majority(answers)
     if i is None:

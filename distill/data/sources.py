@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from distill.bigbench import load_source as load_bigbench
 from distill.config import SourceConfig
-from distill.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
-from distill.schema import stable_id
+from distill.data.bigbench import load_source as load_bigbench
+from distill.data.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
+from distill.data.schema import stable_id
 
 
 def _reasoning_gym_rows(src: SourceConfig) -> Iterator[tuple[str, dict]]:

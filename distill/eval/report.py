@@ -448,7 +448,7 @@ NOTES = {
 
 def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per_outcome: int = 2) -> tuple[Path, Path]:
     """Write report.html and report.md into run_dir; returns their paths."""
-    from distill.evalsuite import side_by_side
+    from distill.eval.suite import side_by_side
 
     run_dir = Path(run_dir)
     ev = summary.get("eval", {})

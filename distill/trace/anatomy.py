@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any, Sequence
 
-from distill.answers import extract_answer, is_correct, verify
-from distill.arith import Claim, canonical_answer, find_claims
+from distill.trace.answers import extract_answer, is_correct, verify
+from distill.trace.arith import Claim, canonical_answer, find_claims
 
 ROLES = ("plan", "compute", "check", "answer", "filler")
 

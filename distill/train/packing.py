@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from distill.tokenize import IGNORE
+from distill.train.tokenize import IGNORE
 
 
 def pack_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:

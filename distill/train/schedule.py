@@ -12,7 +12,7 @@ import math
 import random
 from typing import Callable, Iterator, Sequence
 
-from distill.schema import stable_id
+from distill.data.schema import stable_id
 
 
 def lr_multiplier(step: int, total: int, schedule: str, warmup_ratio: float = 0.0, min_lr_ratio: float = 0.0) -> float:
