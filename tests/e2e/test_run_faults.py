@@ -1,11 +1,10 @@
-"""Real kills on `distill run smoke`: the driver itself, then a training worker of the resumed run.
+"""Real kills on `distill run smoke`: the driver itself, then a training worker (of two) of the resumed run.
 
 Processes are killed by their ids with SIGKILL. The uninterrupted `run_dir` fixture run of the same
 recipe is the reference: same set of trace_ids, each stored exactly once.
 """
 
 import json
-import math
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 from actors.student import store_training_rows
 from distill.config import load_config
 from distill.data.store import TraceStore
+from distill.train.schedule import steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -80,10 +80,15 @@ def _train_pids(run: Path) -> list[int]:
     return pids
 
 
+CKPT = 7  # train.checkpoint_every: with ~20 training rows (5 steps per epoch on 2 ranks) step 7 is mid-epoch 2
+
+
 def test_driver_killed_then_resumed_run_survives_a_worker_kill_and_matches_an_uninterrupted_run(run_dir, tmp_path):
     """Both kills in one run (each costs a whole smoke run on 2 cores): the driver while traces stream in,
-    then, in the resumed run, the training worker once its first checkpoint is registered (epoch 2)."""
-    proc = _start(tmp_path)
+    then, in the resumed run, a training worker of two (DDP) right after a checkpoint taken mid-epoch 2:
+    the new worker group must continue from that batch of the epoch, on both ranks."""
+    two_workers = ("train.workers=2", f"train.checkpoint_every={CKPT}", "train.torch_threads_later=1")
+    proc = _start(tmp_path, *(x for o in two_workers for x in ("--set", o)))
     run = _run_dir(tmp_path)
     store = TraceStore(run / "store")
     _wait_for(lambda: len(store.trace_ids()) >= 8, proc, 600, "8 committed traces")
@@ -97,14 +102,14 @@ def test_driver_killed_then_resumed_run_survives_a_worker_kill_and_matches_an_un
         proc = subprocess.Popen(
             [sys.executable, "-m", "distill.cli", "run", "--resume", str(run)], stdout=log, stderr=subprocess.STDOUT
         )
-    # Kill the resumed run's worker once Ray Train has registered its first checkpoint (the controller's
-    # snapshot names it), while it trains epoch 2.
+    # Kill rank 0 (the rank that emits the events) once Ray Train has registered the step-CKPT checkpoint
+    # (the controller's snapshot names it).
     snapshot = run / "ray_train" / "train" / "checkpoint_manager_snapshot.json"
     _wait_for(
-        lambda: snapshot.is_file() and "checkpoint-step" in snapshot.read_text(),
+        lambda: snapshot.is_file() and f"checkpoint-step{CKPT:06d}" in snapshot.read_text(),
         proc,
         900,
-        "the first registered checkpoint",
+        f"the step-{CKPT} checkpoint",
     )
     new_pids = lambda: [p for p in _train_pids(run) if p not in killed_run_pids]  # noqa: E731
     (pid,) = _wait_for(new_pids, proc, 60, "a training step")
@@ -120,21 +125,23 @@ def test_driver_killed_then_resumed_run_survives_a_worker_kill_and_matches_an_un
     assert s["stages"]["teacher"]["problems"] == 24 and s["stored_traces"] == 24
     assert (run / "student" / "config.json").is_file() and not (run / "student" / "trainer_state.pt").exists()
 
-    # the worker kill: a new worker continued from the checkpoint
+    # the worker kill: a new worker group continued from the checkpoint, mid-epoch
     pids = new_pids()
     assert pid in pids and len(pids) == 2, "a new worker must have taken over"
-    # Steps per epoch come from this run's own training rows (its store): greedy decoding on CPU is not
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    train = [e for e in events if e["stage"] == "train" and int(e["actor"].rsplit(":", 1)[1]) in pids]
+    epoch1 = max(e["step"] for e in train if e["epoch"] == 1)
+    # Epoch 2's steps come from this run's own training rows (its store): greedy decoding on CPU is not
     # bit-stable across batch compositions, so the accepted count may differ from the reference's.
     rows = store_training_rows(str(run / "store"), load_config("smoke").train.supervision)
-    per_epoch = math.ceil(len(rows) / 2)  # smoke: train.batch_size 2, one worker
+    later = steps_per_epoch(len(rows), 2, 2, 1)  # 2 ranks, smoke's train.batch_size 2, no accumulation
+    assert epoch1 < CKPT < epoch1 + later, "the killed checkpoint must fall inside epoch 2 (the hard moment)"
     # the workers' own output is off the terminal: the run copied it to runs/<id>/logs/
     log = "".join(p.read_text(errors="replace") for p in sorted((run / "logs").rglob("worker-*.out")))
-    assert f"resumed at step {per_epoch} (epoch 1, done)" in log  # the new worker loaded the checkpoint
+    assert f"resumed at step {CKPT} (epoch 2, {CKPT - epoch1} batches in)" in log  # loaded the checkpoint
     assert "resumed at step" not in (tmp_path / "resume.log").read_text()  # a quiet terminal
-    steps = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
-    after_kill = [e["step"] for e in steps if e["stage"] == "train" and e["actor"].endswith(f":{pids[1]}")]
-    assert after_kill[0] == per_epoch + 1, "the new worker must continue after the checkpoint, not from step 1"
-    assert after_kill == list(range(per_epoch + 1, 2 * per_epoch + 1))  # the rest of epoch 2, once each
+    after_kill = [e["step"] for e in train if e["actor"].endswith(f":{pids[1]}")]
+    assert after_kill == list(range(CKPT + 1, epoch1 + later + 1)), "the rest of epoch 2 once, from the checkpoint"
     # Steps the killed worker took after the checkpoint are counted too: they were done, then lost.
-    assert s["stages"]["train"]["steps"] >= 2 * per_epoch
+    assert s["stages"]["train"]["steps"] >= epoch1 + later
     assert s["student_checkpoint"]
