@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cluster.local import NodeSpec, local_cluster  # noqa: E402
+from distill.cluster.local import NodeSpec, local_cluster  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PLACEMENT = [

@@ -32,7 +32,7 @@ def train_trl(store: str, cfg, out_dir: Path) -> tuple[Path, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from actors.student import store_training_rows
+    from distill.actors.student import store_training_rows
     from distill.hardware import native_bf16
     from distill.models import resolve_model
     from distill.prompts import messages_for, style_of
@@ -87,13 +87,13 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     a = ap.parse_args()
 
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
     from distill.config import load_config
     from distill.data.store import TraceStore
     from distill.eval.stats import accuracy_ci, paired_diff
     from distill.eval.suite import load_suite
-    from pipelines.evaluate import train_problem_ids
-    from pipelines.sweep import _correct_by_problem, evaluate_models, validation_problems
+    from distill.pipelines.evaluate import train_problem_ids
+    from distill.pipelines.sweep import _correct_by_problem, evaluate_models, validation_problems
 
     cfg = load_config(a.recipe, a.set)
     out = Path(a.out).resolve()

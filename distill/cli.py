@@ -135,8 +135,8 @@ def cmd_run(args) -> int:
             cfg = _config(args.recipe, args.set, args.address, args.no_eval_cache, args.verbose)
     except ConfigError as e:
         return _error(e)
-    from cluster.planner import PlanError
-    from pipelines.run import main
+    from distill.cluster.planner import PlanError
+    from distill.pipelines.run import main
 
     try:
         main(cfg, resume_dir=resume)
@@ -177,7 +177,7 @@ def cmd_sweep(args) -> int:
         cfg = _config(args.recipe, overrides, args.address, args.no_eval_cache, args.verbose)
     except ConfigError as e:
         return _error(e)
-    from pipelines.sweep import main
+    from distill.pipelines.sweep import main
 
     try:
         main(cfg, from_store=args.from_store)
@@ -226,7 +226,7 @@ def cmd_eval(args) -> int:
         bad = [b for b in baselines if b not in ("teacher", "untrained")]
         if bad:
             return _error(f"--baselines: unknown {bad}; expected teacher, untrained or none")
-    from pipelines.evaluate import main
+    from distill.pipelines.evaluate import main
 
     try:
         main(cfg, args.checkpoint, baselines=baselines, train_store=args.train_store)
@@ -252,7 +252,7 @@ when it does not fit. `distill run` makes the same check against the live cluste
 def cmd_plan(args) -> int:
     import yaml
 
-    from cluster.planner import (
+    from distill.cluster.planner import (
         check,
         describe,
         embedded_node,
@@ -276,7 +276,7 @@ def cmd_plan(args) -> int:
             return _error(f"--cluster: {e}")
         nodes = nodes_from_kuberay(doc) if isinstance(doc, dict) and "apiVersion" in doc else nodes_from_launcher(doc)
     elif args.address or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-        from cluster.session import alive_nodes, autoscaler_config, ray_session
+        from distill.cluster.session import alive_nodes, autoscaler_config, ray_session
 
         with ray_session(cfg.ray.model_copy(update={"address": args.address or cfg.ray.address})) as ray:
             nodes = alive_nodes(ray)
@@ -368,7 +368,7 @@ same per-stage cores or all cores for each stage; wall and core utilisation).
 
 
 def cmd_bench(args) -> int:
-    from pipelines.bench import ALL_ARMS, arm_args, main
+    from distill.pipelines.bench import ALL_ARMS, arm_args, main
 
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else list(ALL_ARMS)
     bad = [a for a in arms if a not in ALL_ARMS]
@@ -530,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
     fe.set_defaults(fn=cmd_models_fetch)
 
-    from pipelines.bench import _arm_parser  # light: no torch/ray/vllm at import
+    from distill.pipelines.bench import _arm_parser  # light: no torch/ray/vllm at import
 
     be = sub.add_parser(
         "bench",

@@ -6,6 +6,7 @@ default. Cross-field rules live in validators. The resolved config is written in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,7 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "recipes"
+# pipelines/recipes/ in a source tree, distill/pipelines/recipes/ in an install (found without importing pipelines)
+RECIPE_DIR = Path(importlib.util.find_spec("distill.pipelines").submodule_search_locations[0]) / "recipes"
 
 
 def _core_bind(v: Any) -> Any:

@@ -1,6 +1,6 @@
 """`distill bench`: the pipeline's parts side by side on the same inputs, on the same cores.
 
-Every arm runs in a fresh process (`python -m pipelines.bench --arm NAME`) pinned with `taskset` to the
+Every arm runs in a fresh process (`python -m distill.pipelines.bench --arm NAME`) pinned with `taskset` to the
 same core(s), `repeats` times; the driver records the load average as each starts and writes the
 median and spread of each measure, the ratios the README's performance section quotes, `lscpu` and
 versions to `bench.json`, and a plot. Arms:
@@ -165,7 +165,7 @@ def arm_teacher_pipeline(a) -> dict:
 
     import pyarrow as pa
 
-    from actors.teacher import VLLMTeacher
+    from distill.actors.teacher import VLLMTeacher
     from distill.data.schema import PROBLEM_SCHEMA
 
     cfg, path, tok, probs, _ = _teacher_inputs(a)
@@ -250,7 +250,7 @@ def arm_teacher_hf(a) -> dict:
 def _train(a, packing: bool, grouped: bool) -> dict:
     import torch
 
-    from actors.student import StudentStep
+    from distill.actors.student import StudentStep
     from distill.models import resolve_model
     from distill.train.schedule import micro_batches
 
@@ -295,7 +295,7 @@ def arm_train_packed(a) -> dict:
 def arm_scorer(a) -> dict:
     import pyarrow as pa
 
-    from actors.scorer import TraceScorer
+    from distill.actors.scorer import TraceScorer
     from distill.data.schema import stable_id
     from distill.models import resolve_model
 
@@ -338,7 +338,7 @@ def _eval_requests(a):
 
 def arm_eval_engine(a) -> dict:
     from distill.models import resolve_model
-    from pipelines.evaluate import EvalEngine, evaluator_options
+    from distill.pipelines.evaluate import EvalEngine, evaluator_options
 
     cfg, reqs = _eval_requests(a)
     opts = {**evaluator_options(cfg.eval, cfg.seed), "cpu_threads_bind": a.cores}
@@ -382,7 +382,7 @@ def _spawn(arm: str, cores: str, a, out: Path) -> subprocess.Popen:
         cores,
         sys.executable,
         "-m",
-        "pipelines.bench",
+        "distill.pipelines.bench",
         "--arm",
         arm,
         "--cores",

@@ -47,7 +47,7 @@ def _evaluate(model, requests: list[dict], options: dict) -> dict:
     own node) on `requests`; the result says which node did it."""
     import ray
 
-    from actors.evaluator import Evaluator
+    from distill.actors.evaluator import Evaluator
 
     with nullcontext(model) if isinstance(model, str) else model.as_directory() as d:
         ev = Evaluator(d, **options)
@@ -81,7 +81,7 @@ class EvalEngine:
         return {**res, "node": ray.get_runtime_context().get_node_id()}
 
     def _evaluate(self, path: str, requests: list[dict]) -> dict:
-        from actors.evaluator import Evaluator
+        from distill.actors.evaluator import Evaluator
 
         t0 = time.time()
         if self.evaluator is not None and self.evaluator.can_load(path):
@@ -466,7 +466,7 @@ def train_problem_ids(cfg: RunConfig, store_root: Path | None) -> set[str]:
 
 def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, train_store: str | None = None) -> dict:
     """`distill eval`: the suite on one checkpoint (and baselines) -> runs/eval-.../report.html."""
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
     from distill.eval.report import write_report
     from distill.metrics import RunMetrics, provenance, write_json
     from distill.models import resolve_model

@@ -137,7 +137,7 @@ def check_output_dir(cfg: RunConfig) -> None:
 def prepare(run: Run) -> Plan:
     """Problems (rejects quarantined at the source) and the held-out eval suite with its requests."""
     from distill.eval.suite import build_requests, load_suite
-    from pipelines.evaluate import baseline_requests, teacher_generation_mismatch
+    from distill.pipelines.evaluate import baseline_requests, teacher_generation_mismatch
 
     cfg = run.cfg
     store = TraceStore(run.run_dir / "store")
@@ -168,8 +168,8 @@ def prepare(run: Run) -> Plan:
 def check_cluster(ray, cfg: RunConfig, run_dir: Path) -> list[dict]:
     """Every stage runs at once: the cluster must hold them all (now, or grown by its autoscaler), and
     a multi-node cluster must share output_dir. Returns the alive nodes."""
-    from cluster.planner import PlanError, ensure_fits, grown_nodes
-    from cluster.session import alive_nodes, autoscaler_config, unshared_nodes
+    from distill.cluster.planner import PlanError, ensure_fits, grown_nodes
+    from distill.cluster.session import alive_nodes, autoscaler_config, unshared_nodes
 
     nodes = alive_nodes(ray)
     waiting = ensure_fits(cfg, nodes, grown_nodes(autoscaler_config(ray), nodes))
@@ -201,7 +201,7 @@ class EvalLane:
 
     def start(self) -> None:
         """The engine actor only: its vLLM engine starts with its first evaluation."""
-        from pipelines.evaluate import EvalRunner, eval_engine
+        from distill.pipelines.evaluate import EvalRunner, eval_engine
 
         cfg = self.run.cfg
         self.engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
@@ -234,7 +234,7 @@ class EvalLane:
 
     def finish(self, student_dir: Path | None, final_step: int) -> Evaluated:
         """The final student (when there is one) after the baselines; waits for every evaluation."""
-        from pipelines.evaluate import close_engine, teacher_from_store
+        from distill.pipelines.evaluate import close_engine, teacher_from_store
 
         if self.runner is None:  # sequential: evaluation last, its engine starts now
             self.start()
@@ -260,8 +260,8 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
     teacher is done, checkpoints in-loop by Ray Train; evaluation never blocks training."""
     from ray.util.queue import Queue
 
-    from cluster.session import ray_session
-    from pipelines.stages import EventPump, generation_stream, student_trainer
+    from distill.cluster.session import ray_session
+    from distill.pipelines.stages import EventPump, generation_stream, student_trainer
 
     cfg, metrics = run.cfg, RunMetrics(run.run_dir, run.t_start)
     sequential = cfg.stages == "sequential"
@@ -311,7 +311,7 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
 def export_student(checkpoint, student_dir: Path) -> None:
     """The student as a plain HF directory (transformers and vLLM load it as it is): the checkpoint
     without its training state; a resumed run replaces the one before."""
-    from actors.student import TRAINING_STATE_FILES
+    from distill.actors.student import TRAINING_STATE_FILES
 
     with checkpoint.as_directory() as d:
         shutil.rmtree(student_dir, ignore_errors=True)
@@ -320,7 +320,7 @@ def export_student(checkpoint, student_dir: Path) -> None:
 
 def finish(run: Run, plan: Plan, out: Outcome) -> dict:
     """summary.json, the eval object and predictions, timeline, TensorBoard hparams, model card, report."""
-    from pipelines.evaluate import write_predictions
+    from distill.pipelines.evaluate import write_predictions
 
     cfg, run_dir = run.cfg, run.run_dir
     summary = run_summary(run, plan, out)
@@ -345,7 +345,7 @@ def finish(run: Run, plan: Plan, out: Outcome) -> dict:
 
 
 def run_summary(run: Run, plan: Plan, out: Outcome) -> dict:
-    from cluster.planner import node_view, observed_placement
+    from distill.cluster.planner import node_view, observed_placement
 
     cfg, store, counters = run.cfg, plan.store, out.metrics.counters
     return out.metrics.summary(
@@ -381,7 +381,7 @@ def run_summary(run: Run, plan: Plan, out: Outcome) -> dict:
 
 def eval_section(run: Run, plan: Plan, out: Outcome) -> dict:
     """summary.json's eval object: per split and model, with the in-loop curve and the engine's log."""
-    from pipelines.evaluate import eval_summary, in_loop_curve
+    from distill.pipelines.evaluate import eval_summary, in_loop_curve
 
     ev = out.evaluated
     models = {**plan.baselines, **({"student": run.student_dir} if out.checkpoint is not None else {})}

@@ -26,7 +26,7 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
     """problems -> teacher pool -> k trace rows per problem (lazy)."""
     import ray.data
 
-    from actors.teacher import BACKENDS
+    from distill.actors.teacher import BACKENDS
 
     t = cfg.teacher
     # Several blocks, or the stream degenerates into one batch that finishes all at once.
@@ -62,7 +62,7 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
     """teacher rows -> scorer pool (verify, dissect, store) -> the supervision of accepted traces (lazy)."""
     import ray.data
 
-    from actors.scorer import TraceScorer
+    from distill.actors.scorer import TraceScorer
 
     s = cfg.scorer
     return ds.map_batches(
@@ -110,8 +110,8 @@ def student_trainer(
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from actors.student import train_loop_per_worker
-    from pipelines.evaluate import evaluator_options, remote_options, validate_checkpoint
+    from distill.actors.student import train_loop_per_worker
+    from distill.pipelines.evaluate import evaluator_options, remote_options, validate_checkpoint
 
     tr = cfg.train
     loop_config = {

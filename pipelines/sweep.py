@@ -28,9 +28,9 @@ from distill.models import resolve_model
 def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     from ray.util.queue import Queue
 
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
+    from distill.pipelines.stages import EventPump, generation_stream
     from distill.rundir import config_yaml, new_run_dir
-    from pipelines.stages import EventPump, generation_stream
 
     arms = cfg.sweep.arm_overrides()
     # Trials run in Ray Tune's own working directory: every path they get must be absolute.
@@ -134,7 +134,7 @@ def train_arm(config: dict) -> None:
     import torch
     from ray import tune
 
-    from actors.student import StudentStep, store_epoch_batches, store_training_rows
+    from distill.actors.student import StudentStep, store_epoch_batches, store_training_rows
     from distill.train.schedule import optimizer_steps, steps_per_epoch
 
     torch.set_num_threads(config["threads"])
@@ -216,7 +216,7 @@ def evaluate_models(cfg: RunConfig, models: dict[str, str], problems: list[dict]
     """Every model on the same validation problems (the student prompt, greedy), one after another."""
     from distill.eval.metrics import split_metrics
     from distill.eval.suite import build_requests
-    from pipelines.evaluate import EvalRunner, close_engine, eval_engine
+    from distill.pipelines.evaluate import EvalRunner, close_engine, eval_engine
 
     greedy = cfg.eval.model_copy(update={"samples": 1})
     requests = build_requests({"problems": {"validation": problems}}, greedy, cfg.prompt, ["validation"])
@@ -248,7 +248,7 @@ def _correct_by_problem(preds: list[dict]) -> dict[str, float]:
 def arm_rows(cfg: RunConfig, arms: dict, store: TraceStore, trials: dict, evals: dict) -> list[dict]:
     """One row per arm, best first: mean accuracy over seeds with a bootstrap interval over problems,
     and the paired difference from the best arm (and from the untrained student)."""
-    from actors.student import store_training_rows
+    from distill.actors.student import store_training_rows
 
     ids = [p["problem_id"] for p in evals["untrained"]["predictions"]]
     per_arm: dict[str, list[float]] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local import NodeSpec, local_cluster
+from distill.cluster.local import NodeSpec, local_cluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 

@@ -8,7 +8,7 @@ import pytest
 from distill.config import load_config
 from distill.data.sources import load_problems
 from distill.eval.suite import build_requests
-from pipelines.evaluate import EvalEngine, evaluator_options
+from distill.pipelines.evaluate import EvalEngine, evaluator_options
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ def test_engine_reloads_weights_in_place_as_a_fresh_engine_would(tiny_model, tmp
 
 
 def test_only_the_same_architecture_is_swapped_in(tiny_model, tmp_path):
-    from actors.evaluator import same_architecture
+    from distill.actors.evaluator import same_architecture
 
     assert same_architecture(tiny_model, _save_variant(tiny_model, tmp_path / "same", seed=3))
     assert not same_architecture(

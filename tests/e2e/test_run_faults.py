@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.student import store_training_rows
+from distill.actors.student import store_training_rows
 from distill.config import load_config
 from distill.data.store import TraceStore
 from distill.train.schedule import steps_per_epoch

@@ -13,7 +13,7 @@ NO_EVAL = ("eval.in_distribution=[]", "eval.related=[]", "eval.difficulty_shift=
 
 
 def test_sequential_stages_do_not_overlap_and_train_every_trace(tmp_path):
-    from actors.student import store_training_rows
+    from distill.actors.student import store_training_rows
     from distill.config import load_config
 
     sets = [

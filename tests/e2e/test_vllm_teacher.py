@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from actors.teacher import VLLMTeacher
+from distill.actors.teacher import VLLMTeacher
 from distill.config import load_config
 from distill.data.schema import PROBLEM_SCHEMA
 from distill.data.sources import load_problems

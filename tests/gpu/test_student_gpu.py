@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from actors.student import StudentStep
+from distill.actors.student import StudentStep
 from distill.config import load_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -44,9 +44,9 @@ def _kill_first(queue, stage: str, killed: list, after: int = 1, timeout: float 
 def _run_stream_with_kill(tiny_model, tmp_path, stage: str, extra=()):
     from ray.util.queue import Queue
 
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
     from distill.data.sources import load_problems
-    from pipelines.stages import generation_stream
+    from distill.pipelines.stages import generation_stream
 
     cfg = _cfg(
         tmp_path,
@@ -100,10 +100,10 @@ def test_scorer_killed_between_its_writes_commits_each_row_once(tiny_model, tmp_
     import pyarrow.parquet as pq
     import ray.data
 
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
     from distill.data.sources import load_problems
+    from distill.pipelines.stages import scored_stream
     from distill.trace.variants import VARIANTS
-    from pipelines.stages import scored_stream
 
     cfg = _cfg(tmp_path, tiny_model, tiny_model)
     problems = [p for p in load_problems(cfg.sources).problems if len(p["question"]) < 1000]

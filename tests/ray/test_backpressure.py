@@ -45,9 +45,9 @@ def _ray_rss_mib() -> float:
 def _stream_lead(tiny_model, tmp_path, buffer_mib):
     from ray.util.queue import Queue
 
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
     from distill.data.sources import load_problems
-    from pipelines.stages import teacher_stream
+    from distill.pipelines.stages import teacher_stream
 
     problems = tmp_path / "problems.jsonl"
     problems.write_text(

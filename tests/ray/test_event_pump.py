@@ -12,7 +12,7 @@ def test_teacher_ready_fires_on_the_first_teacher_batch_and_done_on_the_last(tmp
     from ray.util.queue import Queue
 
     from distill.metrics import RunMetrics
-    from pipelines.stages import EventPump
+    from distill.pipelines.stages import EventPump
 
     calls = []
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.ray
 def test_embedded_ray_has_token_auth_and_a_loopback_dashboard():
     from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
 
     with ray_session(RayConfig(num_cpus=2, dashboard=True)) as ray:
         assert is_token_auth_enabled(), "Ray token authentication must stay on"
@@ -30,7 +30,7 @@ def test_trainer_state_is_never_unpickled(tiny_model, tmp_path):
 
     import torch
 
-    from actors.student import POSITION_FILE, STATE_FILE, StudentStep
+    from distill.actors.student import POSITION_FILE, STATE_FILE, StudentStep
     from distill.config import load_config
 
     class Payload:

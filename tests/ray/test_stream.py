@@ -48,9 +48,9 @@ NO_EVAL = ("eval.in_distribution=[]", "eval.related=[]", "eval.difficulty_shift=
 def test_stream_stores_every_sample_once_and_counts_rejects(tiny_model, tmp_path):
     from ray.util.queue import Queue
 
-    from cluster.session import ray_session
+    from distill.cluster.session import ray_session
     from distill.data.sources import load_problems
-    from pipelines.stages import generation_stream
+    from distill.pipelines.stages import generation_stream
 
     cfg = _cfg(tmp_path, tiny_model, tiny_model)
     loaded = load_problems(cfg.sources)
@@ -76,7 +76,7 @@ def test_stream_stores_every_sample_once_and_counts_rejects(tiny_model, tmp_path
 
 def test_run_with_a_useless_teacher_still_finishes(tiny_model, tmp_path):
     """Random weights answer nothing right: zero accepted traces must not hang or crash training."""
-    from pipelines.run import main
+    from distill.pipelines.run import main
 
     summary = main(_cfg(tmp_path, tiny_model, tiny_model))
     st = summary["stages"]

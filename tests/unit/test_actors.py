@@ -5,9 +5,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from actors.scorer import TraceScorer, score_rows
-from actors.student import StudentStep
-from actors.teacher import HFTeacher
+from distill.actors.scorer import TraceScorer, score_rows
+from distill.actors.student import StudentStep
+from distill.actors.teacher import HFTeacher
 from distill.config import load_config
 from distill.data.schema import PROBLEM_SCHEMA, TRACE_SCHEMA, to_table
 from distill.data.sources import load_problems
@@ -186,7 +186,7 @@ def test_scorer_dissects_traces_and_can_reject_wrong_intermediate_steps():
 
 
 def test_evaluator_transformers_fallback_answers_every_request(tiny_model):
-    from actors.evaluator import Evaluator
+    from distill.actors.evaluator import Evaluator
     from distill.config import EvalConfig, PromptConfig
     from distill.eval.suite import build_requests
 
@@ -227,7 +227,7 @@ def test_evaluator_transformers_fallback_answers_every_request(tiny_model):
 
 
 def test_teacher_replays_committed_traces_and_scorer_writes_them_once(tiny_model, tmp_path):
-    from actors.scorer import TraceScorer
+    from distill.actors.scorer import TraceScorer
 
     cfg = load_config(
         "smoke",
@@ -283,7 +283,7 @@ def test_teacher_replays_a_batch_with_nothing_left_to_generate(tiny_model, tmp_p
     cfg = load_config("smoke", ["teacher.backend=transformers", "teacher.max_tokens=4", "teacher.max_model_len=256"])
     batch = pa.Table.from_pylist(load_problems(cfg.sources).problems[:2], schema=PROBLEM_SCHEMA)
     first = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path))
-    from actors.scorer import TraceScorer
+    from distill.actors.scorer import TraceScorer
 
     TraceScorer(cfg.scorer.model_dump(), str(tmp_path))(first(batch))
     events = []

@@ -10,7 +10,7 @@ import pytest
 import ray
 import yaml
 
-from cluster.planner import check, nodes_from_kuberay, nodes_from_launcher, plan
+from distill.cluster.planner import check, nodes_from_kuberay, nodes_from_launcher, plan
 from distill.config import RECIPE_DIR, load_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -68,7 +68,7 @@ def test_storage_and_placement_config_errors_name_the_field():
 
 
 def test_a_ray_job_refuses_a_relative_output_dir(monkeypatch):
-    from pipelines.run import check_output_dir
+    from distill.pipelines.run import check_output_dir
 
     cfg = load_config("smoke")
     check_output_dir(cfg)  # outside a job: runs/ under the current directory is fine

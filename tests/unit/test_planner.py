@@ -2,7 +2,7 @@
 
 import pytest
 
-from cluster.planner import Demand, check, cluster_totals, plan
+from distill.cluster.planner import Demand, check, cluster_totals, plan
 from distill.config import load_config
 
 
@@ -56,7 +56,7 @@ def test_custom_resources_place_stages_on_labelled_nodes():
 def test_ensure_fits_raises_with_every_shortfall():
     import pytest
 
-    from cluster.planner import PlanError, ensure_fits
+    from distill.cluster.planner import PlanError, ensure_fits
 
     cfg = load_config("smoke", ["teacher.num_gpus=1"])
     with pytest.raises(PlanError, match="does not fit the cluster:\n  teacher: no node can host one replica"):
@@ -69,7 +69,7 @@ def _labelled(cpu, gpu, **labels):
 
 
 def test_label_selectors_follow_rays_syntax():
-    from cluster.planner import label_matches
+    from distill.cluster.planner import label_matches
 
     node = {"role": "teacher", "zone": "a"}
     assert label_matches({}, node) and label_matches({"role": "teacher"}, node)
@@ -104,7 +104,7 @@ def test_stages_sharing_a_label_selector_must_fit_together_on_those_nodes():
 
 
 def test_observed_placement_names_each_stages_nodes():
-    from cluster.planner import observed_placement
+    from distill.cluster.planner import observed_placement
 
     nodes = [
         {
@@ -155,7 +155,7 @@ def test_plan_without_a_cluster_checks_the_embedded_ray_and_joins_nothing(capsys
 
 
 def test_student_memory_estimate_by_hand_and_the_gpu_recipe_fits_24_gb():
-    from cluster.planner import student_memory, train_memory_gib
+    from distill.cluster.planner import student_memory, train_memory_gib
 
     gib = 2**30
     # by hand: 10 params, 2 layers, hidden 4, vocab 8, 6 tokens (3 labels), fp32, nothing saved
@@ -192,7 +192,7 @@ def test_an_autoscaling_cluster_is_checked_at_its_limits_and_says_which_stages_w
     up to 2; the head alive. The gpu-needing teacher waits for scale-up; beyond the limits, exit 2."""
     from ray.core.generated import autoscaler_pb2
 
-    from cluster.planner import PlanError, ensure_fits, grown_nodes
+    from distill.cluster.planner import PlanError, ensure_fits, grown_nodes
 
     cc = autoscaler_pb2.ClusterConfig(
         node_group_configs=[

@@ -5,7 +5,7 @@ own printer is called; no Ray cluster is started."""
 import ray
 import ray._private.worker as rw
 
-from cluster.session import _divert_raylet_notices
+from distill.cluster.session import _divert_raylet_notices
 
 BENIGN = (
     "WARNING: 8 PYTHON worker processes have been started on node: abc with address: 1.2.3.4, which is "
@@ -47,7 +47,7 @@ def test_a_job_runtime_env_setting_our_env_vars_merges_with_ray_init():
 
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
-    from cluster.session import WORKER_ENV, worker_env
+    from distill.cluster.session import WORKER_ENV, worker_env
 
     job_rt = {"working_dir": "gcs://_ray_pkg_x.zip", "env_vars": {"HF_HUB_OFFLINE": "0", "MY_VAR": "x"}}
     injected = json.dumps({"runtime_env": job_rt, "metadata": {}})
