@@ -5,7 +5,8 @@ starts while the teacher is still generating. Epochs >= 2 read the trace store i
 generated twice), reshuffled with a seeded permutation. Every rank runs the same number of micro-
 batches and optimizer steps in every epoch (equal streaming splits; equal shards of the store),
 otherwise DDP's collectives deadlock. What to train in which order, and at which learning rate, is
-decided by the pure functions of distill/train/schedule.py.
+decided by the pure functions of distill/train/schedule.py; where a restarted worker resumes by
+distill/train/resume.py; what a step counts (trained weight, the run's horizon) by distill/train/accounting.py.
 """
 
 from __future__ import annotations
