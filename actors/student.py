@@ -5,7 +5,8 @@ starts while the teacher is still generating. Epochs >= 2 read the trace store i
 generated twice), reshuffled with a seeded permutation. Every rank runs the same number of micro-
 batches and optimizer steps in every epoch (equal streaming splits; equal shards of the store),
 otherwise DDP's collectives deadlock. What to train in which order, and at which learning rate, is
-decided by the pure functions of distill/train/schedule.py.
+decided by the pure functions of distill/train/schedule.py; where a restarted worker resumes by
+distill/train/resume.py; what a step counts (trained weight, the run's horizon) by distill/train/accounting.py.
 """
 
 from __future__ import annotations
@@ -15,14 +16,32 @@ import socket
 import tempfile
 import time
 from contextlib import nullcontext
+from functools import partial
 from typing import Callable, Iterable
 
+from distill.config import PromptConfig, TrainConfig
 from distill.data.schema import TRAIN_INPUT, require_columns
 from distill.metrics import emit
 from distill.prompts import messages_for, pick_style, style_of
+from distill.train.accounting import (
+    agreed_horizon,
+    empty_step_metrics,
+    estimated_horizon,
+    exact_horizon,
+    trained_weight,
+)
 from distill.train.loss_weights import collate_weighted, token_weights, weighted_loss_sum
 from distill.train.packing import collate_packed, label_logits_model, packed_loss_sum
-from distill.train.schedule import epoch_rows, lr_multiplier, micro_batches, optimizer_steps, steps_per_epoch
+from distill.train.resume import (
+    checkpoint_due,
+    epoch_start,
+    epochs_to_run,
+    fresh_position,
+    position_record,
+    resume_message,
+    untrained,
+)
+from distill.train.schedule import epoch_rows, lr_multiplier, micro_batches, optimizer_steps
 from distill.train.tokenize import IGNORE, ensure_chat_template
 
 STATE_FILE = "trainer_state.pt"  # optimizer, fp32 master weights (torch.save of tensors; loaded weights_only)
@@ -56,11 +75,13 @@ def shared_store_rows(store_root: str, supervision: dict[str, float], rank: int,
     return box[0]
 
 
-def store_epoch_batches(rows: list[dict], epoch: int, t: dict, seed: int, rank: int, world: int) -> list[list[dict]]:
+def store_epoch_batches(
+    rows: list[dict], epoch: int, t: TrainConfig, seed: int, rank: int, world: int
+) -> list[list[dict]]:
     """One rank's micro-batches of an epoch read from the store (shuffled, optionally length-grouped)."""
-    mine = epoch_rows(rows, epoch, seed, rank, world, t["shuffle"])
-    length = (lambda r: r.get("student_tokens") or len(r["text"])) if t["group_by_length"] else None
-    return micro_batches(mine, t["batch_size"], length, seed=seed * 1000 + epoch)
+    mine = epoch_rows(rows, epoch, seed, rank, world, t.shuffle)
+    length = (lambda r: r.get("student_tokens") or len(r["text"])) if t.group_by_length else None
+    return micro_batches(mine, t.batch_size, length, seed=seed * 1000 + epoch)
 
 
 class StreamHorizon:
@@ -111,7 +132,8 @@ class StudentStep:
 
     def __init__(
         self,
-        cfg: dict,
+        train: TrainConfig,
+        prompt: PromptConfig,
         student_path: str,
         wrap=lambda m: m,
         reduce: Callable[[list[float]], list[float]] = lambda xs: xs,
@@ -124,52 +146,45 @@ class StudentStep:
         from distill.models import on_this_node
 
         student_path = on_this_node(student_path)  # the driver's cache path may not exist on this node
-        t = dict(cfg["train"])
-        self.bf16 = t["bf16"] = train_bf16(t.get("bf16"), torch.cuda.is_available() and t.get("use_gpu", False))
-        self.cfg, self.reduce, self.world = t, reduce, world
-        self.prompt = style_of(cfg["prompt"])
-        self.pool = {k: style_of(v) for k, v in (t.get("prompt_pool") or {}).items()}
-        self.tokenizer = AutoTokenizer.from_pretrained(student_path, trust_remote_code=t["trust_remote_code"])
+        self.bf16 = train_bf16(train.bf16, torch.cuda.is_available() and train.use_gpu)
+        self.cfg, self.reduce, self.world = train, reduce, world
+        self.prompt = style_of(prompt)
+        self.pool = {k: style_of(v) for k, v in train.prompt_pool.items()}
+        self.tokenizer = AutoTokenizer.from_pretrained(student_path, trust_remote_code=train.trust_remote_code)
         ensure_chat_template(self.tokenizer)
         # fp32 master weights; bf16 autocast for the compute where native (self.bf16); saved in bf16 then.
         base = AutoModelForCausalLM.from_pretrained(
-            student_path, dtype=torch.float32, trust_remote_code=t["trust_remote_code"]
+            student_path, dtype=torch.float32, trust_remote_code=train.trust_remote_code
         )
         base.config.use_cache = False
-        if t.get("gradient_checkpointing"):  # HF's own: each decoder layer re-run in the backward pass
+        if train.gradient_checkpointing:  # HF's own: each decoder layer re-run in the backward pass
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.base = base
         # packing: the wrapped module returns logits at label positions only (distill/train/packing.py); DDP wraps it
-        self.packing = bool(t.get("packing"))
-        self.model = wrap(
-            label_logits_model(base, t.get("packed_attention", "per_example") == "per_example")
-            if self.packing
-            else base
-        )
+        self.packing = train.packing
+        self.model = wrap(label_logits_model(base, train.packed_attention == "per_example") if self.packing else base)
         self.model.train()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.device = next(self.model.parameters()).device
         self.steps = 0  # optimizer steps taken
         self.total_steps = 1  # the schedule's horizon: set by the trainer (estimated, then exact)
 
     def lr(self) -> float:
         t = self.cfg
-        return t["lr"] * lr_multiplier(
-            self.steps, self.total_steps, t["lr_schedule"], t["warmup_ratio"], t["min_lr_ratio"]
-        )
+        return t.lr * lr_multiplier(self.steps, self.total_steps, t.lr_schedule, t.warmup_ratio, t.min_lr_ratio)
 
     def encode(self, rows: list[dict]) -> tuple[list[dict], int]:
         out, skipped = [], 0
         for r in rows:
-            _, style = pick_style(r["trace_id"], self.prompt, self.pool, self.cfg.get("prompt_pool_share", 0.0))
+            _, style = pick_style(r["trace_id"], self.prompt, self.pool, self.cfg.prompt_pool_share)
             ex = token_weights(
                 self.tokenizer,
                 messages_for(r["question"], style),
                 r["text"],
                 r.get("spans") or [],
-                self.cfg["role_weights"],
-                self.cfg["max_seq_len"],
-                self.cfg["path_weight"],
+                self.cfg.role_weights,
+                self.cfg.max_seq_len,
+                self.cfg.path_weight,
                 prefill=style["prefill"],
             )
             if ex is None:
@@ -181,69 +196,24 @@ class StudentStep:
     def step(self, batches: list[list[dict]] | list[dict], horizon: float = 0.0) -> dict:
         """One optimizer step over micro-batches (gradient accumulation); a flat list of rows is one
         micro-batch. `horizon`: this rank's estimate of the run's total steps (0: no news)."""
-        import torch
-
         if batches and isinstance(batches[0], dict):
             batches = [batches]
         encoded = [self.encode(b) for b in batches]
-        local_w = sum(
-            float(sum(w for w, lab in zip(e["weights"][1:], e["labels"][1:]) if lab != IGNORE))
-            for ex, _ in encoded
-            for e in ex
-        )
+        local_w = trained_weight(e for ex, _ in encoded for e in ex)
         global_w, horizon_sum = self.reduce([local_w, float(horizon)])
-        if horizon_sum > 0:
-            self.total_steps = max(int(round(horizon_sum)), self.steps + 1)
+        self.total_steps = agreed_horizon(horizon_sum, self.steps, self.total_steps)
         n_rows = sum(len(b) for b in batches)
         skipped = sum(s for _, s in encoded)
-        tokens = trained = padded = 0
         if global_w <= 0:  # nothing to train on any rank: no forward, no update, no schedule step
-            return {
-                "loss": float("nan"),
-                "tokens": 0,
-                "trained_tokens": 0,
-                "examples": n_rows - skipped,
-                "skipped": skipped,
-                "lr": self.lr(),
-                "stepped": False,
-            }
-        loss_sum = 0.0
+            return empty_step_metrics(n_rows, skipped, self.lr())
+        loss_sum, tokens, trained, padded = 0.0, 0, 0, 0
         for i, (examples, _) in enumerate(encoded):
-            if not examples:  # this rank has nothing here but others do: join the collective with no tokens
-                examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE], "weights": [0.0]}]
-            last = i == len(encoded) - 1
-            sync = self.model.no_sync() if hasattr(self.model, "no_sync") and not last else nullcontext()
-            with sync:
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg["bf16"]):
-                    if self.packing:  # rows of max_seq_len, logits at label positions only
-                        ids, pos, labels, weights = (
-                            x.to(self.device)
-                            for x in collate_packed(
-                                examples,
-                                max(self.cfg["pack_len"], self.cfg["max_seq_len"]),
-                                self.tokenizer.pad_token_id,
-                            )
-                        )
-                        part = packed_loss_sum(self.model, ids, pos, labels, weights)
-                    else:
-                        ids, mask, labels, weights = (
-                            x.to(self.device) for x in collate_weighted(examples, self.tokenizer.pad_token_id)
-                        )
-                        logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
-                        part = weighted_loss_sum(logits, labels, weights)  # sum of w * ce over this micro-batch
-                # DDP averages gradients over ranks: x world makes the result the global token mean.
-                (part * (self.world / global_w)).backward()
+            part, ids, labels = self._backward(examples, last=i == len(encoded) - 1, global_w=global_w)
             loss_sum += float(part.detach())
             tokens += sum(len(e["input_ids"]) for e in examples)
             padded += int(ids.numel())  # what the step computed on, padding included
             trained += int((labels[:, 1:] != IGNORE).sum())
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        lr = self.opt.param_groups[0]["lr"]
-        self.steps += 1
+        lr = self._update()
         return {
             "loss": loss_sum / local_w if local_w else float("nan"),
             "tokens": tokens,
@@ -255,12 +225,48 @@ class StudentStep:
             "stepped": True,
         }
 
+    def _backward(self, examples: list[dict], last: bool, global_w: float):
+        """Forward and backward of one micro-batch; DDP syncs gradients on the `last` one only.
+        Returns (its weighted loss sum, the input ids and labels it computed on)."""
+        import torch
+
+        if not examples:  # this rank has nothing here but others do: join the collective with no tokens
+            examples = [{"input_ids": [self.tokenizer.pad_token_id], "labels": [IGNORE], "weights": [0.0]}]
+        sync = self.model.no_sync() if hasattr(self.model, "no_sync") and not last else nullcontext()
+        with sync:
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                if self.packing:  # rows of max_seq_len, logits at label positions only
+                    pack_len = max(self.cfg.pack_len, self.cfg.max_seq_len)
+                    batch = collate_packed(examples, pack_len, self.tokenizer.pad_token_id)
+                    ids, pos, labels, weights = (x.to(self.device) for x in batch)
+                    part = packed_loss_sum(self.model, ids, pos, labels, weights)
+                else:
+                    batch = collate_weighted(examples, self.tokenizer.pad_token_id)
+                    ids, mask, labels, weights = (x.to(self.device) for x in batch)
+                    logits = self.model(input_ids=ids, attention_mask=mask).logits  # [B, T, V]
+                    part = weighted_loss_sum(logits, labels, weights)  # sum of w * ce over this micro-batch
+            # DDP averages gradients over ranks: x world makes the result the global token mean.
+            (part * (self.world / global_w)).backward()
+        return part, ids, labels
+
+    def _update(self) -> float:
+        """The optimizer step at the schedule's lr (gradients clipped to norm 1); returns that lr."""
+        import torch
+
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.steps += 1
+        return self.opt.param_groups[0]["lr"]
+
     def save(self, directory: str) -> None:
         """The HF model (safetensors) in the dtype it trained in: bf16 under bf16 autocast (half the
         size of the fp32 master copy, and what vLLM loads without a cast)."""
         import torch
 
-        if not self.cfg["bf16"]:
+        if not self.bf16:
             self.base.save_pretrained(directory)
         else:
             import json
@@ -283,7 +289,7 @@ class StudentStep:
         import torch
 
         state = {"optimizer": self.opt.state_dict()}
-        if self.cfg["bf16"]:  # the exported weights are bf16: keep the fp32 ones to continue from
+        if self.bf16:  # the exported weights are bf16: keep the fp32 ones to continue from
             state["master"] = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
         torch.save(state, os.path.join(directory, STATE_FILE))
         with open(os.path.join(directory, POSITION_FILE), "w") as f:
@@ -321,50 +327,75 @@ def _ray_reduce(world: int) -> Callable[[list[float]], list[float]]:
     return reduce
 
 
-def train_loop_per_worker(config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-    import torch
-    from ray.train import Checkpoint
+class WorkerLoop:
+    """One training worker's epochs: the steps (with their events), the checkpoints with the data
+    position, and each epoch's micro-batches (epoch 1 from the stream, later ones from the store).
+    `config` is the train_loop_config student_trainer (pipelines/stages.py) builds."""
 
-    t = config["train"]
-    torch.set_num_threads(t["torch_threads"])
-    torch.manual_seed(config["seed"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    events = config["events"] if rank == 0 else None
-    actor = f"train@{socket.gethostname()}:{os.getpid()}"
-    reduce = _ray_reduce(world)
-    # Resume (a restarted worker group, or `distill run --resume`): weights, optimizer and data position
-    # from the latest checkpoint Ray Train reports for this run's storage path.
-    resume_ckpt = ray.train.get_checkpoint()
-    position = {"epoch": 1, "epoch_done": False, "batches": 0, "trained_ids": []}
-    if resume_ckpt is not None:
-        with resume_ckpt.as_directory() as d:
-            # prepare_model moves the model to this worker's device and wraps it in DDP when world > 1.
-            student = StudentStep(config, d, wrap=ray.train.torch.prepare_model, reduce=reduce, world=world)
-            position = student.load_state(d)
-        print(
-            f"[distill] train: resumed at step {student.steps} (epoch {position['epoch']}, "
-            f"{'done' if position['epoch_done'] else str(position['batches']) + ' batches in'})"
+    def __init__(self, config: dict, student: StudentStep, position: dict, rank: int, world: int):
+        self.config, self.t, self.student, self.position = config, config["train"], student, position
+        self.rank, self.world = rank, world
+        self.events = config["events"] if rank == 0 else None
+        self.actor = f"train@{socket.gethostname()}:{os.getpid()}"
+        self.horizon = (
+            StreamHorizon(config["store_root"], self.t.supervision, config["expected_traces"]) if rank == 0 else None
         )
-    else:
-        student = StudentStep(
-            config, config["student_path"], wrap=ray.train.torch.prepare_model, reduce=reduce, world=world
-        )
-    horizon = StreamHorizon(config["store_root"], t["supervision"], config["expected_traces"]) if rank == 0 else None
+        self.store_rows: list[dict] | None = None  # epochs >= 2: listed once, when epoch 2 begins
+        self.last: dict = {}  # the latest step's metrics (an epoch without steps reports the one before)
 
-    def run_step(group: list[list[dict]], epoch: int, estimate: bool) -> dict:
+    def run(self) -> None:
+        for epoch in epochs_to_run(self.position, self.t.epochs):
+            self.run_epoch(epoch)
+
+    def run_epoch(self, epoch: int) -> None:
+        every = self.t.checkpoint_every
+        skip, trained = epoch_start(self.position, epoch, self.world)
+        n_batches = skip
+        for group in optimizer_steps(self.epoch_batches(epoch, skip, set(trained)), self.t.grad_accum):
+            for b in group:
+                if b:
+                    require_columns("train", b[0].keys(), TRAIN_INPUT)
+            self.last = self.run_step(group, epoch, estimate=epoch == 1)
+            n_batches += len(group)
+            if epoch == 1:
+                trained += [r["trace_id"] for b in group for r in b]
+            if checkpoint_due(self.student.steps, every):
+                self.checkpoint(epoch, n_batches, trained)
+        if not checkpoint_due(self.student.steps, every):
+            self.checkpoint(epoch, n_batches, trained, final=epoch == self.t.epochs, epoch_done=True)
+
+    def epoch_batches(self, epoch: int, skip: int, done_ids: set[str]) -> Iterable[list[dict]]:
+        """This rank's micro-batches of `epoch`, less those trained before a restart."""
+        import ray.train
+        import torch
+
+        t = self.t
+        if epoch == 1:
+            shard = ray.train.get_dataset_shard("train")
+            batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow"))
+            return untrained(batches, done_ids) if done_ids else batches
+        if t.torch_threads_later:  # the live stream is over: the teacher's cores are free now
+            torch.set_num_threads(t.torch_threads_later)
+        if self.store_rows is None:
+            self.store_rows = shared_store_rows(self.config["store_root"], t.supervision, self.rank, self.world)
+            # The run's length is now exact: epoch 1's steps, plus the later epochs of known size.
+            epoch1 = self.position.get("epoch1_steps") or self.student.steps
+            exact = exact_horizon(epoch1, len(self.store_rows), t.epochs, self.world, t.batch_size, t.grad_accum)
+            self.student.total_steps = max(exact, self.student.steps + 1)
+        return store_epoch_batches(self.store_rows, epoch, t, self.config["seed"], self.rank, self.world)[skip:]
+
+    def run_step(self, group: list[list[dict]], epoch: int, estimate: bool) -> dict:
+        t, student = self.t, self.student
         t0 = time.time()
         est = 0.0
-        if estimate and horizon is not None and (rows := horizon.epoch_rows()):
-            est = t["epochs"] * steps_per_epoch(int(rows), world, t["batch_size"], t["grad_accum"])
+        if estimate and self.horizon is not None and (rows := self.horizon.epoch_rows()):
+            est = estimated_horizon(rows, t.epochs, self.world, t.batch_size, t.grad_accum)
         m = student.step(group, horizon=est)
         emit(
-            events,
+            self.events,
             {
                 "stage": "train",
-                "actor": actor,
+                "actor": self.actor,
                 "t0": t0,
                 "t1": time.time(),
                 "step": student.steps,
@@ -382,83 +413,76 @@ def train_loop_per_worker(config: dict) -> None:
         return m
 
     def checkpoint(
-        epoch: int, last: dict, batches: int, trained_ids: list[str], final: bool = False, epoch_done: bool = False
+        self,
+        epoch: int,
+        batches: int,
+        trained_ids: list[str],
+        final: bool = False,
+        epoch_done: bool = False,
     ) -> None:
-        from ray.train import ValidationTaskConfig
+        """Rank 0 saves weights, optimizer state and data position and reports them; the others report
+        the metrics only (every rank must call report)."""
+        import ray.train
 
-        metrics = {"epoch": epoch, "step": student.steps, "loss": last.get("loss", float("nan"))}
+        student = self.student
+        metrics = {"epoch": epoch, "step": student.steps, "loss": self.last.get("loss", float("nan"))}
+        if self.rank != 0:
+            ray.train.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            if rank == 0:
-                student.save(tmp)
-                if epoch == 1 and epoch_done:
-                    position["epoch1_steps"] = student.steps
-                student.save_state(
-                    tmp,
-                    {
-                        "epoch": epoch,
-                        "epoch_done": epoch_done,
-                        "batches": batches,
-                        "trained_ids": trained_ids if epoch == 1 and not epoch_done else [],
-                        "epoch1_steps": position.get("epoch1_steps"),
-                    },
-                )
-                # In-loop evaluation: Ray Train scores this checkpoint in a task while we keep training.
-                # The final checkpoint is scored on the whole suite by the driver instead.
-                validation = (
-                    ValidationTaskConfig(fn_kwargs={"step": student.steps, "epoch": epoch})
-                    if config.get("in_loop_eval") and not final
-                    else False
-                )
-                ray.train.report(
-                    metrics,
-                    checkpoint=Checkpoint.from_directory(tmp),
-                    checkpoint_dir_name=f"checkpoint-step{student.steps:06d}",
-                    validation=validation,
-                )
-            else:
-                ray.train.report(metrics)
+            student.save(tmp)
+            if epoch == 1 and epoch_done:
+                self.position["epoch1_steps"] = student.steps
+            epoch1_steps = self.position.get("epoch1_steps")
+            student.save_state(tmp, position_record(epoch, epoch_done, batches, trained_ids, epoch1_steps))
+            self.report(metrics, tmp, epoch, final)
 
-    every = t["checkpoint_every"]
-    last: dict = {}
-    start = position["epoch"] + 1 if position["epoch_done"] else position["epoch"]
-    store_rows: list[dict] | None = None
-    for epoch in range(start, t["epochs"] + 1):
-        resuming = epoch == position["epoch"] and not position["epoch_done"]
-        trained: list[str] = list(position["trained_ids"]) if resuming else []
-        done_ids = set(trained)
-        skip = position["batches"] if resuming and epoch > 1 else 0
-        if epoch == 1:
-            shard = ray.train.get_dataset_shard("train")
-            batches: Iterable[list[dict]] = (
-                b.to_pylist() for b in shard.iter_batches(batch_size=t["batch_size"], batch_format="pyarrow")
-            )
-            if done_ids and world == 1:
-                # Rows trained before the restart come round again (replayed from the ledger): skip
-                # them. With several ranks, skipping would give ranks unequal steps (a DDP deadlock),
-                # so epoch 1 is then trained again from its start.
-                batches = (kept for b in batches if (kept := [r for r in b if r["trace_id"] not in done_ids]))
-            elif world > 1:
-                trained = []
-        else:
-            if t["torch_threads_later"]:  # the live stream is over: the teacher's cores are free now
-                torch.set_num_threads(t["torch_threads_later"])
-            if store_rows is None:
-                store_rows = shared_store_rows(config["store_root"], t["supervision"], rank, world)
-                # The run's length is now exact: epoch 1's steps, plus the later epochs of known size.
-                later = steps_per_epoch(len(store_rows), world, t["batch_size"], t["grad_accum"])
-                epoch1 = position.get("epoch1_steps") or student.steps
-                student.total_steps = max(epoch1 + (t["epochs"] - 1) * later, student.steps + 1)
-            batches = store_epoch_batches(store_rows, epoch, t, config["seed"], rank, world)[skip:]
-        n_batches = skip
-        for group in optimizer_steps(batches, t["grad_accum"]):
-            for b in group:
-                if b:
-                    require_columns("train", b[0].keys(), TRAIN_INPUT)
-            last = run_step(group, epoch, estimate=epoch == 1)
-            n_batches += len(group)
-            if epoch == 1:
-                trained += [r["trace_id"] for b in group for r in b]
-            if every and student.steps % every == 0:
-                checkpoint(epoch, last, n_batches, trained)
-        if not every or student.steps % every:
-            checkpoint(epoch, last, n_batches, trained, final=epoch == t["epochs"], epoch_done=True)
+    def report(self, metrics: dict, directory: str, epoch: int, final: bool) -> None:
+        """Report a checkpoint. In-loop evaluation: Ray Train scores it in a task while we keep
+        training; the final checkpoint is scored on the whole suite by the driver instead."""
+        import ray.train
+        from ray.train import Checkpoint, ValidationTaskConfig
+
+        steps = self.student.steps
+        validation = (
+            ValidationTaskConfig(fn_kwargs={"step": steps, "epoch": epoch})
+            if self.config.get("in_loop_eval") and not final
+            else False
+        )
+        ray.train.report(
+            metrics,
+            checkpoint=Checkpoint.from_directory(directory),
+            checkpoint_dir_name=f"checkpoint-step{steps:06d}",
+            validation=validation,
+        )
+
+
+def load_student(config: dict, world: int) -> tuple[StudentStep, dict]:
+    """The student and its data position: from the latest checkpoint Ray Train reports for this run's
+    storage path when resuming (a restarted worker group, or `distill run --resume`), else fresh."""
+    import ray.train
+    import ray.train.torch
+
+    # prepare_model moves the model to this worker's device and wraps it in DDP when world > 1.
+    reduce = _ray_reduce(world)
+    make = partial(StudentStep, config["train"], config["prompt"], wrap=ray.train.torch.prepare_model, reduce=reduce)
+    resume_ckpt = ray.train.get_checkpoint()
+    if resume_ckpt is None:
+        return make(config["student_path"], world=world), fresh_position()
+    with resume_ckpt.as_directory() as d:
+        student = make(d, world=world)
+        position = student.load_state(d)
+    print(resume_message(student.steps, position))
+    return student, position
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import torch
+
+    torch.set_num_threads(config["train"].torch_threads)
+    torch.manual_seed(config["seed"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    student, position = load_student(config, world)
+    WorkerLoop(config, student, position, rank, world).run()

@@ -256,11 +256,11 @@ def _train(a, packing: bool, grouped: bool) -> dict:
 
     torch.set_num_threads(len(a.cores.split(",")))
     cfg = _cfg()
-    tr = cfg.train.model_copy(update={"packing": packing, "group_by_length": grouped}).model_dump()
-    student = StudentStep({"train": tr, "prompt": cfg.prompt.model_dump()}, resolve_model(cfg.train.student))
+    tr = cfg.train.model_copy(update={"packing": packing, "group_by_length": grouped})
+    student = StudentStep(tr, cfg.prompt, resolve_model(cfg.train.student))
     rows = _train_rows(a.train_rows)
     length = (lambda r: len(student.tokenizer(r["question"] + r["text"])["input_ids"])) if grouped else None
-    batches = micro_batches(rows, tr["batch_size"], length, seed=0)
+    batches = micro_batches(rows, tr.batch_size, length, seed=0)
     student.total_steps = len(batches)
     student.step(batches[0])  # warm-up (allocator, first-call overheads), not measured
     tokens = padded = 0

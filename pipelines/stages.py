@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from distill.config import RunConfig
+from distill.config import RunConfig, TrainConfig
 from distill.metrics import RunMetrics
 
 
@@ -82,6 +82,44 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
     )
 
 
+def in_loop_validation(cfg: RunConfig, run_dir: Path, events, in_loop_requests: str | None, engine=None):
+    """Ray Train's validation of each checkpoint but the last: the eval requests in `in_loop_requests`
+    (a JSON file), scored by a task that starts an evaluator (or uses `engine`, the run's EvalEngine).
+    None without requests: no in-loop evaluation."""
+    if in_loop_requests is None:
+        return None
+    from functools import partial
+
+    from ray.train import ValidationConfig, ValidationTaskConfig
+
+    from distill.pipelines.evaluate import evaluator_options, remote_options, validate_checkpoint
+
+    return ValidationConfig(
+        fn=partial(validate_checkpoint, events=events, engine=engine),
+        task_config=ValidationTaskConfig(
+            fn_kwargs={
+                "requests_file": in_loop_requests,
+                "out_dir": str(run_dir / "eval" / "in_loop"),
+                "options": evaluator_options(cfg.eval, cfg.seed, cfg.train.trust_remote_code),
+                "resources": remote_options(cfg.eval),
+            }
+        ),
+        ray_remote_kwargs={"num_cpus": 0},
+    )  # it only waits on the evaluator task it starts
+
+
+def worker_group(tr: TrainConfig):
+    """The training workers: how many, on what, and where (custom resources, node labels)."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(
+        num_workers=tr.workers,
+        use_gpu=tr.use_gpu,
+        resources_per_worker={"CPU": tr.num_cpus_per_worker, **tr.resources},
+        label_selector=dict(tr.labels) or None,
+    )
+
+
 def student_trainer(
     cfg: RunConfig,
     train_ds,
@@ -97,26 +135,16 @@ def student_trainer(
     every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks.
     `expected_traces` (problems x samples) lets the trainer estimate the schedule's horizon in epoch 1.
     `engine`: the run's EvalEngine actor, which the in-loop evaluations then share (no engine start each)."""
-    from functools import partial
-
-    from ray.train import (
-        CheckpointConfig,
-        DataConfig,
-        FailureConfig,
-        ScalingConfig,
-        ValidationConfig,
-        ValidationTaskConfig,
-    )
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from distill.actors.student import train_loop_per_worker
-    from distill.pipelines.evaluate import evaluator_options, remote_options, validate_checkpoint
 
     tr = cfg.train
     loop_config = {
-        "train": tr.model_dump(),
-        "prompt": cfg.prompt.model_dump(),
+        "train": tr,  # the config models themselves: pydantic models pickle across Ray
+        "prompt": cfg.prompt,
         "seed": cfg.seed,
         "student_path": student_path,
         "store_root": store_root,
@@ -125,29 +153,10 @@ def student_trainer(
         # what the stream will carry, to estimate the run's length while epoch 1 streams
         "expected_traces": expected_traces,
     }
-    validation = None
-    if in_loop_requests is not None:
-        validation = ValidationConfig(
-            fn=partial(validate_checkpoint, events=events, engine=engine),
-            task_config=ValidationTaskConfig(
-                fn_kwargs={
-                    "requests_file": in_loop_requests,
-                    "out_dir": str(run_dir / "eval" / "in_loop"),
-                    "options": evaluator_options(cfg.eval, cfg.seed, tr.trust_remote_code),
-                    "resources": remote_options(cfg.eval),
-                }
-            ),
-            ray_remote_kwargs={"num_cpus": 0},
-        )  # it only waits on the evaluator task it starts
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(
-            num_workers=tr.workers,
-            use_gpu=tr.use_gpu,
-            resources_per_worker={"CPU": tr.num_cpus_per_worker, **tr.resources},
-            label_selector=dict(tr.labels) or None,
-        ),
+        scaling_config=worker_group(tr),
         torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
         datasets={"train": train_ds},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits per rank
@@ -158,7 +167,7 @@ def student_trainer(
             # a failed worker group restarts from the latest checkpoint
             failure_config=FailureConfig(max_failures=tr.max_failures),
         ),
-        validation_config=validation,
+        validation_config=in_loop_validation(cfg, run_dir, events, in_loop_requests, engine),
     )
 
 

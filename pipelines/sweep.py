@@ -17,7 +17,7 @@ import random
 import time
 from pathlib import Path
 
-from distill.config import RunConfig
+from distill.config import PromptConfig, RunConfig, TrainConfig
 from distill.data.sources import load_problems
 from distill.data.store import TraceStore
 from distill.eval.stats import bootstrap, paired_diff
@@ -146,11 +146,12 @@ def train_arm(config: dict) -> None:
             f"arm {config['arm']}: the trace store {config['store_root']} holds no training rows for "
             f"supervision {t['supervision']}: nothing to train on"
         )
-    student = StudentStep({"train": t, "prompt": config["prompt"]}, config["student_path"])
+    train = TrainConfig.model_validate(t)  # the arm's overrides on the run's train config (validated with it)
+    student = StudentStep(train, PromptConfig.model_validate(config["prompt"]), config["student_path"])
     student.total_steps = t["epochs"] * steps_per_epoch(len(rows), 1, t["batch_size"], t["grad_accum"])
     tokens, last = 0, {}
     for epoch in range(1, t["epochs"] + 1):
-        for group in optimizer_steps(store_epoch_batches(rows, epoch, t, config["seed"], 0, 1), t["grad_accum"]):
+        for group in optimizer_steps(store_epoch_batches(rows, epoch, train, config["seed"], 0, 1), t["grad_accum"]):
             last = student.step(group)
             tokens += last["tokens"]
             tune.report({"loss": last["loss"], "epoch": epoch, "step": student.steps, "tokens": tokens})

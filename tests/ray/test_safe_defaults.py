@@ -41,6 +41,7 @@ def test_trainer_state_is_never_unpickled(tiny_model, tmp_path):
     (tmp_path / POSITION_FILE).write_text(
         '{"epoch": 1, "epoch_done": false, "batches": 0, "trained_ids": [], "steps": 0}'
     )
-    student = StudentStep(load_config("smoke").model_dump(), tiny_model)
+    cfg = load_config("smoke")
+    student = StudentStep(cfg.train, cfg.prompt, tiny_model)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         student.load_state(str(tmp_path))

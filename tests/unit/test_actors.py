@@ -103,8 +103,8 @@ def test_hf_teacher_generates_k_samples_and_quarantines_long_prompts(tiny_model,
 def test_student_step_lowers_loss_and_saves_hf_dir(tiny_model, tmp_path):
     import torch
 
-    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false", "train.lr_schedule=constant"]).model_dump()
-    student = StudentStep(cfg, tiny_model)
+    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false", "train.lr_schedule=constant"])
+    student = StudentStep(cfg.train, cfg.prompt, tiny_model)
     rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}] * 2
     losses = [student.step(rows)["loss"] for _ in range(8)]
     assert losses[-1] < losses[0] * 0.7
@@ -129,15 +129,15 @@ def test_gradient_accumulation_equals_one_big_batch(tiny_model):
     whole effective batch, not a mean of micro-batch means."""
     import torch
 
-    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false", "train.lr_schedule=constant"]).model_dump()
+    cfg = load_config("smoke", ["train.lr=1e-2", "train.bf16=false", "train.lr_schedule=constant"])
     rows = [
         {"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"},
         {"trace_id": "b", "question": "12+30?", "text": "12 + 30 = 42, so the sum is 42.\nAnswer: 42"},
     ]
     grads = []
     for student, batches in (
-        (StudentStep(cfg, tiny_model), [rows]),
-        (StudentStep(cfg, tiny_model), [rows[:1], rows[1:]]),
+        (StudentStep(cfg.train, cfg.prompt, tiny_model), [rows]),
+        (StudentStep(cfg.train, cfg.prompt, tiny_model), [rows[:1], rows[1:]]),
     ):
         # the gradient the optimizer is handed (AdamW's sign-like first update would hide small differences)
         student.opt.step = lambda s=student: grads.append([p.grad.clone() for p in s.base.parameters()])
@@ -152,9 +152,9 @@ def test_student_saves_in_training_dtype_and_resumes_from_fp32_master(tiny_model
     import torch
     from safetensors import safe_open
 
-    cfg = load_config("smoke", ["train.bf16=true", "train.lr=1e-3"]).model_dump()
+    cfg = load_config("smoke", ["train.bf16=true", "train.lr=1e-3"])
     rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}]
-    a = StudentStep(cfg, tiny_model)
+    a = StudentStep(cfg.train, cfg.prompt, tiny_model)
     a.total_steps = 10
     for _ in range(3):
         a.step(rows)
@@ -163,7 +163,7 @@ def test_student_saves_in_training_dtype_and_resumes_from_fp32_master(tiny_model
     with safe_open(tmp_path / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
     assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
-    b = StudentStep(cfg, str(tmp_path))
+    b = StudentStep(cfg.train, cfg.prompt, str(tmp_path))
     b.load_state(str(tmp_path))
     assert all(torch.equal(x, y) for x, y in zip(a.base.state_dict().values(), b.base.state_dict().values()))
     assert (b.steps, b.total_steps, b.lr()) == (3, 10, a.lr())
@@ -260,14 +260,14 @@ def test_teacher_replays_committed_traces_and_scorer_writes_them_once(tiny_model
 
 
 def test_student_state_round_trip(tiny_model, tmp_path):
-    cfg = load_config("smoke", ["train.bf16=false"]).model_dump()
+    cfg = load_config("smoke", ["train.bf16=false"])
     rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}]
-    a = StudentStep(cfg, tiny_model)
+    a = StudentStep(cfg.train, cfg.prompt, tiny_model)
     for _ in range(3):
         a.step(rows)
     a.save(str(tmp_path))
     a.save_state(str(tmp_path), {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"]})
-    b = StudentStep(cfg, str(tmp_path))
+    b = StudentStep(cfg.train, cfg.prompt, str(tmp_path))
     pos = b.load_state(str(tmp_path))
     assert (
         pos == {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"], "steps": 3, "total_steps": 1}

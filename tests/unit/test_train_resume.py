@@ -1,0 +1,88 @@
+"""Where a restarted training worker resumes (distill/train/resume.py), on hand-made positions."""
+
+from distill.train.resume import (
+    checkpoint_due,
+    epoch_start,
+    epochs_to_run,
+    fresh_position,
+    position_record,
+    resume_message,
+    untrained,
+)
+
+
+def pos(epoch, done, batches=0, ids=()):
+    return {"epoch": epoch, "epoch_done": done, "batches": batches, "trained_ids": list(ids)}
+
+
+def test_a_fresh_run_trains_every_epoch_from_the_start():
+    p = fresh_position()
+    assert list(epochs_to_run(p, 3)) == [1, 2, 3]
+    assert [epoch_start(p, e, world=1) for e in (1, 2, 3)] == [(0, [])] * 3
+
+
+def test_mid_epoch_1_resumes_by_trace_id_on_one_rank_and_from_the_start_on_several():
+    p = pos(1, False, batches=3, ids=["a", "b", "c"])
+    assert list(epochs_to_run(p, 2)) == [1, 2]
+    assert epoch_start(p, 1, world=1) == (0, ["a", "b", "c"])  # the stream replays them: skipped by id
+    assert epoch_start(p, 1, world=2) == (0, [])  # skipping would give ranks unequal steps: all again
+    assert epoch_start(p, 2, world=1) == (0, [])  # the next epoch starts whole
+    got = epoch_start(p, 1, world=1)[1]
+    got.append("d")
+    assert p["trained_ids"] == ["a", "b", "c"]  # a copy: the position is not grown as training goes on
+
+
+def test_mid_later_epoch_skips_the_store_batches_done():
+    p = pos(2, False, batches=5)
+    assert list(epochs_to_run(p, 3)) == [2, 3]
+    assert epoch_start(p, 2, world=1) == (5, [])
+    assert epoch_start(p, 2, world=4) == (5, [])  # the store order is seeded: the same skip on every rank
+    assert epoch_start(p, 3, world=4) == (0, [])
+
+
+def test_an_epoch_boundary_resumes_at_the_next_epoch_and_a_finished_run_has_none_left():
+    p = pos(1, True, batches=7)
+    assert list(epochs_to_run(p, 2)) == [2]
+    assert epoch_start(p, 2, world=1) == (0, [])  # the batches count was epoch 1's
+    assert list(epochs_to_run(pos(2, True, batches=4), 2)) == []
+
+
+def test_untrained_drops_rows_trained_before_and_micro_batches_left_empty():
+    batches = [[{"trace_id": "a"}, {"trace_id": "b"}], [{"trace_id": "c"}], [], [{"trace_id": "d"}]]
+    assert list(untrained(iter(batches), {"a", "c"})) == [[{"trace_id": "b"}], [{"trace_id": "d"}]]
+    assert list(untrained(iter(batches), set())) == [b for b in batches if b]
+
+
+def test_position_record_keeps_trace_ids_only_while_epoch_1_is_unfinished():
+    assert position_record(1, False, 3, ["a"], None) == {
+        "epoch": 1,
+        "epoch_done": False,
+        "batches": 3,
+        "trained_ids": ["a"],
+        "epoch1_steps": None,
+    }
+    assert position_record(1, True, 4, ["a"], 2)["trained_ids"] == []
+    assert position_record(2, False, 1, ["a"], 2) == {
+        "epoch": 2,
+        "epoch_done": False,
+        "batches": 1,
+        "trained_ids": [],
+        "epoch1_steps": 2,
+    }
+
+
+def test_a_recorded_position_resumes_where_it_was_written():
+    mid = position_record(2, False, 6, [], 4)
+    assert list(epochs_to_run(mid, 3)) == [2, 3] and epoch_start(mid, 2, world=2) == (6, [])
+    end = position_record(2, True, 9, [], 4)
+    assert list(epochs_to_run(end, 3)) == [3] and epoch_start(end, 3, world=2) == (0, [])
+
+
+def test_checkpoint_due_every_n_steps_and_never_inside_an_epoch_with_0():
+    assert [s for s in range(1, 8) if checkpoint_due(s, 3)] == [3, 6]
+    assert not any(checkpoint_due(s, 0) for s in range(1, 8))
+
+
+def test_resume_message():
+    assert resume_message(4, pos(2, False, 1)) == "[distill] train: resumed at step 4 (epoch 2, 1 batches in)"
+    assert resume_message(6, pos(1, True, 6)) == "[distill] train: resumed at step 6 (epoch 1, done)"
