@@ -5,7 +5,8 @@ submit-vs-embedded benchmark, and trying a placement before a real cluster exist
 Token authentication is on, as on a real cluster, with a token made for this cluster: every process
 that talks to it (nodes, `ray job submit`, state queries) gets it through `env`. With `own_homes`, each
 node is as separate as one machine allows: its own home directory (so its own `~/.ray`, model cache and
-pip/HF caches), holding only the embedded models its spec names, and the token is made as a user makes
+pip/HF caches), holding only the embedded models its spec names, and the other nodes' homes hidden from
+its processes (a mount namespace per `ray start`), and the token is made as a user makes
 it -- `ray get-auth-token --generate` in the head's home, the file copied to every node as the shipped
 launcher's file_mounts do -- with nothing in the environment but `RAY_AUTH_MODE=token`. Teardown is
 `ray stop --force`, which stops every `ray start` process on this machine.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -67,6 +69,34 @@ def _ray(bin_dir: Path, *args: str, env: dict, timeout: float = 180) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"ray {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r.stdout
+
+
+def _ray_start(bin_dir: Path, args: list[str], env: dict, hide: list[Path]) -> None:
+    """`ray start`; with `hide`, in a mount namespace of its own where those directories (the other nodes'
+    homes) are empty: the node's raylet and workers inherit it, so a file under another node's home -- a
+    driver's resolved model path -- is as absent as on another machine. Needs CAP_SYS_ADMIN (root)."""
+    if not hide:
+        _ray(bin_dir, "start", *args, env=env)
+        return
+    mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(h))}" for h in hide)
+    cmd = f"{mounts} && exec {shlex.quote(str(bin_dir / 'ray'))} start {shlex.join(args)}"
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"ray start in its own mount namespace failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
+def can_hide_homes() -> bool:
+    """Can this process give a node its own mount namespace (own_homes)? Root, or CAP_SYS_ADMIN."""
+    if not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True)
+    return r.returncode == 0
 
 
 def _link(src: str, dst: str) -> None:
@@ -128,7 +158,8 @@ def local_cluster(
     head_models: tuple[str, ...] = (),
 ):
     """Start a head with `head_cpus` CPUs and one node per spec; yield a LocalCluster; stop them all.
-    `own_homes`: every node its own home and model cache, and a user-made token (module docstring)."""
+    `own_homes`: every node its own home and model cache, the others' homes hidden from it, and a user-made
+    token (module docstring)."""
     bin_dir = Path(bin_dir or Path(sys.executable).parent)  # the venv whose `ray` and `distill` run
     # A short temp dir: Ray's unix sockets live under it and their paths are limited to 107 bytes.
     temp = tempfile.mkdtemp(prefix="rmn", dir="/tmp")
@@ -142,6 +173,8 @@ def local_cluster(
     env.pop("RAY_AUTH_TOKEN", None)
     if not own_homes:
         env["RAY_AUTH_TOKEN"] = uuid.uuid4().hex + uuid.uuid4().hex
+    if own_homes and not can_hide_homes():
+        raise RuntimeError("own_homes needs mount namespaces (`unshare --mount`: root or CAP_SYS_ADMIN)")
     gcs, dash = _free_port(), _free_port()
     head_env = env
     try:
@@ -160,7 +193,8 @@ def local_cluster(
             "--disable-usage-stats",
         ]
         for n in nodes:
-            _ray(bin_dir, "start", *n.args, env=n.env)
+            hide = [h for h in homes if h != n.home]
+            _ray_start(bin_dir, n.args, n.env, hide)
         dashboard = f"http://127.0.0.1:{dash}"
         live = _wait_for_nodes(bin_dir, dashboard, head.env, 1 + len(workers), timeout)
         yield LocalCluster(dashboard, f"127.0.0.1:{gcs}", head.env, live, homes)

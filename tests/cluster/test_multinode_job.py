@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.cluster.local import NodeSpec, local_cluster
+from distill.cluster.local import NodeSpec, can_hide_homes, local_cluster
 from distill.config import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
@@ -40,6 +40,8 @@ TEACHER, STUDENT = _SMOKE.teacher.model, _SMOKE.train.student
 
 @pytest.fixture(scope="module")
 def cluster():
+    if not can_hide_homes():
+        pytest.skip("nodes with their own homes need mount namespaces (`unshare --mount`: root or CAP_SYS_ADMIN)")
     # The head has room for no stage that asks for a label or a custom resource.
     with local_cluster(
         [
@@ -88,6 +90,7 @@ def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
 
 def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_path):
     out, shared = tmp_path / "runs", tmp_path / "shared-metrics"
+    assert not (_cache(cluster.homes[2]) / STUDENT).exists()  # the trainer node starts without the student
     job_id = f"distill-multinode-{uuid.uuid4().hex[:8]}"
     cmd = [
         str(BIN / "ray"),
@@ -168,7 +171,7 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
 
     # Each node loaded its models from its own cache: the student was fetched on the trainer node, where no
     # copy was (the driver's resolved paths, under the head's home, exist on no other node).
-    _, teacher_home, trainer_home = cluster.homes
+    trainer_home = cluster.homes[2]
     assert (_cache(trainer_home) / STUDENT / "config.json").is_file()
 
     # Metrics reached the shared storage named by config, not only the driver's run dir.
