@@ -5,6 +5,12 @@ Three separate `ray start` processes (cluster/local.py): a 1-CPU head, a node la
 is submitted with `ray job submit --working-dir <repo>` and placement comes only from config overrides:
 teacher and training by node label, the evaluator by custom resource. What the job reports about where
 each stage ran is checked against the node ids Ray's state API gives for the nodes this test started.
+
+The nodes are as separate as one machine allows (`own_homes`): each its own home directory and model
+cache -- the head's holds both models, the teacher node's and the trainer node's only the teacher, each
+at its own path, so the driver's resolved paths exist nowhere else and the student must be fetched on
+the node that trains it -- and token authentication made as a user makes it (`ray get-auth-token
+--generate`, the file copied to every node), not handed to the processes by the test.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.cluster.local import NodeSpec, local_cluster
+from distill.cluster.local import NodeSpec, can_hide_homes, local_cluster
+from distill.config import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 
@@ -27,15 +34,44 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv whose `ray` and `distill` the cluster runs
 
 
+_SMOKE = load_config("smoke")
+TEACHER, STUDENT = _SMOKE.teacher.model, _SMOKE.train.student
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    if not can_hide_homes():
+        pytest.skip("nodes with their own homes need mount namespaces (`unshare --mount`: root or CAP_SYS_ADMIN)")
     # The head has room for no stage that asks for a label or a custom resource.
     with local_cluster(
-        [NodeSpec(2, {"role": "teacher"}, {"teacher_node": 1}), NodeSpec(4, {"role": "trainer"}, {"trainer_node": 4})],
+        [
+            NodeSpec(2, {"role": "teacher"}, {"teacher_node": 1}, models=(TEACHER,)),
+            NodeSpec(4, {"role": "trainer"}, {"trainer_node": 4}, models=(TEACHER,)),
+        ],
         head_cpus=1,
         bin_dir=BIN,
+        own_homes=True,
+        head_models=(TEACHER, STUDENT),
     ) as c:
         yield c
+
+
+def _cache(home: Path) -> Path:
+    return home / ".cache" / "distill" / "models"
+
+
+def test_the_cluster_takes_only_the_token_a_user_made(cluster, tmp_path):
+    """Auth is on from the token file `ray get-auth-token --generate` wrote, not from an env var: the same
+    query is answered from the head's home and refused from a home without the token."""
+    assert "RAY_AUTH_TOKEN" not in cluster.env and cluster.env["RAY_AUTH_MODE"] == "token"
+    head, *others = cluster.homes
+    token = (head / ".ray" / "auth_token").read_text()
+    assert len(token.strip()) >= 32 and all((h / ".ray" / "auth_token").read_text() == token for h in others)
+    query = [str(BIN / "ray"), "list", "nodes", "--address", cluster.dashboard, "--format", "json"]
+    ok = subprocess.run(query, env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and len(json.loads(ok.stdout)) == 3, ok.stderr[-2000:]
+    stranger = subprocess.run(query, env={**cluster.env, "HOME": str(tmp_path)}, capture_output=True, text=True)
+    assert stranger.returncode != 0, "a client without the token was let in"
 
 
 def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
@@ -54,6 +90,7 @@ def _job_info(dashboard: str, job_id: str, env: dict) -> dict:
 
 def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_path):
     out, shared = tmp_path / "runs", tmp_path / "shared-metrics"
+    assert not (_cache(cluster.homes[2]) / STUDENT).exists()  # the trainer node starts without the student
     job_id = f"distill-multinode-{uuid.uuid4().hex[:8]}"
     cmd = [
         str(BIN / "ray"),
@@ -131,6 +168,11 @@ def test_smoke_via_ray_job_submit_places_each_stage_on_its_node(cluster, tmp_pat
     assert {m for m in s["eval"]["models"]} >= {"teacher", "untrained", "student"}
     assert s["stages"]["teacher"]["problems"] == 24 and s["stored_traces"] == 24
     assert (run / "student" / "config.json").is_file()
+
+    # Each node loaded its models from its own cache: the student was fetched on the trainer node, where no
+    # copy was (the driver's resolved paths, under the head's home, exist on no other node).
+    trainer_home = cluster.homes[2]
+    assert (_cache(trainer_home) / STUDENT / "config.json").is_file()
 
     # Metrics reached the shared storage named by config, not only the driver's run dir.
     mirrored = shared / run.name
