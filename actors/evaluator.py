@@ -36,10 +36,6 @@ class Evaluator:
             from distill.hardware import bind_engine
 
             bind_engine(cpu_threads_bind)  # worker threads and engine-core process on these cores
-        from transformers import AutoTokenizer
-
-        from distill.train.tokenize import ensure_chat_template
-
         self.backend, self.max_model_len, self.seed = backend, max_model_len, seed
         self.model_path, self.trust_remote_code = str(model_path), trust_remote_code
         import torch
@@ -47,8 +43,7 @@ class Evaluator:
         from distill.hardware import engine_dtype
 
         self.dtype = engine_dtype(dtype, torch.cuda.is_available())
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        ensure_chat_template(self.tokenizer)
+        self.tokenizer = self._tokenizer(model_path)
         if backend == "vllm":
             from vllm import LLM
 
@@ -62,12 +57,26 @@ class Evaluator:
                 trust_remote_code=trust_remote_code,
             )
         else:
-            import torch
-            from transformers import AutoModelForCausalLM
+            self.model = self._hf_model(model_path)
 
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model_path, dtype=getattr(torch, self.dtype), trust_remote_code=trust_remote_code
-            ).eval()
+    def _tokenizer(self, model_path: str):
+        """The model's tokenizer, with a chat template and a pad token where the model has none."""
+        from transformers import AutoTokenizer
+
+        from distill.train.tokenize import ensure_chat_template
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=self.trust_remote_code)
+        ensure_chat_template(tokenizer)
+        return tokenizer
+
+    def _hf_model(self, model_path: str):
+        """The transformers backend's model, in this evaluator's dtype."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=getattr(torch, self.dtype), trust_remote_code=self.trust_remote_code
+        ).eval()
 
     def can_load(self, model_path: str) -> bool:
         """Whether `model_path` fits this engine as it is (same architecture and shapes): then `load`
@@ -79,25 +88,14 @@ class Evaluator:
         -> seconds it took. vLLM's worker `reload_weights` reads the safetensors from `model_path`;
         the prefix cache is reset so no KV computed with the old weights is reused."""
         t0 = time.time()
-        from transformers import AutoTokenizer
-
-        from distill.train.tokenize import ensure_chat_template
-
         model_path = on_this_node(str(model_path))
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=self.trust_remote_code)
-        ensure_chat_template(self.tokenizer)
+        self.tokenizer = self._tokenizer(model_path)
         if self.backend == "vllm":
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_path)})
             self.llm.collective_rpc(retie_lm_head)
             self.llm.reset_prefix_cache()
         else:
-            import torch
-            from transformers import AutoModelForCausalLM
-
-            self.model = AutoModelForCausalLM.from_pretrained(
-                model_path, dtype=getattr(torch, self.dtype), trust_remote_code=self.trust_remote_code
-            ).eval()
+            self.model = self._hf_model(model_path)
         self.model_path = str(model_path)
         return time.time() - t0
 

@@ -177,10 +177,10 @@ def arm_teacher_pipeline(a) -> dict:
             "temperature": 0.0,
             "cpu_threads_bind": a.cores,
         }
-    ).model_dump()
+    )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as store:
-        teacher = VLLMTeacher(t, cfg.teacher_prompt().model_dump(), path, cfg.teacher.model, store, [])
+        teacher = VLLMTeacher(t, cfg.teacher_prompt(), path, cfg.teacher.model, store, [])
         start = time.perf_counter() - t0
         t1 = time.perf_counter()
         out = asyncio.run(teacher(pa.Table.from_pylist(probs, schema=PROBLEM_SCHEMA)))
@@ -314,9 +314,7 @@ def arm_scorer(a) -> dict:
             }
         )
     with tempfile.TemporaryDirectory() as store:
-        scorer = TraceScorer(
-            cfg.scorer.model_dump(), store, None, cfg.train.supervision, resolve_model(cfg.train.student)
-        )
+        scorer = TraceScorer(cfg.scorer, store, None, cfg.train.supervision, resolve_model(cfg.train.student))
         batches = [pa.Table.from_pylist(rows[i : i + 8]) for i in range(0, len(rows), 8)]
         scorer(batches[0])  # warm-up
         t0 = time.perf_counter()

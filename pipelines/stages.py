@@ -36,8 +36,8 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
         batch_size=t.batch_size,
         batch_format="pyarrow",
         fn_constructor_kwargs=dict(
-            teacher=t.model_dump(),
-            prompt=cfg.teacher_prompt().model_dump(),
+            teacher=t,
+            prompt=cfg.teacher_prompt(),
             model_path=teacher_path,
             model_name=t.model,
             store_root=store_root,
@@ -70,7 +70,7 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
         batch_size=None,  # whole teacher blocks: all k samples of a problem together
         batch_format="pyarrow",
         fn_constructor_kwargs=dict(
-            scorer=s.model_dump(),
+            scorer=s,
             store_root=store_root,
             events=events,
             supervision=cfg.train.supervision,

@@ -31,7 +31,7 @@ def test_vllm_teacher_samples_logprobs_and_quarantine(tiny_model, tmp_path):
     problems = load_problems(cfg.sources).problems[:3]
     problems.append({**problems[0], "problem_id": "too-long", "question": "7 + 7 " * 100})
     events = []
-    teacher = VLLMTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
+    teacher = VLLMTeacher(cfg.teacher, cfg.prompt, tiny_model, "tiny", str(tmp_path), events)
     try:
         out = asyncio.run(teacher(pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA))).to_pylist()
     finally:

@@ -5,16 +5,17 @@ import json
 import pyarrow as pa
 import pytest
 
-from distill.actors.scorer import TraceScorer, score_rows
+from distill.actors.scorer import TraceScorer
 from distill.actors.student import StudentStep
 from distill.actors.teacher import HFTeacher
 from distill.config import load_config
 from distill.data.schema import PROBLEM_SCHEMA, TRACE_SCHEMA, to_table
 from distill.data.sources import load_problems
 from distill.data.store import TraceStore
+from distill.trace.scoring import score_rows
 from distill.trace.variants import VARIANTS
 
-SCORER = load_config("smoke").scorer.model_dump()
+SCORER = load_config("smoke").scorer
 
 
 def _trace(pid, j, text, ref="5", finish="stop", tokens=10):
@@ -41,7 +42,7 @@ def test_score_rows_verdicts_and_reasons():
             _trace("r", 0, "no idea"),
             _trace("s", 0, "2 + 3 = 5 and then", finish="length"),
         ],
-        {**SCORER, "policy": "shortest_correct"},
+        SCORER.model_copy(update={"policy": "shortest_correct"}),
     )
     got = [(r["verdict"], r["reason"], r["answer_rule"]) for r in rows]
     assert got == [
@@ -83,7 +84,7 @@ def test_hf_teacher_generates_k_samples_and_quarantines_long_prompts(tiny_model,
     problems = load_problems(cfg.sources).problems[:2]
     problems.append({**problems[0], "problem_id": "long", "question": "1 + 1 " * 200})
     events = []
-    teacher = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
+    teacher = HFTeacher(cfg.teacher, cfg.prompt, tiny_model, "tiny", str(tmp_path), events)
     out = teacher(pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA)).to_pylist()
     assert [(r["problem_id"], r["sample_index"]) for r in out] == [
         (problems[0]["problem_id"], 0),
@@ -179,7 +180,7 @@ def test_scorer_dissects_traces_and_can_reject_wrong_intermediate_steps():
     assert not rows[1]["wrong_intermediate"] and rows[1]["first_error_step"] is None
     assert rows[1]["decision_points"] == [0, 1, 2]
     assert [s["role"] for s in rows[1]["steps"]] == ["compute", "compute", "answer"]
-    strict = {**SCORER, "reject_flags": SCORER["reject_flags"] + ["wrong_intermediate"]}
+    strict = SCORER.model_copy(update={"reject_flags": SCORER.reject_flags + ["wrong_intermediate"]})
     rows = score_rows([_trace("p", 0, wrong_mid, ref="24")], strict)
     assert rows[0]["verdict"] == "rejected" and rows[0]["reason"] == "wrong_intermediate"
     to_table(rows, TRACE_SCHEMA)  # the anatomy columns fit the schema
@@ -241,21 +242,21 @@ def test_teacher_replays_committed_traces_and_scorer_writes_them_once(tiny_model
     )
     problems = load_problems(cfg.sources).problems[:3]
     batch = pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA)
-    first = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path))
+    first = HFTeacher(cfg.teacher, cfg.prompt, tiny_model, "tiny", str(tmp_path))
     out = first(batch.slice(0, 2))  # problems 0 and 1 generated and committed
-    scorer = TraceScorer(cfg.scorer.model_dump(), str(tmp_path))
+    scorer = TraceScorer(cfg.scorer, str(tmp_path))
     scorer(out)
     store = TraceStore(tmp_path)
     assert len(store.trace_ids()) == 4 and store.physical_trace_rows() == 4
     events = []  # a restarted teacher (new actor) sees the ledger
-    again = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
+    again = HFTeacher(cfg.teacher, cfg.prompt, tiny_model, "tiny", str(tmp_path), events)
     out2 = again(batch).to_pylist()
     assert [r["problem_id"] for r in out2] == [p["problem_id"] for p in problems for _ in range(2)]
     committed = {r["trace_id"]: r["text"] for r in out.to_pylist()}
     assert all(r["text"] == committed[r["trace_id"]] for r in out2[:4])  # replayed, not regenerated
     assert events[0]["count/replayed"] == 4 and events[0]["rows_in"] == 3
     assert events[0]["count/tokens_out"] == sum(r["completion_tokens"] for r in out2[4:])
-    TraceScorer(cfg.scorer.model_dump(), str(tmp_path))(pa.Table.from_pylist(out2, schema=out.schema))
+    TraceScorer(cfg.scorer, str(tmp_path))(pa.Table.from_pylist(out2, schema=out.schema))
     assert len(store.trace_ids()) == 6 and store.physical_trace_rows() == 6  # only the new problem was written
 
 
@@ -282,10 +283,10 @@ def test_student_state_round_trip(tiny_model, tmp_path):
 def test_teacher_replays_a_batch_with_nothing_left_to_generate(tiny_model, tmp_path):
     cfg = load_config("smoke", ["teacher.backend=transformers", "teacher.max_tokens=4", "teacher.max_model_len=256"])
     batch = pa.Table.from_pylist(load_problems(cfg.sources).problems[:2], schema=PROBLEM_SCHEMA)
-    first = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path))
+    first = HFTeacher(cfg.teacher, cfg.prompt, tiny_model, "tiny", str(tmp_path))
     from distill.actors.scorer import TraceScorer
 
-    TraceScorer(cfg.scorer.model_dump(), str(tmp_path))(first(batch))
+    TraceScorer(cfg.scorer, str(tmp_path))(first(batch))
     events = []
-    again = HFTeacher(cfg.teacher.model_dump(), cfg.prompt.model_dump(), tiny_model, "tiny", str(tmp_path), events)
+    again = HFTeacher(cfg.teacher, cfg.prompt, tiny_model, "tiny", str(tmp_path), events)
     assert again(batch).num_rows == 2 and events[0]["count/replayed"] == 2 and events[0]["count/tokens_out"] == 0
