@@ -373,24 +373,19 @@ ARM_FNS = {
 # ---------------------------------------------------------------- the driver
 
 
+# The working dir of every arm's process: the directory above pipelines/ (a source tree's root).
+ARM_CWD = Path(__file__).resolve().parents[1]
+
+
+def _pinned(cores: str, module: str, *args: str) -> list[str]:
+    """`python -m module args`, pinned with taskset to `cores`."""
+    return ["taskset", "-c", cores, sys.executable, "-m", module, *args]
+
+
 def _spawn(arm: str, cores: str, a, out: Path) -> subprocess.Popen:
-    cmd = [
-        "taskset",
-        "-c",
-        cores,
-        sys.executable,
-        "-m",
-        "distill.pipelines.bench",
-        "--arm",
-        arm,
-        "--cores",
-        cores,
-        "--out",
-        str(out),
-        *a.passthrough,
-    ]
+    cmd = _pinned(cores, "distill.pipelines.bench", "--arm", arm, "--cores", cores, "--out", str(out), *a.passthrough)
     log = open(out.with_suffix(".log"), "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ARM_CWD)
 
 
 def overlap_overrides(arm: str, cores: str, a) -> list[str]:
@@ -419,25 +414,11 @@ def overlap_overrides(arm: str, cores: str, a) -> list[str]:
 def _run_overlap(arm: str, cores: str, a, work: Path, rep: int) -> dict:
     """One `distill run` (its own process tree, pinned to `cores`) -> its summary's measures."""
     runs = (work / f"{arm}-{rep}-runs").resolve()
-    cmd = [
-        "taskset",
-        "-c",
-        cores,
-        sys.executable,
-        "-m",
-        "distill.cli",
-        "run",
-        a.overlap_recipe,
-        "--no-eval-cache",
-        "--set",
-        f"output_dir={runs}",
-    ]
+    cmd = _pinned(cores, "distill.cli", "run", a.overlap_recipe, "--no-eval-cache", "--set", f"output_dir={runs}")
     for o in overlap_overrides(arm, cores, a):
         cmd += ["--set", o]
     with open(work / f"{arm}-{rep}.log", "w") as log:
-        rc = subprocess.run(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1]
-        ).returncode
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ARM_CWD).returncode
     found = sorted(runs.glob("*/summary.json"))
     if rc != 0 or not found:
         return {"error": f"exit {rc}: see {work / f'{arm}-{rep}.log'}"}

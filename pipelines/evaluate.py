@@ -8,7 +8,8 @@
 - validate_checkpoint: Ray Train's asynchronous validation function (ValidationConfig): each
   checkpoint reported during training is scored on the in-loop splits by a Ray task while the
   workers keep training. We use Train's own mechanism rather than a watcher of our own.
-- main: `distill eval CHECKPOINT --suite RECIPE`, the standalone form with the same report.
+- main: `distill eval CHECKPOINT --suite RECIPE`, the standalone form with the same report:
+  open_eval (run dir, suite, models) -> run_evaluations (one Ray session) -> finish_eval.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import queue
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.config import EvalConfig, RunConfig
 from distill.eval.suite import build_requests, load_suite, summarize
-from distill.metrics import emit
+from distill.metrics import RunMetrics, emit
 
 
 def evaluator_options(ev: EvalConfig, seed: int, trust_remote_code: bool = False) -> dict:
@@ -151,6 +153,16 @@ def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | 
     for split, by_model in s.items():
         ev[f"acc/{split}"] = by_model[model]["accuracy"]
     return ev
+
+
+@dataclass
+class Evaluated:
+    """The evaluations of a run: predictions per model, errors, where each model's answers came from."""
+
+    results: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    engine_log: list = field(default_factory=list)
 
 
 class EvalRunner:
@@ -464,11 +476,31 @@ def train_problem_ids(cfg: RunConfig, store_root: Path | None) -> set[str]:
     return ids
 
 
+@dataclass
+class EvalRun:
+    """`distill eval`'s run: where it lives, the suite, and the models with the requests each answers."""
+
+    cfg: RunConfig
+    run_id: str
+    run_dir: Path
+    t_start: float
+    checkpoint: Path
+    suite: dict
+    requests: list[dict]  # the student's (the whole suite)
+    models: dict[str, str]  # name -> model path: the baselines asked for, then "student"
+    baseline_requests: dict[str, list[dict]]
+    metrics: RunMetrics
+
+
 def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, train_store: str | None = None) -> dict:
     """`distill eval`: the suite on one checkpoint (and baselines) -> runs/eval-.../report.html."""
-    from distill.cluster.session import ray_session
-    from distill.eval.report import write_report
-    from distill.metrics import RunMetrics, provenance, write_json
+    job = open_eval(cfg, checkpoint, baselines, train_store)
+    return finish_eval(job, run_evaluations(job))
+
+
+def open_eval(cfg: RunConfig, checkpoint: str, baselines: list[str] | None, train_store: str | None) -> EvalRun:
+    """The run directory with its config.yaml; the suite without what the checkpoint could have trained
+    on (its recipe's problems, and the traces of `train_store`, by default the store beside it)."""
     from distill.models import resolve_model
     from distill.rundir import config_yaml, new_run_dir
 
@@ -487,19 +519,28 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
     base_reqs = baseline_requests(cfg, suite, generated=False)
     print(f"[distill] eval {run_id}: {len(requests)} requests per model, models: {', '.join(models)}")
     metrics = RunMetrics(run_dir, t_start)
-    with ray_session(cfg.ray, run_dir / "logs"):
+    return EvalRun(cfg, run_id, run_dir, t_start, ckpt, suite, requests, models, base_reqs, metrics)
+
+
+def run_evaluations(job: EvalRun) -> Evaluated:
+    """One Ray session: the student (and the untrained student) on one engine, weights swapped in
+    place; the teacher as a task of its own."""
+    from distill.cluster.session import ray_session
+
+    cfg = job.cfg
+    with ray_session(cfg.ray, job.run_dir / "logs"):
         engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code)
         runner = EvalRunner(
             cfg.eval, cfg.seed, trust_remote_code=cfg.train.trust_remote_code, use_cache=cfg.eval.cache, engine=engine
         )
-        for name, path in models.items():
+        for name, path in job.models.items():
             if name == "student":
-                runner.submit(name, str(path), requests, on_engine=True)
-            elif base_reqs.get(name):
+                runner.submit(name, str(path), job.requests, on_engine=True)
+            elif job.baseline_requests.get(name):
                 runner.submit(
                     name,
                     str(path),
-                    base_reqs[name],
+                    job.baseline_requests[name],
                     cacheable=True,
                     on_engine=name == "untrained",
                     trust_remote_code=cfg.teacher.trust_remote_code if name == "teacher" else None,
@@ -508,21 +549,30 @@ def main(cfg: RunConfig, checkpoint: str, baselines: list[str] | None = None, tr
             results = runner.wait()
         finally:
             engine_log = close_engine(engine)
-    for name, res in results.items():
-        metrics.add(eval_event(name, res, t_start))
-    wall = time.time() - t_start
+    return Evaluated(results, runner.errors, runner.cache_status, engine_log)
+
+
+def finish_eval(job: EvalRun, ev: Evaluated) -> dict:
+    """summary.json with the eval object, predictions, timeline, report."""
+    from distill.eval.report import write_report
+    from distill.metrics import provenance, write_json
+
+    for name, res in ev.results.items():
+        job.metrics.add(eval_event(name, res, job.t_start))
+    wall = time.time() - job.t_start
     summary = {
-        "run_id": run_id,
-        "run_dir": str(run_dir),
+        "run_id": job.run_id,
+        "run_dir": str(job.run_dir),
         "wall_s": round(wall, 1),
-        "checkpoint": str(ckpt),
-        "eval": {**eval_summary(suite, results, models, runner.errors, runner.cache_status), "engine": engine_log},
+        "checkpoint": str(job.checkpoint),
+        "eval": {**eval_summary(job.suite, ev.results, job.models, ev.errors, ev.sources), "engine": ev.engine_log},
         "provenance": provenance(),
     }
-    write_predictions(run_dir, results)
-    metrics.plot_timeline(run_dir / "timeline.png", wall)
-    metrics.close()
-    write_json(run_dir / "summary.json", summary)
-    write_report(run_dir, summary, {m: r["predictions"] for m, r in results.items()}, cfg.eval.samples_in_report)
-    print(f"[distill] report: {run_dir / 'report.html'}")
+    write_predictions(job.run_dir, ev.results)
+    job.metrics.plot_timeline(job.run_dir / "timeline.png", wall)
+    job.metrics.close()
+    write_json(job.run_dir / "summary.json", summary)
+    predictions = {m: r["predictions"] for m, r in ev.results.items()}
+    write_report(job.run_dir, summary, predictions, job.cfg.eval.samples_in_report)
+    print(f"[distill] report: {job.run_dir / 'report.html'}")
     return summary

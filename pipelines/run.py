@@ -26,7 +26,9 @@ from distill.data.sources import load_problems
 from distill.data.store import TraceStore
 from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
+from distill.pipelines.evaluate import Evaluated
 from distill.rundir import config_yaml, new_run_dir
+from distill.terminal import summary_lines
 
 
 @dataclass
@@ -60,16 +62,6 @@ class Plan:
     baselines: dict[str, str] = field(default_factory=dict)  # baseline name -> model path
     baseline_requests: dict[str, list[dict]] = field(default_factory=dict)
     teacher_mismatch: str | None = None  # why the teacher's generation cannot stand in for its evaluation
-
-
-@dataclass
-class Evaluated:
-    """The evaluations of a run: predictions per model, errors, where each model's answers came from."""
-
-    results: dict = field(default_factory=dict)
-    errors: dict = field(default_factory=dict)
-    sources: dict = field(default_factory=dict)
-    engine_log: list = field(default_factory=list)
 
 
 @dataclass
@@ -261,7 +253,7 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
     from ray.util.queue import Queue
 
     from distill.cluster.session import ray_session
-    from distill.pipelines.stages import EventPump, generation_stream, student_trainer
+    from distill.pipelines.stages import EventPump, generation_stream
 
     cfg, metrics = run.cfg, RunMetrics(run.run_dir, run.t_start)
     sequential = cfg.stages == "sequential"
@@ -286,18 +278,7 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
         ):
             if sequential:  # the stages one after another: generation and scoring end here, their actors go
                 stream = stream.materialize()
-            trainer = student_trainer(
-                cfg,
-                stream,
-                run.student_path,
-                str(plan.store.root),
-                run.run_dir,
-                events,
-                str(plan.in_loop_file) if live and plan.in_loop_file else None,
-                expected_traces=len(plan.problems) * cfg.teacher.samples,
-                engine=live.engine if live else None,
-            )
-            result = trainer.fit()
+            result = fit_student(run, plan, stream, events, live)
             t_trained = time.time()
             final_step = int((result.metrics or {}).get("step") or 0)  # the student evaluated is this step's
             if result.checkpoint is not None:
@@ -306,6 +287,26 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
             evaluated = lane.finish(student, final_step) if lane else Evaluated()
         nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
     return Outcome(metrics, result.checkpoint, final_step, t_trained, evaluated, nodes, time.time() - run.t_start)
+
+
+def fit_student(run: Run, plan: Plan, stream, events, live: EvalLane | None):
+    """Ray Train's fit of the student: the stream in epoch 1, the trace store after; checkpoints scored
+    in-loop on the live evaluation lane's engine (when there is one). Returns its ray.train.Result."""
+    from distill.pipelines.stages import student_trainer
+
+    cfg = run.cfg
+    trainer = student_trainer(
+        cfg,
+        stream,
+        run.student_path,
+        str(plan.store.root),
+        run.run_dir,
+        events,
+        str(plan.in_loop_file) if live and plan.in_loop_file else None,
+        expected_traces=len(plan.problems) * cfg.teacher.samples,
+        engine=live.engine if live else None,
+    )
+    return trainer.fit()
 
 
 def export_student(checkpoint, student_dir: Path) -> None:
@@ -340,7 +341,7 @@ def finish(run: Run, plan: Plan, out: Outcome) -> dict:
 
         predictions = {m: r["predictions"] for m, r in out.evaluated.results.items()}
         write_report(run_dir, summary, predictions, cfg.eval.samples_in_report)
-    _print_summary(summary)
+    print("\n".join(summary_lines(summary)))
     return summary
 
 
@@ -448,59 +449,3 @@ def _hparams(metrics: RunMetrics, cfg: RunConfig, summary: dict) -> None:
         if "student" in by_model:
             results[f"hparam/{split}_accuracy"] = by_model["student"]["accuracy"]
     metrics.hparams(flat, results)
-
-
-def _print_summary(s: dict) -> None:
-    st = s["stages"]
-    print(f"\n[distill] done in {s['wall_s']:.0f}s  run dir: {s['run_dir']}")
-    print(
-        f"  teacher: {st['teacher']['problems']} problems, {st['teacher']['tokens_out']} tokens, "
-        f"{st['teacher']['tokens_per_s']} tok/s (busy {st['teacher']['busy_s']}s, ended at {st['teacher']['end']}s)"
-    )
-    print(
-        f"  scorer : {st['scorer']['accepted']} accepted / {st['scorer']['rejected']} rejected "
-        f"(accept rate {st['scorer']['accept_rate']}), {st['scorer']['quarantined']} quarantined"
-    )
-    print(
-        f"  train  : {st['train']['steps']} steps, {st['train']['tokens']} tokens, "
-        f"{st['train']['tokens_per_s']} tok/s, first step at {st['train']['first_step_at']}s, "
-        f"final loss {st['train']['final_loss']}"
-    )
-    print(
-        f"  overlap ratio wall/(sum of busy) = {s['overlap_ratio']}   core utilisation = "
-        f"{s.get('core_utilisation')} (core-seconds computed / wall x {s.get('machine_cores')} cores)   "
-        f"student: {s['student_checkpoint']}"
-    )
-    if len(s.get("cluster_nodes", [])) > 1:  # on a cluster: where each stage ran
-        for stage, where in s["placement"].items():
-            print(
-                f"  {stage:<8}ran on "
-                + "; ".join(
-                    " ".join(
-                        [
-                            p["node_id"][:8],
-                            *(str(d) for d in (p["labels"], p["custom_resources"]) if d),
-                            f"({p['events']} events)",
-                        ]
-                    )
-                    for p in where
-                )
-            )
-    ev = s.get("eval")
-    if ev:
-        models = [m for m in ("teacher", "untrained", "student") if m in ev["models"]]
-        print("  eval accuracy [95% CI] n   " + "".join(f"{m:>30}" for m in models))
-        for split, by_model in ev["splits"].items():
-            # each cell carries its own n: the teacher's in_distribution may come from its generation (other problems)
-            cells = [
-                f"{by_model[m]['accuracy']:.3f} [{by_model[m]['ci'][0]:.2f},{by_model[m]['ci'][1]:.2f}] n={by_model[m]['n']}"
-                if m in by_model
-                else "-"
-                for m in models
-            ]
-            print(f"    {split:<25}" + "".join(f"{c:>30}" for c in cells))
-        for v in ev.get("comparisons", {}).get("verdicts", []):
-            print(f"  {v}")
-        for m, src in ev.get("sources", {}).items():
-            print(f"  {m} answers: {src}")
-        print(f"  report: {s['run_dir']}/report.html")

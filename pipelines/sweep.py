@@ -8,28 +8,63 @@
 4. per arm: accuracy (mean over seeds) with a bootstrap interval over problems, and a paired
    comparison with the best arm; the frontier (accuracy vs supervision tokens) -> frontier.png,
    report.md, summary.json
+
+On one page:
+
+  main ─► open_sweep (run dir, arms, the store generated or reused, validation problems)   -> Sweep
+       ─► generate_train_evaluate (one Ray session: steps 1-3)                            -> Trained
+       ─► finish (arm rows, frontier.png, summary.json, report.md, predictions)
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import PromptConfig, RunConfig, TrainConfig
 from distill.data.sources import load_problems
 from distill.data.store import TraceStore
-from distill.eval.stats import bootstrap, paired_diff
+from distill.eval.arms import arm_accuracy, arm_training, report_md, share
 from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
 
 
-def main(cfg: RunConfig, from_store: str | None = None) -> dict:
-    from ray.util.queue import Queue
+@dataclass
+class Sweep:
+    """Where a sweep lives and what it compares: fixed before anything is computed."""
 
-    from distill.cluster.session import ray_session
-    from distill.pipelines.stages import EventPump, generation_stream
+    cfg: RunConfig
+    run_id: str
+    run_dir: Path
+    t_start: float
+    arms: dict  # arm name -> its `train` overrides
+    student_path: str
+    store: TraceStore
+    generate: bool  # False: the traces come from --from-store
+    held_out: dict  # validation_problems() before generation (re-checked after it)
+    metrics: RunMetrics
+
+
+@dataclass
+class Trained:
+    """What the Ray session produced: the validation problems used, every trial, every evaluation."""
+
+    held_out: dict
+    trials: dict
+    evals: dict
+    phases_s: dict
+
+
+def main(cfg: RunConfig, from_store: str | None = None) -> dict:
+    sweep = open_sweep(cfg, from_store)
+    return finish(sweep, generate_train_evaluate(sweep))
+
+
+def open_sweep(cfg: RunConfig, from_store: str | None) -> Sweep:
+    """The run directory with its config.yaml, the arms, the trace store (checked when reused) and the
+    validation problems: a sweep with nothing to train on or nothing to compare on fails here."""
     from distill.rundir import config_yaml, new_run_dir
 
     arms = cfg.sweep.arm_overrides()
@@ -45,62 +80,81 @@ def main(cfg: RunConfig, from_store: str | None = None) -> dict:
     student_path = resolve_model(cfg.train.student)
     store = TraceStore(store_root or run_dir / "store")
     metrics = RunMetrics(run_dir, t_start)
+    return Sweep(cfg, run_id, run_dir, t_start, arms, student_path, store, store_root is None, held_out, metrics)
 
-    with ray_session(cfg.ray, run_dir / "logs"):
-        # 1. Traces, generated once (or reused).
-        if store_root is None:
-            loaded = load_problems(cfg.sources)
-            store.append_quarantine(loaded.quarantined)
-            teacher_path = resolve_model(cfg.teacher.model)
-            events = Queue(actor_options={"num_cpus": 0})
-            stream = generation_stream(cfg, loaded.problems, teacher_path, str(store.root), events, student_path)
-            with EventPump(events, metrics, len(loaded.problems), cfg.teacher.samples):
-                for _ in stream.iter_batches(batch_size=None):
-                    pass
-            held_out = validation_problems(cfg, store)  # re-check against what was generated
-        t_gen = time.time() - t_start
-        # 2. One student per arm and seed.
-        trials = train_students(cfg, arms, str(store.root), student_path, run_dir)
-        t_train = time.time() - t_start - t_gen
-        # 3. Every student and the untrained one on the same validation problems.
-        models = {"untrained": student_path, **{name: t["checkpoint"] for name, t in trials.items()}}
+
+def generate_train_evaluate(sw: Sweep) -> Trained:
+    """One Ray session: traces (unless reused), one student per arm and seed, every student and the
+    untrained one on the same validation problems."""
+    from distill.cluster.session import ray_session
+
+    cfg, held_out = sw.cfg, sw.held_out
+    with ray_session(cfg.ray, sw.run_dir / "logs"):
+        if sw.generate:
+            generate_traces(sw)
+            held_out = validation_problems(cfg, sw.store)  # re-check against what was generated
+        t_gen = time.time() - sw.t_start
+        trials = train_students(cfg, sw.arms, str(sw.store.root), sw.student_path, sw.run_dir)
+        t_train = time.time() - sw.t_start - t_gen
+        models = {"untrained": sw.student_path, **{name: t["checkpoint"] for name, t in trials.items()}}
         evals = evaluate_models(cfg, models, held_out["problems"])
-        t_eval = time.time() - t_start - t_gen - t_train
+        t_eval = time.time() - sw.t_start - t_gen - t_train
+    phases = {"generate": round(t_gen, 1), "train": round(t_train, 1), "evaluate": round(t_eval, 1)}
+    return Trained(held_out, trials, evals, phases)
 
-    # 4. Arms compared, and the frontier.
-    rows = arm_rows(cfg, arms, store, trials, evals)
-    wall = time.time() - t_start
-    plot_frontier(rows, evals["untrained"]["accuracy"], run_dir / "frontier.png")
-    traces, accepted = store.traces(), store.traces(accepted_only=True)
-    summary = {
-        "run_id": run_id,
-        "run_dir": str(run_dir),
-        "wall_s": round(wall, 1),
-        "trace_store": str(store.root),
-        "phases_s": {"generate": round(t_gen, 1), "train": round(t_train, 1), "evaluate": round(t_eval, 1)},
-        "traces": traces.num_rows,
-        "accepted": accepted.num_rows,
-        "seeds": cfg.sweep.seeds,
-        "wrong_intermediate_share": round(_share(traces.column("wrong_intermediate").to_pylist()), 4),
-        "wrong_intermediate_share_accepted": round(_share(accepted.column("wrong_intermediate").to_pylist()), 4),
-        "validation": {k: v for k, v in held_out.items() if k != "problems"},
-        "baseline_accuracy": evals["untrained"]["accuracy"],
-        "arms": rows,
-        "best": rows[0]["arm"] if rows else None,
-        "provenance": provenance(),
-    }
-    write_json(run_dir / "summary.json", summary)
-    (run_dir / "report.md").write_text(report_md(summary))
-    (run_dir / "eval").mkdir(exist_ok=True)
-    for name, ev in evals.items():
-        (run_dir / "eval" / f"{name}.jsonl").write_text("\n".join(json.dumps(p) for p in ev["predictions"]) + "\n")
-    metrics.close()
+
+def generate_traces(sw: Sweep) -> None:
+    """Teacher -> scorer into the sweep's own store, the recipe's rejects quarantined at the source."""
+    from ray.util.queue import Queue
+
+    from distill.pipelines.stages import EventPump, generation_stream
+
+    cfg = sw.cfg
+    loaded = load_problems(cfg.sources)
+    sw.store.append_quarantine(loaded.quarantined)
+    teacher_path = resolve_model(cfg.teacher.model)
+    events = Queue(actor_options={"num_cpus": 0})
+    stream = generation_stream(cfg, loaded.problems, teacher_path, str(sw.store.root), events, sw.student_path)
+    with EventPump(events, sw.metrics, len(loaded.problems), cfg.teacher.samples):
+        for _ in stream.iter_batches(batch_size=None):
+            pass
+
+
+def finish(sw: Sweep, out: Trained) -> dict:
+    """Arms compared, the frontier plotted; summary.json, report.md and every model's predictions."""
+    rows = arm_rows(sw.cfg, sw.arms, sw.store, out.trials, out.evals)
+    wall = time.time() - sw.t_start
+    plot_frontier(rows, out.evals["untrained"]["accuracy"], sw.run_dir / "frontier.png")
+    summary = sweep_summary(sw, out, rows, wall)
+    write_json(sw.run_dir / "summary.json", summary)
+    (sw.run_dir / "report.md").write_text(report_md(summary))
+    (sw.run_dir / "eval").mkdir(exist_ok=True)
+    for name, ev in out.evals.items():
+        (sw.run_dir / "eval" / f"{name}.jsonl").write_text("\n".join(json.dumps(p) for p in ev["predictions"]) + "\n")
+    sw.metrics.close()
     print(report_md(summary))
     return summary
 
 
-def _share(flags: list) -> float:
-    return sum(bool(f) for f in flags) / len(flags) if flags else 0.0
+def sweep_summary(sw: Sweep, out: Trained, rows: list[dict], wall: float) -> dict:
+    traces, accepted = sw.store.traces(), sw.store.traces(accepted_only=True)
+    return {
+        "run_id": sw.run_id,
+        "run_dir": str(sw.run_dir),
+        "wall_s": round(wall, 1),
+        "trace_store": str(sw.store.root),
+        "phases_s": out.phases_s,
+        "traces": traces.num_rows,
+        "accepted": accepted.num_rows,
+        "seeds": sw.cfg.sweep.seeds,
+        "wrong_intermediate_share": round(share(traces.column("wrong_intermediate").to_pylist()), 4),
+        "wrong_intermediate_share_accepted": round(share(accepted.column("wrong_intermediate").to_pylist()), 4),
+        "validation": {k: v for k, v in out.held_out.items() if k != "problems"},
+        "baseline_accuracy": out.evals["untrained"]["accuracy"],
+        "arms": rows,
+        "best": rows[0]["arm"] if rows else None,
+        "provenance": provenance(),
+    }
 
 
 def validation_problems(cfg: RunConfig, store: TraceStore | None) -> dict:
@@ -242,72 +296,27 @@ def evaluate_models(cfg: RunConfig, models: dict[str, str], problems: list[dict]
     return out
 
 
-def _correct_by_problem(preds: list[dict]) -> dict[str, float]:
-    return {p["problem_id"]: float(p["correct"]) for p in preds}
-
-
 def arm_rows(cfg: RunConfig, arms: dict, store: TraceStore, trials: dict, evals: dict) -> list[dict]:
     """One row per arm, best first: mean accuracy over seeds with a bootstrap interval over problems,
-    and the paired difference from the best arm (and from the untrained student)."""
+    and the paired difference from the best arm (and from the untrained student); the supervision it
+    trained on, and what its trials did."""
     from distill.actors.student import store_training_rows
 
-    ids = [p["problem_id"] for p in evals["untrained"]["predictions"]]
-    per_arm: dict[str, list[float]] = {}
-    seed_accs: dict[str, list[float]] = {}
-    for name, t in trials.items():
-        by = _correct_by_problem(evals[name]["predictions"])
-        seed_accs.setdefault(t["arm"], []).append(evals[name]["accuracy"])
-        acc = per_arm.setdefault(t["arm"], [0.0] * len(ids))
-        for i, pid in enumerate(ids):
-            acc[i] += by[pid] / cfg.sweep.seeds  # the arm's per-problem accuracy, averaged over seeds
-    untrained = [_correct_by_problem(evals["untrained"]["predictions"])[pid] for pid in ids]
-    mean = {a: sum(v) / len(v) for a, v in per_arm.items()}
-    best = max(mean, key=mean.get)
     rows = []
-    for arm, v in per_arm.items():
+    for arm, acc in arm_accuracy(trials, evals, cfg.sweep.seeds).items():
         train = {**cfg.train.model_dump(), **arms[arm]}
         sup_rows = store_training_rows(str(store.root), train["supervision"])
         toks = [r["student_tokens"] or 0 for r in sup_rows]
         row = {
             "arm": arm,
             "overrides": arms[arm],
-            "accuracy": round(mean[arm], 4),
-            "ci": _mean_ci(v),
-            "seed_accuracies": [round(x, 4) for x in seed_accs[arm]],
-            "vs_best": _paired(v, per_arm[best], cfg.sweep.seeds),
-            "vs_untrained": _paired(v, untrained, cfg.sweep.seeds),
+            **acc,
             "examples": len(sup_rows),
             "mean_supervision_tokens": round(sum(toks) / len(toks), 1) if toks else 0.0,
-            "mean_generated_tokens": round(
-                sum(evals[n]["mean_tokens"] for n, t in trials.items() if t["arm"] == arm) / cfg.sweep.seeds, 1
-            ),
-            "train_steps": next(t["steps"] for t in trials.values() if t["arm"] == arm),
-            "final_loss": [t["final_loss"] for t in trials.values() if t["arm"] == arm],
+            **arm_training(trials, evals, arm, cfg.sweep.seeds),
         }
         rows.append(row)
     return sorted(rows, key=lambda r: -r["accuracy"])
-
-
-def _mean_ci(v: list[float]) -> list[float] | None:
-    ci = bootstrap(lambda idx: sum(v[i] for i in idx) / len(idx), len(v))
-    return [round(x, 4) for x in ci] if ci else None
-
-
-def _paired(a: list[float], b: list[float], seeds: int) -> dict:
-    """a - b on the same problems: Newcombe + McNemar with one seed (0/1 outcomes), else a bootstrap
-    interval of the mean per-problem difference (seed-averaged accuracies)."""
-    if seeds == 1:
-        d = paired_diff([x > 0.5 for x in a], [x > 0.5 for x in b])
-        return {
-            "diff": round(d["diff"], 4),
-            "ci": [round(x, 4) for x in d["ci"]],
-            "p_mcnemar": round(d["p_mcnemar"], 4),
-        }
-    diffs = [x - y for x, y in zip(a, b)]
-    ci = bootstrap(
-        lambda idx: sum(diffs[i] for i in idx) / len(idx), len(diffs), seed=random.Random(1).randrange(10**6)
-    )
-    return {"diff": round(sum(diffs) / len(diffs), 4), "ci": [round(x, 4) for x in ci] if ci else None}
 
 
 def plot_frontier(rows: list[dict], baseline: float, path: Path) -> None:
@@ -337,33 +346,3 @@ def plot_frontier(rows: list[dict], baseline: float, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _ci(x) -> str:
-    return f"[{x[0]:.3f}, {x[1]:.3f}]" if x else "[–]"
-
-
-def report_md(s: dict) -> str:
-    v = s["validation"]
-    lines = [
-        f"# Sweep {s['run_id']}",
-        "",
-        f"Traces: {s['traces']} ({s['accepted']} accepted); wrong intermediate step: "
-        f"{s['wrong_intermediate_share']:.1%} of all traces, {s['wrong_intermediate_share_accepted']:.1%} "
-        f"of accepted. Validation problems (training tasks, never a test split): {v['n']} "
-        f"({v['dropped_overlap']} dropped for overlapping training or test problems). Untrained student: "
-        f"{s['baseline_accuracy']:.3f}. {s['seeds']} seed(s) per arm. Wall {s['wall_s']:.0f} s.",
-        "",
-        "| arm | accuracy [95% CI] | vs best (paired) | vs untrained (paired) | seeds | examples | "
-        "mean supervision tokens | mean generated tokens |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in s["arms"]:
-        vb, vu = r["vs_best"], r["vs_untrained"]
-        lines.append(
-            f"| {r['arm']} | {r['accuracy']:.3f} {_ci(r['ci'])} | {vb['diff']:+.3f} {_ci(vb['ci'])} | "
-            f"{vu['diff']:+.3f} {_ci(vu['ci'])} | {', '.join(f'{x:.3f}' for x in r['seed_accuracies'])} | "
-            f"{r['examples']} | {r['mean_supervision_tokens']} | {r['mean_generated_tokens']} |"
-        )
-    lines += ["", "![frontier](frontier.png)", ""]
-    return "\n".join(lines)

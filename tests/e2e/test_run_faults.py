@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import NO_EVAL
 
 from distill.actors.student import store_training_rows
 from distill.config import load_config
@@ -21,22 +22,13 @@ from distill.train.schedule import steps_per_epoch
 
 pytestmark = pytest.mark.e2e
 
-NO_EVAL = [
-    "--set",
-    "eval.in_distribution=[]",
-    "--set",
-    "eval.related=[]",
-    "--set",
-    "eval.difficulty_shift=[]",
-    "--set",
-    "eval.prompt_styles={}",
-]
+SET_NO_EVAL = [arg for o in NO_EVAL for arg in ("--set", o)]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
     log = open(out / "driver.log", "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}", *NO_EVAL, *extra],
+        [sys.executable, "-m", "distill.cli", "run", "smoke", "--set", f"output_dir={out}", *SET_NO_EVAL, *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

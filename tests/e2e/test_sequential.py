@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers import NO_EVAL
 
 pytestmark = pytest.mark.e2e
-
-NO_EVAL = ("eval.in_distribution=[]", "eval.related=[]", "eval.difficulty_shift=[]", "eval.prompt_styles={}")
 
 
 def test_sequential_stages_do_not_overlap_and_train_every_trace(tmp_path):

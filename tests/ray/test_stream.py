@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import NO_EVAL  # these tests are about the stream: no eval suite
 
 from distill.config import load_config
 from distill.data.store import TraceStore
@@ -39,10 +40,6 @@ def _cfg(tmp_path, teacher, student, extra=()):
             *extra,
         ],
     )
-
-
-# The eval suite (vLLM engines per model) is covered end to end by tests/e2e; these tests are about the stream.
-NO_EVAL = ("eval.in_distribution=[]", "eval.related=[]", "eval.difficulty_shift=[]", "eval.prompt_styles={}")
 
 
 def test_stream_stores_every_sample_once_and_counts_rejects(tiny_model, tmp_path):
