@@ -18,6 +18,7 @@ from distill.config import ScorerConfig
 from distill.data.ledger import exactly_once
 from distill.data.schema import SCORER_INPUT, require_columns
 from distill.data.store import TraceStore
+from distill.events import StageEvent
 from distill.faults import fault_point
 from distill.metrics import emit
 from distill.trace.scoring import accepted_variants, score_rows, training_table, unparseable
@@ -71,18 +72,20 @@ class TraceScorer:
         accepted = sum(r["verdict"] == "accepted" for r in rows)
         emit(
             self.events,
-            {
-                "stage": "scorer",
-                "actor": self.actor,
-                "t0": t0,
-                "t1": time.time(),
-                "rows_in": len(rows),
-                "rows_out": accepted,
-                "count/accepted": accepted,
-                "count/rejected": len(rows) - accepted,
-                "count/correct": sum(r["correct"] for r in rows),
-                "count/quarantined": quarantined,
-                "count/wrong_intermediate": sum(bool(r["wrong_intermediate"]) for r in rows),
-                "count/variants_failed": sum(not v["ok"] for v in variants),
-            },
+            StageEvent(
+                "scorer",
+                self.actor,
+                t0,
+                time.time(),
+                rows_in=len(rows),
+                rows_out=accepted,
+                counts={
+                    "accepted": accepted,
+                    "rejected": len(rows) - accepted,
+                    "correct": sum(r["correct"] for r in rows),
+                    "quarantined": quarantined,
+                    "wrong_intermediate": sum(bool(r["wrong_intermediate"]) for r in rows),
+                    "variants_failed": sum(not v["ok"] for v in variants),
+                },
+            ),
         )

@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 
 from distill.config import PromptConfig, TrainConfig
 from distill.data.schema import TRAIN_INPUT, require_columns
+from distill.events import StageEvent
 from distill.metrics import emit
 from distill.prompts import messages_for, pick_style, style_of
 from distill.train.accounting import (
@@ -51,7 +52,7 @@ TRAINING_STATE_FILES = (STATE_FILE, POSITION_FILE)  # not part of the exported H
 
 def store_training_rows(store_root: str, supervision: dict[str, float]) -> list[dict]:
     """What epochs >= 2 train on: per accepted trace, the variant the mixture picks, if its re-check
-    passed (`ok`): the same rule as the live stream's (actors/scorer.py training_table)."""
+    passed (`ok`): the same rule as the live stream's (distill/trace/scoring.py training_table)."""
     from distill.data.store import TraceStore
     from distill.trace.variants import picked_variants
 
@@ -393,22 +394,20 @@ class WorkerLoop:
         m = student.step(group, horizon=est)
         emit(
             self.events,
-            {
-                "stage": "train",
-                "actor": self.actor,
-                "t0": t0,
-                "t1": time.time(),
-                "step": student.steps,
-                "rows_in": sum(len(b) for b in group),
-                "rows_out": m["examples"],
-                "loss": m["loss"],
-                "lr": m["lr"],
-                "epoch": epoch,
-                "count/tokens": m["tokens"],
-                "count/skipped_too_long": m["skipped"],
-                "count/empty_steps": int(not m["stepped"]),
-                "horizon": student.total_steps,
-            },
+            StageEvent(
+                "train",
+                self.actor,
+                t0,
+                time.time(),
+                rows_in=sum(len(b) for b in group),
+                rows_out=m["examples"],
+                counts={"tokens": m["tokens"], "skipped_too_long": m["skipped"], "empty_steps": int(not m["stepped"])},
+                step=student.steps,
+                epoch=epoch,
+                loss=m["loss"],
+                lr=m["lr"],
+                horizon=student.total_steps,
+            ),
         )
         return m
 

@@ -26,6 +26,7 @@ from distill.config import PromptConfig, TeacherConfig
 from distill.data.ledger import split_replayed, teacher_ledger
 from distill.data.schema import TEACHER_INPUT, TRACE_SCHEMA, require_columns, to_table
 from distill.data.store import TraceStore
+from distill.events import StageEvent
 from distill.generate.decode import cut_at_eos, cut_at_stop, engine_samples, trace_rows
 from distill.generate.room import room_to_answer, too_long
 from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
@@ -111,19 +112,21 @@ class _TeacherBase:
         rows = call.replayed + fresh
         emit(
             self.events,
-            {
-                "stage": "teacher",
-                "actor": self.actor,
-                "t0": call.t0,
-                "t1": time.time(),
-                **({"cores": self.cores} if self.cores else {}),
-                "rows_in": call.rows_in,
-                "rows_out": len(rows),
-                "count/problems": call.rows_in,
-                "count/tokens_out": sum(r["completion_tokens"] for r in fresh),
-                "count/replayed": len(call.replayed),
-                "count/quarantined": call.quarantined,
-            },
+            StageEvent(
+                "teacher",
+                self.actor,
+                call.t0,
+                time.time(),
+                rows_in=call.rows_in,
+                rows_out=len(rows),
+                counts={
+                    "problems": call.rows_in,
+                    "tokens_out": sum(r["completion_tokens"] for r in fresh),
+                    "replayed": len(call.replayed),
+                    "quarantined": call.quarantined,
+                },
+                cores=self.cores or None,
+            ),
         )
         return to_table(rows, TRACE_SCHEMA)
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
+
+from distill.events import StageEvent
 
 STAGES = ("teacher", "scorer", "train")
 LANES = STAGES + ("eval",)  # the timeline also shows evaluations (baselines, in-loop checkpoints)
@@ -49,7 +52,8 @@ class RunMetrics:
             self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), flush_secs=10)
 
     # -- ingest ----------------------------------------------------------------------------
-    def add(self, ev: dict) -> None:
+    def add(self, event: StageEvent) -> None:
+        ev = event.record()  # the flat record: what events.jsonl stores and what the summary reads
         stage = ev["stage"]
         self.events[stage].append(ev)
         self._log.write(json.dumps(ev, default=str) + "\n")
@@ -279,16 +283,17 @@ def _node_id() -> str:
     return _NODE_ID
 
 
-def emit(sink, ev: dict) -> None:
-    """Send a stage event: `sink` is a ray.util.queue.Queue (in a run), a list (tests) or None."""
+def emit(sink, ev: StageEvent) -> None:
+    """Send a stage event: `sink` is a ray.util.queue.Queue (in a run), a list (tests: it collects the
+    records, as events.jsonl would) or None."""
     if sink is None:
         return
     if isinstance(sink, list):
-        sink.append(ev)
+        sink.append(ev.record())
         return
     try:
-        if "node" not in ev:
-            ev = {**ev, "node": _node_id()}
+        if ev.node is None:
+            ev = replace(ev, node=_node_id())
         sink.put_nowait(ev)
     except Exception as e:  # metrics must never take a stage down
         print(f"[distill] dropped a metrics event ({type(e).__name__}: {e})")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from distill.config import EvalConfig, RunConfig
 from distill.eval.suite import build_requests, load_suite, summarize
+from distill.events import StageEvent
 from distill.metrics import RunMetrics, emit
 
 
@@ -133,26 +134,24 @@ def evaluate_task(resources: dict):
     return ray.remote(max_calls=1)(_evaluate).options(**resources)
 
 
-def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | None = None) -> dict:
+def eval_event(model: str, result: dict, t0: float, step: int = 0, epoch: int | None = None) -> StageEvent:
     """A stage event (TensorBoard `eval/<model>/<split>_accuracy`, timeline lane) for one evaluation."""
     s = summarize({model: result["predictions"]})["splits"]
-    ev = {
-        "stage": "eval",
-        "actor": f"eval {model}",
-        "model": model,
-        "t0": t0,
-        "t1": time.time(),
-        "step": step,
-        "epoch": epoch,
-        "rows_in": len(result["predictions"]),
-        "rows_out": len(result["predictions"]),
-        "count/tokens": result["tokens"],
-    }
-    if result.get("node"):
-        ev["node"] = result["node"]
-    for split, by_model in s.items():
-        ev[f"acc/{split}"] = by_model[model]["accuracy"]
-    return ev
+    n = len(result["predictions"])
+    return StageEvent(
+        "eval",
+        f"eval {model}",
+        t0,
+        time.time(),
+        rows_in=n,
+        rows_out=n,
+        counts={"tokens": result["tokens"]},
+        step=step,
+        epoch=epoch,
+        model=model,
+        accuracy={split: by_model[model]["accuracy"] for split, by_model in s.items()},
+        node=result.get("node") or None,
+    )
 
 
 @dataclass

@@ -211,8 +211,9 @@ class EventPump:
         n = self.queue.size()
         if not n:
             return
-        for ev in self.queue.get_nowait_batch(n):
-            self.metrics.add(ev)
+        for event in self.queue.get_nowait_batch(n):
+            self.metrics.add(event)
+            ev = event.record()
             c = self.metrics.counters
             if ev["stage"] == "eval":
                 accs = ", ".join(f"{k[4:]} {v:.3f}" for k, v in ev.items() if k.startswith("acc/"))

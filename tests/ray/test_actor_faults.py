@@ -26,9 +26,9 @@ def _kill_first(queue, stage: str, killed: list, after: int = 1, timeout: float 
         while time.time() < t_end and not killed:
             n = queue.size()
             for ev in queue.get_nowait_batch(n) if n else []:
-                if ev["stage"] != stage:
+                if ev.stage != stage:
                     continue
-                pid = int(ev["actor"].rsplit(":", 1)[1])
+                pid = int(ev.actor.rsplit(":", 1)[1])
                 seen[pid] = seen.get(pid, 0) + 1
                 if seen[pid] >= after and pid != os.getpid():
                     os.kill(pid, signal.SIGKILL)

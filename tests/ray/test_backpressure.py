@@ -82,7 +82,7 @@ def _stream_lead(tiny_model, tmp_path, buffer_mib):
         for batch in ds.iter_batches(batch_size=4, batch_format="pyarrow"):
             consumed += batch.num_rows
             n = q.size()
-            generated += sum(e["rows_out"] for e in (q.get_nowait_batch(n) if n else []) if e["stage"] == "teacher")
+            generated += sum(e.rows_out for e in (q.get_nowait_batch(n) if n else []) if e.stage == "teacher")
             leads.append(generated - consumed)
             plasma.append(_plasma_mib())
             rss.append(_ray_rss_mib())

@@ -57,7 +57,7 @@ def test_stream_stores_every_sample_once_and_counts_rejects(tiny_model, tmp_path
         q = Queue(actor_options={"num_cpus": 0})
         ds = generation_stream(cfg, loaded.problems, tiny_model, str(store.root), q)
         accepted = ds.take_all()
-        events = q.get_nowait_batch(q.size())
+        events = [e.record() for e in q.get_nowait_batch(q.size())]
     traces = store.traces()
     assert traces.num_rows == 12 * 2  # 12 valid prompts x 2 samples; the long prompt was quarantined
     assert len(set(traces.column("trace_id").to_pylist())) == 24

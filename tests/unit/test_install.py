@@ -2,6 +2,7 @@
 `cluster` or `pipelines` to clash with other projects), and it imports from the wheel alone; a source tree
 (a checkout, a Ray job's working_dir) resolves the same names to the folders beside distill/."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,13 +12,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_installs_one_top_level_name_and_imports_from_itself(tmp_path):
+    # built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns(".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", "tests")
+    shutil.copytree(ROOT, src, ignore=skip)
     subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            str(ROOT),
+            str(src),
             "--no-deps",
             "--no-build-isolation",
             "-q",
@@ -33,6 +38,14 @@ def test_the_wheel_installs_one_top_level_name_and_imports_from_itself(tmp_path)
         z.extractall(tmp_path / "site")
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"distill"}
     assert "distill/pipelines/recipes/quickstart.yaml" in names and "distill/cluster/ray-cluster.yaml" in names
+    # every module of the tree is in it (pyproject lists packages by hand: a new subpackage must be added)
+    tree = {
+        "/".join(("distill", folder, *f.relative_to(ROOT / folder).parts)).replace("distill/distill/", "distill/")
+        for folder in ("distill", "actors", "cluster", "pipelines")
+        for f in (ROOT / folder).rglob("*.py")
+    }
+    assert len(tree) > 60 and "distill/actors/student.py" in tree and "distill/data/store.py" in tree
+    assert tree - set(names) == set()
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "import distill.actors.student, distill.pipelines.run, distill.cluster.session\n"

@@ -2,6 +2,7 @@ import json
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from distill.events import StageEvent
 from distill.metrics import RunMetrics, emit, union_length
 
 
@@ -12,85 +13,58 @@ def test_union_length_counts_overlaps_once():
 
 
 def _events(t0):
+    return [
+        StageEvent("teacher", "a", t0 + 1, t0 + 5, 4, 4, {"problems": 4, "tokens_out": 400, "quarantined": 0}),
+        StageEvent("teacher", "a", t0 + 5, t0 + 9, 4, 4, {"problems": 4, "tokens_out": 400, "quarantined": 1}),
+        StageEvent(
+            "scorer", "s", t0 + 5, t0 + 5.5, 4, 3, {"accepted": 3, "rejected": 1, "correct": 3, "quarantined": 0}
+        ),
+        StageEvent(
+            "train",
+            "w",
+            t0 + 6,
+            t0 + 7,
+            2,
+            2,
+            {"tokens": 100, "skipped_too_long": 0},
+            step=1,
+            loss=2.0,
+            lr=1e-4,
+            epoch=1,
+        ),
+        StageEvent(
+            "train",
+            "w",
+            t0 + 10,
+            t0 + 11,
+            1,
+            1,
+            {"tokens": 60, "skipped_too_long": 1},
+            step=2,
+            loss=1.5,
+            lr=1e-4,
+            epoch=2,
+        ),
+    ]
+
+
+def test_an_event_record_is_flat_and_a_list_sink_collects_records():
+    ev = StageEvent("eval", "eval student", 1.0, 2.0, 3, 3, {"tokens": 9}, step=4, model="student", accuracy={"a": 0.5})
     evs = []
-    emit(
-        evs,
-        {
-            "stage": "teacher",
-            "actor": "a",
-            "t0": t0 + 1,
-            "t1": t0 + 5,
-            "rows_in": 4,
-            "rows_out": 4,
-            "count/problems": 4,
-            "count/tokens_out": 400,
-            "count/quarantined": 0,
-        },
-    )
-    emit(
-        evs,
-        {
-            "stage": "teacher",
-            "actor": "a",
-            "t0": t0 + 5,
-            "t1": t0 + 9,
-            "rows_in": 4,
-            "rows_out": 4,
-            "count/problems": 4,
-            "count/tokens_out": 400,
-            "count/quarantined": 1,
-        },
-    )
-    emit(
-        evs,
-        {
-            "stage": "scorer",
-            "actor": "s",
-            "t0": t0 + 5,
-            "t1": t0 + 5.5,
-            "rows_in": 4,
-            "rows_out": 3,
-            "count/accepted": 3,
-            "count/rejected": 1,
-            "count/correct": 3,
-            "count/quarantined": 0,
-        },
-    )
-    emit(
-        evs,
-        {
-            "stage": "train",
-            "actor": "w",
-            "t0": t0 + 6,
-            "t1": t0 + 7,
-            "rows_in": 2,
-            "rows_out": 2,
-            "step": 1,
-            "loss": 2.0,
-            "lr": 1e-4,
-            "epoch": 1,
-            "count/tokens": 100,
-            "count/skipped_too_long": 0,
-        },
-    )
-    emit(
-        evs,
-        {
-            "stage": "train",
-            "actor": "w",
-            "t0": t0 + 10,
-            "t1": t0 + 11,
-            "rows_in": 1,
-            "rows_out": 1,
-            "step": 2,
-            "loss": 1.5,
-            "lr": 1e-4,
-            "epoch": 2,
-            "count/tokens": 60,
-            "count/skipped_too_long": 1,
-        },
-    )
-    return evs
+    emit(evs, ev)
+    assert evs == [ev.record()]
+    assert ev.record() == {
+        "stage": "eval",
+        "actor": "eval student",
+        "t0": 1.0,
+        "t1": 2.0,
+        "model": "student",
+        "step": 4,
+        "rows_in": 3,
+        "rows_out": 3,
+        "count/tokens": 9,
+        "acc/a": 0.5,
+    }
 
 
 def test_summary_and_tensorboard(tmp_path):
@@ -139,10 +113,10 @@ def test_core_utilisation_weighs_busy_time_by_the_cores_each_actor_held(tmp_path
     assert [bind_cores(b, 8) for b in ("0", "0-3", "0,2", "0|1", None, "auto")] == [1, 4, 2, 2, 8, 8]
     m = RunMetrics(tmp_path, 0.0, tensorboard=False)
     evs = [
-        {"stage": "teacher", "actor": "t", "t0": 0.0, "t1": 60.0, "rows_in": 1, "rows_out": 1},
-        {"stage": "teacher", "actor": "t", "t0": 30.0, "t1": 80.0, "rows_in": 1, "rows_out": 1},  # overlaps: once
-        {"stage": "train", "actor": "w0", "t0": 10.0, "t1": 50.0, "rows_in": 1, "rows_out": 1, "epoch": 1},
-        {"stage": "train", "actor": "w0", "t0": 80.0, "t1": 100.0, "rows_in": 1, "rows_out": 1, "epoch": 2},
+        StageEvent("teacher", "t", 0.0, 60.0, 1, 1),
+        StageEvent("teacher", "t", 30.0, 80.0, 1, 1),  # overlaps: once
+        StageEvent("train", "w0", 10.0, 50.0, 1, 1, epoch=1),
+        StageEvent("train", "w0", 80.0, 100.0, 1, 1, epoch=2),
     ]
     for ev in evs:
         m.add(ev)
