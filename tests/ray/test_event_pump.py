@@ -11,6 +11,7 @@ def test_teacher_ready_fires_on_the_first_teacher_batch_and_done_on_the_last(tmp
     import ray
     from ray.util.queue import Queue
 
+    from distill.events import StageEvent
     from distill.metrics import RunMetrics
     from distill.pipelines.stages import EventPump
 
@@ -20,16 +21,8 @@ def test_teacher_ready_fires_on_the_first_teacher_batch_and_done_on_the_last(tmp
         q = Queue(actor_options={"num_cpus": 0})
         metrics = RunMetrics(tmp_path, time.time(), tensorboard=False)
 
-        def teacher(n: int) -> dict:
-            return {
-                "stage": "teacher",
-                "actor": "t",
-                "t0": 0.0,
-                "t1": 1.0,
-                "rows_in": n,
-                "rows_out": n,
-                "count/problems": n,
-            }
+        def teacher(n: int) -> StageEvent:
+            return StageEvent("teacher", "t", 0.0, 1.0, rows_in=n, rows_out=n, counts={"problems": n})
 
         with EventPump(
             q,
@@ -40,7 +33,7 @@ def test_teacher_ready_fires_on_the_first_teacher_batch_and_done_on_the_last(tmp
             on_teacher_ready=lambda: calls.append(("ready", metrics.counters["teacher/problems"])),
             on_teacher_done=lambda: calls.append(("done", metrics.counters["teacher/problems"])),
         ):
-            q.put({"stage": "scorer", "actor": "s", "t0": 0.0, "t1": 1.0, "rows_in": 1, "rows_out": 1})
+            q.put(StageEvent("scorer", "s", 0.0, 1.0, rows_in=1, rows_out=1))
             time.sleep(0.3)
             assert calls == []  # a scorer event is not the teacher being up
             for n in (2, 2, 1):
