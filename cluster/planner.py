@@ -268,6 +268,24 @@ def nodes_from_launcher(cfg: dict) -> list[dict]:
     return nodes
 
 
+def cluster_config_from_launcher(cfg: dict):
+    """A launcher YAML's worker node types as the autoscaler's ClusterConfig (what grown_nodes reads):
+    one node group per type but the head's, with its declared resources and min/max_workers. A type
+    without declared resources (the launcher fills them from the instance type at runtime) is left
+    out: its nodes' size is unknown here."""
+    from ray.core.generated import autoscaler_pb2
+
+    cc = autoscaler_pb2.ClusterConfig()
+    for name, t in (cfg.get("available_node_types") or {}).items():
+        res = {k: int(v) for k, v in (t.get("resources") or {}).items() if k != "object_store_memory"}
+        if name == cfg.get("head_node_type") or not res:
+            continue
+        g = cc.node_group_configs.add()
+        g.name, g.min_count, g.max_count = name, int(t.get("min_workers", 0)), int(t.get("max_workers", 0))
+        g.resources.update(res)
+    return cc
+
+
 def nodes_from_kuberay(manifest: dict) -> list[dict]:
     """A KubeRay RayJob or RayCluster manifest as `ray.nodes()`-shaped dicts: the head group and every
     worker group at maxReplicas. Resources come from rayStartParams (num-cpus, num-gpus, resources,

@@ -82,12 +82,61 @@ def unshared_nodes(ray, directory, nodes: list[dict], timeout_s: float = 300) ->
 
 
 def autoscaler_config(ray):
-    """The autoscaler's node groups (resources, min/max count) as it stored them in the GCS, or None
-    (no autoscaler: an embedded Ray, a fixed `ray start` cluster). A private Ray API: read defensively."""
+    """The autoscaler's node groups (resources, min/max count) as a ClusterConfig, or None (no
+    autoscaler: an embedded Ray, a fixed `ray start` cluster, or one whose autoscaler runs elsewhere).
+
+    First what the autoscaler stored in the GCS (`get_cluster_config()`, a private Ray API: read
+    defensively). Ray 2.60's autoscalers (v1 and v2) never store it -- only later releases' v2 does; the
+    GCS client of 2.60 has no call to do so -- so, else, the autoscaling config file the autoscaler on
+    this node runs with: `ray up` starts it on the head with `--autoscaling-config
+    ~/ray_bootstrap_config.yaml`, where `ray job submit` runs the driver too."""
     try:
-        return ray._private.state.state.get_cluster_config()
+        cc = ray._private.state.state.get_cluster_config()
+    except Exception:
+        cc = None
+    if cc is not None and cc.node_group_configs:
+        return cc
+    try:
+        gcs = ray.get_runtime_context().gcs_address
     except Exception:
         return None
+    path = autoscaling_config_path(gcs)
+    if path is None:
+        return None
+    import yaml
+
+    from distill.cluster.planner import cluster_config_from_launcher
+
+    with open(path) as f:
+        return cluster_config_from_launcher(yaml.safe_load(f))
+
+
+def autoscaling_config_path(gcs_address: str, proc: str = "/proc") -> str | None:
+    """The `--autoscaling-config` of the autoscaler process (Ray's monitor) on this node that serves the
+    cluster at `gcs_address`. Read from /proc by hand: Ray exposes neither the path nor the config, and
+    psutil is not a dependency of ours."""
+    for pid in os.listdir(proc) if os.path.isdir(proc) else []:
+        if not pid.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, pid, "cmdline"), "rb") as f:
+                args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:  # gone, or not ours to read
+            continue
+        config = _flag(args, "--autoscaling-config")
+        if config and _flag(args, "--gcs-address") == gcs_address:
+            return os.path.expanduser(config)
+    return None
+
+
+def _flag(args: list[str], name: str) -> str | None:
+    """The value of `--name=value` or `--name value` in a command line."""
+    for i, a in enumerate(args):
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+    return None
 
 
 def alive_nodes(ray) -> list[dict]:

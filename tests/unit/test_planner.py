@@ -1,9 +1,15 @@
 """The resource planner on hand-made clusters: what fits, and what it says when something does not."""
 
+import os
+from pathlib import Path
+
 import pytest
+import yaml
 
 from distill.cluster.planner import Demand, check, cluster_totals, plan
 from distill.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _node(cpu, gpu=0, **custom):
@@ -223,3 +229,51 @@ def test_an_autoscaling_cluster_is_checked_at_its_limits_and_says_which_stages_w
     labelled = [_node(8), {**_node(8, 1), "Labels": {"role": "teacher"}}]
     assert [n.get("Labels", {}) for n in grown_nodes(cc, labelled)] == [{}, {"role": "teacher"}, {"role": "teacher"}]
     assert grown_nodes(cc, alive)[1]["Labels"] == {}  # no GPU node alive yet: its labels are unknown
+
+
+def test_a_launcher_yaml_becomes_the_autoscalers_node_groups():
+    """What `ray up` hands its autoscaler (--autoscaling-config): worker types with declared resources;
+    the head type and a type whose size the launcher only learns from the instance type are left out."""
+    from distill.cluster.planner import cluster_config_from_launcher, grown_nodes
+
+    launcher = yaml.safe_load((ROOT / "cluster" / "ray-cluster.yaml").read_text())
+    launcher["available_node_types"]["auto_sized"] = {"node_config": {}, "max_workers": 3}
+    cc = cluster_config_from_launcher(launcher)
+    groups = {g.name: (dict(g.resources), g.min_count, g.max_count) for g in cc.node_group_configs}
+    assert groups["teacher_gpu"] == ({"CPU": 48, "GPU": 4, "teacher_node": 4}, 1, 2)
+    assert "head" not in groups and "auto_sized" not in groups
+    grown = grown_nodes(cc, [_node(16)])  # the head alive, no worker yet: every group at its max_workers
+    assert sum(n["Resources"].get("teacher_node", 0) for n in grown) == 8
+
+
+def test_the_autoscaling_config_is_found_on_the_command_line_of_the_autoscaler_serving_this_cluster(tmp_path):
+    """Ray 2.60 keeps no ClusterConfig in the GCS: the monitor's --autoscaling-config is read from /proc,
+    for the monitor whose --gcs-address is this cluster's (two clusters on one machine: the right one)."""
+    from distill.cluster.session import autoscaling_config_path
+
+    def proc(pid, *args):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "cmdline").write_bytes(b"\0".join(a.encode() for a in args) + b"\0")
+
+    proc(
+        "10",
+        "python",
+        "-u",
+        "/ray/autoscaler/_private/monitor.py",
+        "--gcs-address=10.0.0.1:6379",
+        "--autoscaling-config=/a/other.yaml",
+    )
+    proc(
+        "11",
+        "python",
+        "-u",
+        "/ray/autoscaler/v2/monitor.py",
+        "--gcs-address=10.0.0.2:6379",
+        "--autoscaling-config",
+        "~/ray_bootstrap_config.yaml",
+    )
+    proc("12", "raylet", "--gcs-address=10.0.0.2:6379")
+    (tmp_path / "self").mkdir()  # not a pid
+    assert autoscaling_config_path("10.0.0.2:6379", str(tmp_path)) == os.path.expanduser("~/ray_bootstrap_config.yaml")
+    assert autoscaling_config_path("10.0.0.1:6379", str(tmp_path)) == "/a/other.yaml"
+    assert autoscaling_config_path("10.0.0.3:6379", str(tmp_path)) is None  # a fixed `ray start` cluster
