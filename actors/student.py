@@ -38,6 +38,8 @@ from distill.train.resume import (
     epoch_start,
     epochs_to_run,
     fresh_position,
+    in_step,
+    merged_ids,
     position_record,
     resume_message,
     untrained,
@@ -71,9 +73,34 @@ def shared_store_rows(store_root: str, supervision: dict[str, float], rank: int,
 
     box = [store_training_rows(store_root, supervision) if rank == 0 else None]
     # over gloo (host memory) even when training on NCCL: the rows are text, not tensors for a GPU
-    group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-    dist.broadcast_object_list(box, src=0, group=group)
+    dist.broadcast_object_list(box, src=0, group=_gloo_group())
     return box[0]
+
+
+def all_ranks(obj, world: int) -> list:
+    """`obj` of every rank, in rank order (all_gather_object; over gloo even when training on NCCL)."""
+    if world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list = [None] * world
+    dist.all_gather_object(out, obj, group=_gloo_group())
+    return out
+
+
+_GLOO = None
+
+
+def _gloo_group():
+    """None (the default group) under gloo; else one gloo group made once (new_group is itself a collective)."""
+    global _GLOO
+    import torch.distributed as dist
+
+    if dist.get_backend() == "gloo":
+        return None
+    if _GLOO is None:
+        _GLOO = dist.new_group(backend="gloo")
+    return _GLOO
 
 
 def store_epoch_batches(
@@ -127,7 +154,7 @@ class StudentStep:
     """Model + optimiser + one `step(micro_batches) -> metrics` (Ray-free, so it is testable on its own).
 
     `reduce` sums a list of floats over all ranks (identity on one process): the trained-token count
-    of an optimizer step is global, so the loss is a token mean over the whole effective batch, and a
+    of an optimizer step is global (so are its row counts), so the loss is a token mean over the whole effective batch, and a
     step in which no rank has a token to train is skipped by every rank alike (no AdamW update, no
     schedule step: AdamW's momentum and weight decay would otherwise move the weights on nothing)."""
 
@@ -201,10 +228,11 @@ class StudentStep:
             batches = [batches]
         encoded = [self.encode(b) for b in batches]
         local_w = trained_weight(e for ex, _ in encoded for e in ex)
-        global_w, horizon_sum = self.reduce([local_w, float(horizon)])
+        local_rows, local_skipped = sum(len(b) for b in batches), sum(s for _, s in encoded)
+        # one collective for the step's numbers: rows and skips are counted over all ranks
+        global_w, horizon_sum, rows, skips = self.reduce([local_w, float(horizon), local_rows, local_skipped])
         self.total_steps = agreed_horizon(horizon_sum, self.steps, self.total_steps)
-        n_rows = sum(len(b) for b in batches)
-        skipped = sum(s for _, s in encoded)
+        n_rows, skipped = int(rows), int(skips)
         if global_w <= 0:  # nothing to train on any rank: no forward, no update, no schedule step
             return empty_step_metrics(n_rows, skipped, self.lr())
         loss_sum, tokens, trained, padded = 0.0, 0, 0, 0
@@ -350,7 +378,7 @@ class WorkerLoop:
 
     def run_epoch(self, epoch: int) -> None:
         every = self.t.checkpoint_every
-        skip, trained = epoch_start(self.position, epoch, self.world)
+        skip, trained = epoch_start(self.position, epoch)
         n_batches = skip
         for group in optimizer_steps(self.epoch_batches(epoch, skip, set(trained)), self.t.grad_accum):
             for b in group:
@@ -374,7 +402,11 @@ class WorkerLoop:
         if epoch == 1:
             shard = ray.train.get_dataset_shard("train")
             batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow"))
-            return untrained(batches, done_ids) if done_ids else batches
+            if not done_ids:
+                return batches
+            # a restart: the replayed stream less what the checkpoint trained, dealt unevenly to ranks
+            left = untrained(batches, done_ids)
+            return in_step(left, self.student.reduce) if self.world > 1 else left
         if t.torch_threads_later:  # the live stream is over: the teacher's cores are free now
             torch.set_num_threads(t.torch_threads_later)
         if self.store_rows is None:
@@ -399,7 +431,7 @@ class WorkerLoop:
                 self.actor,
                 t0,
                 time.time(),
-                rows_in=sum(len(b) for b in group),
+                rows_in=m["examples"] + m["skipped"],  # the step's rows on every rank (tokens: this rank's)
                 rows_out=m["examples"],
                 counts={"tokens": m["tokens"], "skipped_too_long": m["skipped"], "empty_steps": int(not m["stepped"])},
                 step=student.steps,
@@ -425,6 +457,8 @@ class WorkerLoop:
 
         student = self.student
         metrics = {"epoch": epoch, "step": student.steps, "loss": self.last.get("loss", float("nan"))}
+        if epoch == 1 and not epoch_done and self.world > 1:  # a restart skips what any rank trained
+            trained_ids = merged_ids(all_ranks(trained_ids, self.world))
         if self.rank != 0:
             ray.train.report(metrics)
             return

@@ -8,7 +8,7 @@ micro-batches of the epoch trained, and for an unfinished epoch 1 the trace ids 
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 
 def fresh_position() -> dict:
@@ -22,19 +22,38 @@ def epochs_to_run(position: dict, epochs: int) -> range:
     return range(start, epochs + 1)
 
 
-def epoch_start(position: dict, epoch: int, world: int) -> tuple[int, list[str]]:
+def epoch_start(position: dict, epoch: int) -> tuple[int, list[str]]:
     """(store micro-batches to skip, epoch-1 trace ids already trained) as `epoch` begins.
 
     Only the checkpoint's own unfinished epoch resumes part-way. Epochs >= 2 read the store in a
-    seeded order, so the batches done are skipped by count. Epoch 1 streams: its trained ids are
-    skipped when the stream replays them, but only on one rank: with several, skipping would give
-    ranks unequal steps (a DDP deadlock), so epoch 1 is then trained again from its start."""
+    seeded order, so the batches done are skipped by count. Epoch 1 streams: the ids every rank had
+    trained at the checkpoint (gathered into it) are skipped when the stream replays them; the new
+    streaming split deals them to ranks unevenly, so with several ranks `in_step` keeps the steps equal."""
     resuming = epoch == position["epoch"] and not position["epoch_done"]
     if not resuming:
         return 0, []
     if epoch == 1:
-        return 0, list(position["trained_ids"]) if world == 1 else []
+        return 0, list(position["trained_ids"])
     return position["batches"], []
+
+
+def merged_ids(per_rank: Iterable[list[str]]) -> list[str]:
+    """The epoch-1 trace ids trained on any rank, once each, in rank order (what a checkpoint records)."""
+    return list(dict.fromkeys(i for ids in per_rank for i in ids))
+
+
+def in_step(batches: Iterable[list[dict]], reduce: Callable[[list[float]], list[float]]) -> Iterator[list[dict]]:
+    """This rank's micro-batches, as many as the rank with the most: while any rank still has one, a
+    rank whose stream has ended yields an empty micro-batch (StudentStep joins the step's collectives
+    with no tokens). `reduce` sums over ranks and is called once per micro-batch by every rank alike.
+    Needed where ranks can hold unequal shares: an epoch-1 stream less the rows trained before a restart."""
+    it = iter(batches)
+    while True:
+        b = next(it, None)
+        (have,) = reduce([0.0 if b is None else 1.0])
+        if not have:
+            return
+        yield [] if b is None else b
 
 
 def untrained(batches: Iterable[list[dict]], done_ids: set[str]) -> Iterator[list[dict]]:
@@ -64,4 +83,6 @@ def checkpoint_due(steps: int, every: int) -> bool:
 def resume_message(steps: int, position: dict) -> str:
     """The line a resumed worker prints."""
     where = "done" if position["epoch_done"] else f"{position['batches']} batches in"
+    if position["epoch"] == 1 and not position["epoch_done"]:
+        where += f", {len(position['trained_ids'])} traces trained"
     return f"[distill] train: resumed at step {steps} (epoch {position['epoch']}, {where})"
