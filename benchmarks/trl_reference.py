@@ -11,7 +11,7 @@ defaults: lr 2e-5, linear decay, 3 epochs, batch 8, loss on the completion only)
 changed are the ones a CPU needs (use_cpu, bf16 where the CPU has it) and no checkpointing. Then
 every model answers the recipe's `--split` problems (validation by default: the tuning split) on
 distill's evaluator, and each compared model is set against TRL's, paired (Newcombe interval,
-McNemar). Writes trl_reference.json in --out.
+McNemar). Writes trl_reference.json and each model's answers (<model>.jsonl) in --out.
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def main() -> None:
     with ray_session(cfg.ray):
         evals = evaluate_models(cfg, models, problems)
     preds = {name: ev["predictions"] for name, ev in evals.items()}
+    for name, ps in preds.items():  # per problem, as the sweep's eval/<arm>.jsonl: for pooling seeds and runs
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in ps))
     result = {
         "train": train_info,
         "split": a.split,
