@@ -378,7 +378,7 @@ class WorkerLoop:
 
     def run_epoch(self, epoch: int) -> None:
         every = self.t.checkpoint_every
-        skip, trained = epoch_start(self.position, epoch)
+        skip, trained = epoch_start(self.position, epoch, self.world)
         n_batches = skip
         for group in optimizer_steps(self.epoch_batches(epoch, skip, set(trained)), self.t.grad_accum):
             for b in group:
@@ -390,6 +390,8 @@ class WorkerLoop:
                 trained += [r["trace_id"] for b in group for r in b]
             if checkpoint_due(self.student.steps, every):
                 self.checkpoint(epoch, n_batches, trained)
+        if epoch == 1:  # later checkpoints carry it, even when no epoch-end one is written (every | steps)
+            self.position["epoch1_steps"] = self.student.steps
         if not checkpoint_due(self.student.steps, every):
             self.checkpoint(epoch, n_batches, trained, final=epoch == self.t.epochs, epoch_done=True)
 
@@ -464,8 +466,6 @@ class WorkerLoop:
             return
         with tempfile.TemporaryDirectory() as tmp:
             student.save(tmp)
-            if epoch == 1 and epoch_done:
-                self.position["epoch1_steps"] = student.steps
             epoch1_steps = self.position.get("epoch1_steps")
             student.save_state(tmp, position_record(epoch, epoch_done, batches, trained_ids, epoch1_steps))
             self.report(metrics, tmp, epoch, final)

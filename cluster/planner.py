@@ -270,18 +270,22 @@ def nodes_from_launcher(cfg: dict) -> list[dict]:
 
 def cluster_config_from_launcher(cfg: dict):
     """A launcher YAML's worker node types as the autoscaler's ClusterConfig (what grown_nodes reads):
-    one node group per type but the head's, with its declared resources and min/max_workers. A type
-    without declared resources (the launcher fills them from the instance type at runtime) is left
-    out: its nodes' size is unknown here."""
+    one node group per type but the head's, with its declared resources and min/max_workers (a type
+    without max_workers takes the cluster's, as Ray's autoscaler fills it). Left out, since their
+    nodes' size is unknown or not expressible: a type without declared resources (the launcher fills
+    them from the instance type at runtime) and one with a fractional amount (the config's counts are
+    integers). Zero amounts are dropped: an alive node does not list them either."""
     from ray.core.generated import autoscaler_pb2
 
     cc = autoscaler_pb2.ClusterConfig()
     for name, t in (cfg.get("available_node_types") or {}).items():
-        res = {k: int(v) for k, v in (t.get("resources") or {}).items() if k != "object_store_memory"}
-        if name == cfg.get("head_node_type") or not res:
+        declared = {k: float(v) for k, v in (t.get("resources") or {}).items() if k != "object_store_memory"}
+        res = {k: int(v) for k, v in declared.items() if v}
+        if name == cfg.get("head_node_type") or not res or any(v != int(v) for v in declared.values()):
             continue
         g = cc.node_group_configs.add()
-        g.name, g.min_count, g.max_count = name, int(t.get("min_workers", 0)), int(t.get("max_workers", 0))
+        g.name, g.min_count = name, int(t.get("min_workers", 0))
+        g.max_count = int(t.get("max_workers", cfg.get("max_workers", 0)))
         g.resources.update(res)
     return cc
 

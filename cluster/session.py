@@ -107,8 +107,11 @@ def autoscaler_config(ray):
 
     from distill.cluster.planner import cluster_config_from_launcher
 
-    with open(path) as f:
-        return cluster_config_from_launcher(yaml.safe_load(f))
+    try:  # a file we cannot read or make sense of means no limits known, not a failed launch
+        with open(path) as f:
+            return cluster_config_from_launcher(yaml.safe_load(f))
+    except Exception:
+        return None
 
 
 def autoscaling_config_path(gcs_address: str, proc: str = "/proc") -> str | None:
@@ -125,7 +128,12 @@ def autoscaling_config_path(gcs_address: str, proc: str = "/proc") -> str | None
             continue
         config = _flag(args, "--autoscaling-config")
         if config and _flag(args, "--gcs-address") == gcs_address:
-            return os.path.expanduser(config)
+            if config.startswith("~") or os.path.isabs(config):
+                return os.path.expanduser(config)
+            try:  # relative to the autoscaler's working directory, not ours
+                return os.path.join(os.readlink(os.path.join(proc, pid, "cwd")), config)
+            except OSError:
+                return None
     return None
 
 

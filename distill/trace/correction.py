@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from distill.prompts import Style, messages_for
 from distill.trace.anatomy import Anatomy, analyse
+from distill.trace.answers import extract_answer, is_correct, verify
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,16 @@ def continuation_request(question: str, style: Style, prefix: str) -> tuple[list
 
 
 def accept_continuation(prefix: str, continuation: str, reference: str) -> tuple[bool, str]:
-    """(accepted, reason): the student's prefix plus the teacher's continuation must reach the right
-    answer, and no wrong claim may start inside the continuation (a wrong claim in the prefix cannot
-    happen: the cut is before the first one)."""
+    """(accepted, reason): the teacher's continuation must state the right answer itself (read from the
+    whole text, the answer could be a number of the student's prefix), and no step reaching into the
+    continuation may hold a wrong claim (the prefix holds none: the cut is before the first one)."""
     if not continuation.strip():
         return False, "empty continuation"
-    whole = prefix + continuation
-    a = analyse(whole, reference)
-    if not a.answer_correct:
+    own, _ = extract_answer(continuation)
+    if own is None or not is_correct(verify(own, reference, "exact", None)):
         return False, "wrong answer"
-    if a.first_error_step is not None and a.steps[a.first_error_step].end > len(prefix):
+    a = analyse(prefix + continuation, reference)
+    if any(not c.ok and not c.retracted for st in a.steps if st.end > len(prefix) for c in st.claims):
         return False, "wrong claim in the continuation"
     return True, "ok"
 

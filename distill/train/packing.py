@@ -207,10 +207,11 @@ def label_logits_model(lm, per_example: bool = False):
 def weighted_ce_sum(logits, targets, weights, chunk: int = 1024):
     """sum(w * ce) of logits [N, V] against targets [N] with weights [N], upcast to fp32 one chunk of
     positions at a time (never an fp32 copy of all N x V logits)."""
-    import torch
     import torch.nn.functional as F
 
-    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    # Starts in the graph: with no label positions (a rank's empty micro-batch, which must still join
+    # DDP's gradient all-reduce) the sum is a zero whose backward reaches every parameter.
+    total = logits.sum().float() * 0.0
     for s in range(0, logits.size(0), chunk):
         ce = F.cross_entropy(logits[s : s + chunk].float(), targets[s : s + chunk], reduction="none")  # [n]
         total = total + (ce * weights[s : s + chunk].float()).sum()

@@ -22,18 +22,21 @@ def epochs_to_run(position: dict, epochs: int) -> range:
     return range(start, epochs + 1)
 
 
-def epoch_start(position: dict, epoch: int) -> tuple[int, list[str]]:
+def epoch_start(position: dict, epoch: int, world: int = 1) -> tuple[int, list[str]]:
     """(store micro-batches to skip, epoch-1 trace ids already trained) as `epoch` begins.
 
     Only the checkpoint's own unfinished epoch resumes part-way. Epochs >= 2 read the store in a
     seeded order, so the batches done are skipped by count. Epoch 1 streams: the ids every rank had
     trained at the checkpoint (gathered into it) are skipped when the stream replays them; the new
-    streaming split deals them to ranks unevenly, so with several ranks `in_step` keeps the steps equal."""
+    streaming split deals them to ranks unevenly, so with several ranks `in_step` keeps the steps equal.
+    A checkpoint written before ids were gathered holds rank 0's only: with several ranks its epoch 1
+    is trained again from the start (skipping some ranks' rows but not others' would train those twice)."""
     resuming = epoch == position["epoch"] and not position["epoch_done"]
     if not resuming:
         return 0, []
     if epoch == 1:
-        return 0, list(position["trained_ids"])
+        every_rank = world == 1 or position.get("ids_of") == "all ranks"
+        return 0, list(position["trained_ids"]) if every_rank else []
     return position["batches"], []
 
 
@@ -71,6 +74,7 @@ def position_record(
         "epoch_done": epoch_done,
         "batches": batches,
         "trained_ids": trained_ids if epoch == 1 and not epoch_done else [],
+        "ids_of": "all ranks",  # the ids are gathered from every rank (older checkpoints: rank 0's)
         "epoch1_steps": epoch1_steps,
     }
 

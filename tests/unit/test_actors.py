@@ -290,3 +290,19 @@ def test_teacher_replays_a_batch_with_nothing_left_to_generate(tiny_model, tmp_p
     events = []
     again = HFTeacher(cfg.teacher, cfg.prompt, tiny_model, "tiny", str(tmp_path), events)
     assert again(batch).num_rows == 2 and events[0]["count/replayed"] == 2 and events[0]["count/tokens_out"] == 0
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_a_rank_with_an_empty_micro_batch_joins_the_step_with_zero_gradients(tiny_model, packing):
+    """After an epoch-1 restart with several workers (resume.in_step) a rank whose share ran out gets an
+    empty micro-batch while another rank trains: it must still run forward and backward (DDP's gradient
+    all-reduce needs every rank), contributing exactly zero. `reduce` stands in for the other rank."""
+
+    cfg = load_config("smoke", [f"train.packing={str(packing).lower()}", "train.bf16=false"])
+    other_rank = lambda xs: [xs[0] + 5.0, xs[1], xs[2] + 2, xs[3]]  # noqa: E731  the other rank: 5 tokens, 2 rows
+    student = StudentStep(cfg.train, cfg.prompt, tiny_model, reduce=other_rank, world=2)
+    student._update = lambda: student.opt.param_groups[0]["lr"]  # keep the gradients to look at them
+    m = student.step([[]])
+    assert m["stepped"] and m["examples"] == 2  # the step's rows are counted over both ranks
+    grads = [p.grad for p in student.model.parameters()]
+    assert all(g is not None and not g.any() for g in grads)  # in the graph, and zero

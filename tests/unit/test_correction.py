@@ -33,6 +33,12 @@ def test_a_right_answer_has_nothing_to_correct_and_a_wrong_answer_without_a_wron
     assert correction_point("I do not know.", "35") is None  # nothing localises the error
 
 
+def test_a_prefix_ending_on_the_right_number_does_not_pass_an_answerless_continuation():
+    prefix = "41 + 7 = 48\n48 - 15 = 33\n33 + 2 = 35\n"  # the "answer" cut: every step right
+    assert accept_continuation(prefix, "That is all.", "35") == (False, "wrong answer")
+    assert accept_continuation(prefix, "Answer: 35", "35") == (True, "ok")
+
+
 def test_the_teacher_continues_the_students_own_text_in_the_students_prompt():
     messages, prefill = continuation_request(Q, style_of({**STYLE, "prefill": "Steps:\n"}), "41 + 7 = 48\n")
     assert messages[-1] == {"role": "user", "content": f"{Q}\n\n{STYLE['instruction']}"}
@@ -46,6 +52,8 @@ def test_the_teacher_continues_the_students_own_text_in_the_students_prompt():
         ("48 - 15 = 33\n33 + 2 = 36\nAnswer: 36", False, "wrong answer"),
         ("48 - 15 = 31\n33 + 2 = 35\nAnswer: 35", False, "wrong claim in the continuation"),  # right by luck
         ("  \n", False, "empty continuation"),
+        ("Done.", False, "wrong answer"),  # no answer of its own: the prefix's last number must not count
+        ("48 - 15 = 33\n33 + 2 = 35\n35 + 0 = 36\nAnswer: 35", False, "wrong claim in the continuation"),
     ],
 )
 def test_a_continuation_is_kept_only_if_it_reaches_the_answer_without_a_wrong_claim(continuation, ok, reason):

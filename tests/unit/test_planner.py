@@ -238,10 +238,15 @@ def test_a_launcher_yaml_becomes_the_autoscalers_node_groups():
 
     launcher = yaml.safe_load((ROOT / "cluster" / "ray-cluster.yaml").read_text())
     launcher["available_node_types"]["auto_sized"] = {"node_config": {}, "max_workers": 3}
+    launcher["available_node_types"]["half"] = {"resources": {"CPU": 2, "slot": 0.5}, "max_workers": 3}
+    launcher["available_node_types"]["cpu"] = {"resources": {"CPU": 8, "GPU": 0}}  # max_workers: the cluster's
     cc = cluster_config_from_launcher(launcher)
     groups = {g.name: (dict(g.resources), g.min_count, g.max_count) for g in cc.node_group_configs}
     assert groups["teacher_gpu"] == ({"CPU": 48, "GPU": 4, "teacher_node": 4}, 1, 2)
-    assert "head" not in groups and "auto_sized" not in groups
+    assert groups["cpu"] == ({"CPU": 8}, 0, launcher["max_workers"])  # GPU: 0 dropped, as alive nodes list it
+    assert "head" not in groups and "auto_sized" not in groups and "half" not in groups
+    del launcher["available_node_types"]["cpu"]
+    cc = cluster_config_from_launcher(launcher)
     grown = grown_nodes(cc, [_node(16)])  # the head alive, no worker yet: every group at its max_workers
     assert sum(n["Resources"].get("teacher_node", 0) for n in grown) == 8
 
@@ -274,6 +279,9 @@ def test_the_autoscaling_config_is_found_on_the_command_line_of_the_autoscaler_s
     )
     proc("12", "raylet", "--gcs-address=10.0.0.2:6379")
     (tmp_path / "self").mkdir()  # not a pid
+    proc("13", "python", "monitor.py", "--gcs-address=10.0.0.4:6379", "--autoscaling-config=conf/a.yaml")
+    (tmp_path / "13" / "cwd").symlink_to("/srv/ray")  # a relative path is the autoscaler's, not ours
+    assert autoscaling_config_path("10.0.0.4:6379", str(tmp_path)) == "/srv/ray/conf/a.yaml"
     assert autoscaling_config_path("10.0.0.2:6379", str(tmp_path)) == os.path.expanduser("~/ray_bootstrap_config.yaml")
     assert autoscaling_config_path("10.0.0.1:6379", str(tmp_path)) == "/a/other.yaml"
     assert autoscaling_config_path("10.0.0.3:6379", str(tmp_path)) is None  # a fixed `ray start` cluster

@@ -26,7 +26,10 @@ def test_a_fresh_run_trains_every_epoch_from_the_start():
 def test_mid_epoch_1_resumes_by_trace_id_on_every_rank():
     p = pos(1, False, batches=3, ids=["a", "b", "c"])
     assert list(epochs_to_run(p, 2)) == [1, 2]
-    assert epoch_start(p, 1) == (0, ["a", "b", "c"])  # the stream replays them: skipped by id (all ranks' ids)
+    assert epoch_start(p, 1) == (0, ["a", "b", "c"])  # the stream replays them: skipped by id
+    recorded = position_record(1, False, 3, ["a", "b", "c"], None)
+    assert epoch_start(recorded, 1, world=2) == (0, ["a", "b", "c"])  # gathered from every rank
+    assert epoch_start(p, 1, world=2) == (0, [])  # an older checkpoint (rank 0's ids): epoch 1 again
     assert epoch_start(p, 2) == (0, [])  # the next epoch starts whole
     got = epoch_start(p, 1)[1]
     got.append("d")
@@ -60,6 +63,7 @@ def test_position_record_keeps_trace_ids_only_while_epoch_1_is_unfinished():
         "epoch_done": False,
         "batches": 3,
         "trained_ids": ["a"],
+        "ids_of": "all ranks",
         "epoch1_steps": None,
     }
     assert position_record(1, True, 4, ["a"], 2)["trained_ids"] == []
@@ -68,6 +72,7 @@ def test_position_record_keeps_trace_ids_only_while_epoch_1_is_unfinished():
         "epoch_done": False,
         "batches": 1,
         "trained_ids": [],
+        "ids_of": "all ranks",
         "epoch1_steps": 2,
     }
 
