@@ -90,10 +90,11 @@ def main() -> None:
     from distill.cluster.session import ray_session
     from distill.config import load_config
     from distill.data.store import TraceStore
+    from distill.eval.arms import correct_by_problem
     from distill.eval.stats import accuracy_ci, paired_diff
     from distill.eval.suite import load_suite
     from distill.pipelines.evaluate import train_problem_ids
-    from distill.pipelines.sweep import _correct_by_problem, evaluate_models, validation_problems
+    from distill.pipelines.sweep import evaluate_models, validation_problems
 
     cfg = load_config(a.recipe, a.set)
     out = Path(a.out).resolve()
@@ -125,11 +126,11 @@ def main() -> None:
         "accuracy": {m: accuracy_ci([p["correct"] for p in ps]) for m, ps in preds.items()},
         "vs_trl": {},
     }
-    ref = _correct_by_problem(preds["trl_sft_defaults"])
+    ref = correct_by_problem(preds["trl_sft_defaults"])
     ids = sorted(ref)
     for m, ps in preds.items():
         if m != "trl_sft_defaults":
-            mine = _correct_by_problem(ps)
+            mine = correct_by_problem(ps)
             result["vs_trl"][m] = paired_diff([mine[i] for i in ids], [ref[i] for i in ids])
     (out / "trl_reference.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "models"}, indent=1))
