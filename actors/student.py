@@ -133,12 +133,12 @@ class StreamHorizon:
 
         from distill.trace.variants import picked_variants
 
-        for p in self.store._parts(self.store.traces_dir):
+        for p in self.store.parts(self.store.traces_dir):
             if p.name not in self._trace_parts:
                 ids = pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()
                 self._trace_parts[p.name] = len(ids)
                 self._committed.update(ids)
-        for p in self.store._parts(self.store.variants_dir):
+        for p in self.store.parts(self.store.variants_dir):
             if p.name not in self._variant_parts:
                 t = pq.read_table(p, columns=["parent_trace_id", "variant", "ok"]).to_pylist()
                 self._variant_parts[p.name] = picked_variants(t, self.supervision)

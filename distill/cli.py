@@ -530,14 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
     fe.set_defaults(fn=cmd_models_fetch)
 
-    from distill.pipelines.bench import _arm_parser  # light: no torch/ray/vllm at import
+    from distill.pipelines.bench import arm_parser  # light: no torch/ray/vllm at import
 
     be = sub.add_parser(
         "bench",
         help="benchmark the stages side by side (bench.json, bench.png)",
         description=BENCH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_arm_parser()],
+        parents=[arm_parser()],
     )
     be.add_argument("--arms", default=None, help="comma-separated arms (default: all)")
     be.add_argument(

@@ -153,7 +153,7 @@ def _open_member(archive: Path, member: str):
 
 
 @contextlib.contextmanager
-def _lock(path: Path):
+def file_lock(path: Path):
     """Serialise fetches of one model across processes (several Ray workers on one node)."""
     try:
         import fcntl
@@ -176,7 +176,7 @@ def fetch(name: str, progress: bool = True) -> Path:
     if is_fetched(name):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(target.parent / f".{name}.lock"):
+    with file_lock(target.parent / f".{name}.lock"):
         if is_fetched(name):  # another process finished while we waited for the lock
             return target
         t0 = time.monotonic()

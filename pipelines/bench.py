@@ -343,8 +343,8 @@ def arm_eval_engine(a) -> dict:
     path = resolve_model(cfg.train.student)
     eng = EvalEngine(opts)
     try:
-        eng._evaluate(path, reqs)  # the engine start (history()[0])
-        again = eng._evaluate(path, reqs)  # an in-place swap (the same weights: the cost is the swap's)
+        eng.evaluate_dir(path, reqs)  # the engine start (history()[0])
+        again = eng.evaluate_dir(path, reqs)  # an in-place swap (the same weights: the cost is the swap's)
     finally:
         eng.close()
     h = eng.history()
@@ -506,7 +506,7 @@ def _machine() -> dict:
 
 
 def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: list[str]) -> dict:
-    a = argparse.Namespace(passthrough=passthrough, **vars(_arm_parser().parse_args(passthrough)))
+    a = argparse.Namespace(passthrough=passthrough, **vars(arm_parser().parse_args(passthrough)))
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / "arms"
     work.mkdir(exist_ok=True)
@@ -581,7 +581,7 @@ def _plot(bench: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _arm_parser() -> argparse.ArgumentParser:
+def arm_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--prompts", type=int, default=16, help="teacher arms: prompts (quickstart problems)")
     p.add_argument("--gen-tokens", type=int, default=48, help="teacher arms: tokens generated per prompt")
@@ -599,10 +599,10 @@ def _arm_parser() -> argparse.ArgumentParser:
 
 
 def arm_args(ns: argparse.Namespace) -> list[str]:
-    """The arm options of a parsed namespace (from a parser with `_arm_parser` as parent), as argv for
+    """The arm options of a parsed namespace (from a parser with `arm_parser` as parent), as argv for
     every arm's process."""
     out = []
-    for act in _arm_parser()._actions:
+    for act in arm_parser()._actions:
         v = getattr(ns, act.dest)
         if isinstance(act, argparse._StoreTrueAction):
             out += [act.option_strings[0]] if v else []
@@ -612,7 +612,7 @@ def arm_args(ns: argparse.Namespace) -> list[str]:
 
 
 if __name__ == "__main__":  # one arm, in this (fresh, pinned) process
-    p = argparse.ArgumentParser(parents=[_arm_parser()])
+    p = argparse.ArgumentParser(parents=[arm_parser()])
     p.add_argument("--arm", required=True, choices=sorted(ARM_FNS))
     p.add_argument("--cores", required=True)
     p.add_argument("--out", required=True)

@@ -77,13 +77,13 @@ class EvalEngine:
         import ray
 
         if isinstance(model, str):
-            res = self._evaluate(model, requests)
+            res = self.evaluate_dir(model, requests)
         else:  # a ray.train.Checkpoint: fetched here, on the evaluator's node
             with model.as_directory() as d:
-                res = self._evaluate(d, requests)
+                res = self.evaluate_dir(d, requests)
         return {**res, "node": ray.get_runtime_context().get_node_id()}
 
-    def _evaluate(self, path: str, requests: list[dict]) -> dict:
+    def evaluate_dir(self, path: str, requests: list[dict]) -> dict:
         from distill.actors.evaluator import Evaluator
 
         t0 = time.time()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from distill.data.problems import LoadedProblems, as_text, guess_verifier, quarantine_row
 from distill.data.schema import stable_id
-from distill.trace.answers import _norm_text, is_correct, verify
+from distill.trace.answers import is_correct, norm_text, verify
 
 LETTERS = string.ascii_uppercase  # more options than letters is quarantined, not guessed at
 _LETTER_ONLY = re.compile(r"\(?([a-z])\)?[.:]?")
@@ -156,8 +156,8 @@ def load_task(path: str | Path, size: int | None = None, seed: int = 0) -> Loade
 def _chosen_option(answer: str, choices: list[str]) -> int | None:
     """Index of the option an answer picks: its text, its letter ("B", "(b)", "B."), or both
     ("(B) text", accepted only when the text is that option's). None when nothing matches."""
-    a = _norm_text(answer).strip("*$ ")
-    texts = [_norm_text(c) for c in choices]
+    a = norm_text(answer).strip("*$ ")
+    texts = [norm_text(c) for c in choices]
     if a in texts:  # text first: an option whose text is itself a letter keeps its own meaning
         return texts.index(a)
     m = _LETTER_ONLY.fullmatch(a)
@@ -168,7 +168,7 @@ def _chosen_option(answer: str, choices: list[str]) -> int | None:
     if m:
         letter, rest = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
         i = ord(letter) - ord("a")
-        if i < len(choices) and _norm_text(rest) == texts[i]:
+        if i < len(choices) and norm_text(rest) == texts[i]:
             return i
     return None
 
@@ -214,7 +214,7 @@ def fetch_task(task: str, progress: bool = True) -> Path:
     need no new download) and extracts that task's task.json. Raises FileNotFoundError for a task
     the release does not have.
     """
-    from distill.models import _lock, verify_sha256
+    from distill.models import file_lock, verify_sha256
 
     task = task.strip("/")
     if ".." in task.split("/"):
@@ -225,7 +225,7 @@ def fetch_task(task: str, progress: bool = True) -> Path:
         return dest
     root.mkdir(parents=True, exist_ok=True)
     archive = root / "bigbench-1.0.0.tar.gz"
-    with _lock(root / ".fetch.lock"):
+    with file_lock(root / ".fetch.lock"):
         if dest.is_file():
             return dest
         if not archive.is_file():

@@ -63,13 +63,13 @@ class TraceStore:
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
-    def _parts(directory: Path) -> list[Path]:
+    def parts(directory: Path) -> list[Path]:
         """The committed parts of a table (temp files of writes in flight are not parts)."""
         return sorted(directory.glob("part-*.parquet")) if directory.exists() else []
 
     @classmethod
     def _read_dir(cls, directory: Path, schema: pa.Schema) -> pa.Table:
-        parts = cls._parts(directory)
+        parts = cls.parts(directory)
         if not parts:
             return schema.empty_table()
         tables = [pq.read_table(p, schema=schema) for p in parts]
@@ -100,13 +100,13 @@ class TraceStore:
         """The ledger: every committed trace_id (reads one column)."""
         return {
             t
-            for p in self._parts(self.traces_dir)
+            for p in self.parts(self.traces_dir)
             for t in pq.read_table(p, columns=["trace_id"]).column("trace_id").to_pylist()
         }
 
     def physical_trace_rows(self) -> int:
         """Rows in all trace parts, before dedupe (equal to len(trace_ids()) when nothing is stored twice)."""
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self._parts(self.traces_dir))
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.parts(self.traces_dir))
 
     def quarantine(self) -> pa.Table:
         """Quarantined rows, one per (stage, key); a scorer row only while the committed trace it names is
@@ -131,7 +131,7 @@ class TraceStore:
         """Committed traces by their latest verdict: accepted ones (whose variants train) and unparseable
         ones (no answer: their scorer quarantine rows stand). Reads four columns."""
         cols = ["trace_id", "scored_at", "verdict", "answer"]
-        parts = self._parts(self.traces_dir)
+        parts = self.parts(self.traces_dir)
         if not parts:
             return {"accepted": set(), "unparseable": set()}
         t = _dedupe_latest(pa.concat_tables([pq.read_table(p, columns=cols) for p in parts]), "trace_id", "scored_at")

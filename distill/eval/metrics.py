@@ -14,7 +14,7 @@ import string
 from collections import Counter
 
 from distill.eval.stats import bootstrap, wilson
-from distill.trace.answers import _norm_text, _parse_number, is_correct, verify
+from distill.trace.answers import is_correct, norm_text, parse_number, verify
 
 ROUGE_MAX_TOKENS = 2000  # the LCS table is O(n*m): 2000 x 2000 cells is about a second in Python
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -29,8 +29,8 @@ def normalize_answer(answer: str | None) -> str | None:
     """
     if answer is None:
         return None
-    text = _norm_text(str(answer))
-    num = _parse_number(text)
+    text = norm_text(str(answer))
+    num = parse_number(text)
     return f"#{num}" if num is not None else text
 
 

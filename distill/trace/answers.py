@@ -146,7 +146,7 @@ def _extract(text: str) -> tuple[str | None, str]:
 # --------------------------------------------------------------------------- verification
 
 
-def _parse_number(s: str) -> Fraction | None:
+def parse_number(s: str) -> Fraction | None:
     s = s.strip()
     if not s or len(s) > 64:  # also avoids int() digit limits on huge strings
         return None
@@ -162,15 +162,15 @@ def _parse_number(s: str) -> Fraction | None:
         return None
 
 
-def _norm_text(s: str) -> str:
+def norm_text(s: str) -> str:
     return " ".join(s.casefold().split()).rstrip(".").strip()
 
 
 def _exact_equal(answer: str, reference: str) -> bool:
-    a, r = _norm_text(answer), _norm_text(reference)
+    a, r = norm_text(answer), norm_text(reference)
     if a == r:
         return True
-    na, nr = _parse_number(a), _parse_number(r)
+    na, nr = parse_number(a), parse_number(r)
     return na is not None and nr is not None and na == nr
 
 
@@ -232,7 +232,7 @@ def _math_score(answer: str, reference: str) -> float:
 def _auto_verifier(reference: str, metadata: dict | None) -> str:
     if metadata and metadata.get("source_dataset"):
         return "reasoning_gym"
-    if _parse_number(reference) is not None or _LATEXISH.search(reference):
+    if parse_number(reference) is not None or _LATEXISH.search(reference):
         return "math"
     return "exact"
 

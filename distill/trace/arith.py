@@ -13,15 +13,15 @@ from fractions import Fraction
 from functools import lru_cache
 
 from distill.trace.arith_tokens import (
-    _ARITH,
-    _NEGATION,
-    _PAIRS,
-    _RETRACT_AFTER,
-    _rewrite_words,
-    _runs,
-    _Tok,
-    _tokenize,
+    ARITH_KINDS,
+    BRACKET_PAIRS,
+    NEGATION,
+    RETRACT_AFTER,
+    Tok,
+    arith_runs,
     canonical,
+    lex,
+    rewrite_words,
 )
 
 MAX_SIDE_TOKENS = 256  # one side of an equation; longer sides are not checked
@@ -73,7 +73,7 @@ def _power(base: Fraction, exp: Fraction) -> Fraction:
     return base**exp.numerator
 
 
-def _shallow(toks: list[_Tok]) -> bool:
+def _shallow(toks: list[Tok]) -> bool:
     """Bounds the parser's recursion up front: group nesting, sign runs, power towers."""
     depth = run = powers = 0
     for t in toks:
@@ -85,7 +85,7 @@ def _shallow(toks: list[_Tok]) -> bool:
     return True
 
 
-def _evaluate(toks: list[_Tok]) -> Fraction | None:
+def _evaluate(toks: list[Tok]) -> Fraction | None:
     """Precedence climbing: + - < * / < unary sign < ^ (right-assoc) < numbers, groups, \\frac."""
     if not toks or len(toks) > MAX_SIDE_TOKENS or not _shallow(toks):
         return None
@@ -114,7 +114,7 @@ def _evaluate(toks: list[_Tok]) -> Fraction | None:
 
     def group(opener: str) -> Fraction:
         v = binary(0)
-        if not take("rp", _PAIRS[opener]):
+        if not take("rp", BRACKET_PAIRS[opener]):
             raise _Bad
         return v
 
@@ -149,7 +149,7 @@ class _Side:
 
     __slots__ = ("toks", "value", "lit", "neg")
 
-    def __init__(self, toks: list[_Tok], valid: bool) -> None:
+    def __init__(self, toks: list[Tok], valid: bool) -> None:
         self.toks = toks
         self.value = _evaluate(toks) if valid else None
         self.neg = len(toks) == 2 and toks[0].kind == "op" and toks[0].sym == "-"
@@ -161,8 +161,8 @@ class _Side:
         return "-" + c if self.neg and c not in ("0", "0%") else c
 
 
-def _sides(run: list[_Tok], left_bad: bool, right_bad: bool) -> list[_Side]:
-    parts: list[list[_Tok]] = [[]]
+def _sides(run: list[Tok], left_bad: bool, right_bad: bool) -> list[_Side]:
+    parts: list[list[Tok]] = [[]]
     for t in run:
         if t.kind == "eq":
             parts.append([])
@@ -190,11 +190,11 @@ def _close(actual: Fraction, stated: Fraction, places: int) -> bool:
     return places > 0 and abs(actual - stated) < Fraction(1, 10 ** min(places, 30))
 
 
-def _src(text: str, toks: list[_Tok]) -> str:
+def _src(text: str, toks: list[Tok]) -> str:
     return " ".join(text[toks[0].start : toks[-1].end].split())
 
 
-def _occurrence(t: _Tok) -> tuple[int, str]:
+def _occurrence(t: Tok) -> tuple[int, str]:
     if t.neg and t.canon not in ("0", "0%"):
         return t.start - 1, "-" + t.canon
     return t.start, t.canon
@@ -251,15 +251,15 @@ def _classify(sides: list[_Side], wrong: list[int], running: set[int], out: Step
 def find_claims(text: str, step_index: int = 0) -> StepArith:
     """Every arithmetic claim in `text` (one step), checked, plus the step's numbers by role."""
     out = StepArith()
-    negated = {m.end() for m in _NEGATION.finditer(text)}
-    for run, left_bad, right_bad in _runs(_rewrite_words(_tokenize(text))):
+    negated = {m.end() for m in NEGATION.finditer(text)}
+    for run, left_bad, right_bad in arith_runs(rewrite_words(lex(text))):
         has_eq = any(t.kind == "eq" for t in run)
         sides = _sides(run, left_bad, right_bad) if has_eq else []
         claims, wrong, running = _pairs(sides, text, step_index)
         if not claims:
             out.loose.extend(o for o in map(_occurrence, run) if o[1] and o[0] not in negated)
             continue
-        if _RETRACT_AFTER.match(text, run[-1].end) or run[0].start in negated:
+        if RETRACT_AFTER.match(text, run[-1].end) or run[0].start in negated:
             # quoted to reject it: not an error of this step, and its numbers feed nothing
             out.claims.extend(Claim(c.step_index, c.expr, c.stated, c.actual, c.ok, True) for c in claims)
             continue
@@ -274,11 +274,11 @@ def canonical_answer(answer: str | None) -> str | None:
     if not answer:
         return None
     answer = answer.rsplit("=", 1)[-1]  # "x = 5", "6 + 7 = 13": the value is the last side
-    toks = [t for t in _tokenize(answer) if t.kind != "clean"]
+    toks = [t for t in lex(answer) if t.kind != "clean"]
     nums = [t for t in toks if t.kind == "num"]
     if len(nums) == 1 and len(toks) <= 2 and toks[-1] is nums[0]:
         return _occurrence(nums[0])[1]  # keeps "50%" as written in steps
-    value = _evaluate(toks) if all(t.kind in _ARITH for t in toks) else None
+    value = _evaluate(toks) if all(t.kind in ARITH_KINDS for t in toks) else None
     if value is not None:
         return canonical(value)
     return _occurrence(nums[0])[1] if len(nums) == 1 else None

@@ -199,20 +199,20 @@ _NOT_UNIT = (
     | {w[0] for w in _EQ_WORDS}
     | {"and", "or", "but", "so", "then", "which", "that", "are", "was", "not", "equal"}
 )
-_PAIRS = {"(": ")", "[": "]", "{": "}"}
-_RETRACT_AFTER = re.compile(
+BRACKET_PAIRS = {"(": ")", "[": "]", "{": "}"}
+RETRACT_AFTER = re.compile(
     r"\s*(?:[,;]\s*)?(?:but\s+)?(?:(?:this|that|which|it)\s*)?(?:is|was|['’]s)\s+"
     r"(?:wrong|incorrect|not\s+(?:right|correct)|a\s+mistake|an\s+error|a\s+typo)",
     re.I,
 )
 # "19, not 18" / "≠ 18": what follows is mentioned only to reject it. Ends mark where it starts.
-_NEGATION = re.compile(r"(?:\bnot|\binstead\s+of|\brather\s+than|≠|\\neq?)\s*[$€£]?\s*", re.I)
+NEGATION = re.compile(r"(?:\bnot|\binstead\s+of|\brather\s+than|≠|\\neq?)\s*[$€£]?\s*", re.I)
 
 
 _ZERO = Fraction(0)
 
 
-class _Tok:
+class Tok:
     """kind: num op eq lp rp frac (arithmetic), word, clean (a neutral break) or poison (unknown)."""
 
     __slots__ = ("kind", "start", "end", "sym", "val", "places", "canon", "neg", "word")
@@ -247,13 +247,13 @@ def _literal(raw: str) -> tuple[Fraction, str, int] | None:
     return (v / 100 if pct else v), canonical(v) + ("%" if pct else ""), places
 
 
-def _tokenize(text: str) -> list[_Tok]:
-    toks: list[_Tok] = []
+def lex(text: str) -> list[Tok]:
+    toks: list[Tok] = []
     for m in _TOKEN.finditer(text):
         kind, (s, e), raw = m.lastgroup or "poison", m.span(), m.group()
         sym = raw
         if kind == "text":  # \text{ apples}: its words act as plain words (units)
-            toks.extend(_Tok("word", s + w.start(), s + w.end(), w.group().lower()) for w in _WORD.finditer(raw))
+            toks.extend(Tok("word", s + w.start(), s + w.end(), w.group().lower()) for w in _WORD.finditer(raw))
             continue
         if kind == "cmd":
             kind, sym = _CMDS.get(raw[1:], ("poison", raw))
@@ -269,7 +269,7 @@ def _tokenize(text: str) -> list[_Tok]:
             kind = "clean"
         if kind == "ws":
             continue
-        t = _Tok(kind, s, e, sym)
+        t = Tok(kind, s, e, sym)
         literal = _literal(raw) if kind == "num" and len(raw) <= 2 * MAX_LITERAL_DIGITS else None
         if literal:
             t.val, t.canon, t.places = literal
@@ -280,7 +280,7 @@ def _tokenize(text: str) -> list[_Tok]:
     return toks
 
 
-def _fix_glued(toks: list[_Tok]) -> None:
+def _fix_glued(toks: list[Tok]) -> None:
     """Letters glued to digits make identifiers ("x2", "2x", "5th"); a glued "!" is a factorial."""
     for i, t in enumerate(toks):
         p = toks[i - 1] if i else None
@@ -304,13 +304,13 @@ def _fix_glued(toks: list[_Tok]) -> None:
 # --------------------------------------------------------------------------- words -> operators
 
 
-def _phrase(toks: list[_Tok], i: int, words: tuple[str, ...]) -> bool:
+def _phrase(toks: list[Tok], i: int, words: tuple[str, ...]) -> bool:
     return i + len(words) <= len(toks) and all(
         toks[i + j].kind == "word" and toks[i + j].sym == w for j, w in enumerate(words)
     )
 
 
-def _starts_operand(toks: list[_Tok], i: int) -> bool:
+def _starts_operand(toks: list[Tok], i: int) -> bool:
     if i >= len(toks):
         return False
     t = toks[i]
@@ -319,20 +319,20 @@ def _starts_operand(toks: list[_Tok], i: int) -> bool:
     return t.kind == "op" and t.sym == "-" and i + 1 < len(toks) and toks[i + 1].kind in ("num", "lp", "frac")
 
 
-def _word_operator(toks: list[_Tok], i: int) -> tuple[_Tok, int] | None:
+def _word_operator(toks: list[Tok], i: int) -> tuple[Tok, int] | None:
     """`2 times 3`, `5 + 3 is 8`: a word between two operands acting as an operator or '='."""
     for words, sym in _OP_WORDS:
         if _phrase(toks, i, words) and _starts_operand(toks, i + len(words)):
-            return _Tok("op", toks[i].start, toks[i + len(words) - 1].end, sym), len(words)
+            return Tok("op", toks[i].start, toks[i + len(words) - 1].end, sym), len(words)
     for words in _EQ_WORDS:
         if _phrase(toks, i, words) and _starts_operand(toks, i + len(words)):
-            t = _Tok("eq", toks[i].start, toks[i + len(words) - 1].end, "=")
+            t = Tok("eq", toks[i].start, toks[i + len(words) - 1].end, "=")
             t.word = True
             return t, len(words)
     return None
 
 
-def _unit_end(toks: list[_Tok], i: int) -> int:
+def _unit_end(toks: list[Tok], i: int) -> int:
     """Index after up to 3 unit words ("3 apples + ...") when an operator follows them, else i."""
     j = i
     while j < len(toks) and j - i < 3 and toks[j].kind == "word" and toks[j].sym not in _NOT_UNIT:
@@ -345,8 +345,8 @@ def _unit_end(toks: list[_Tok], i: int) -> int:
     return j if nxt.kind == "word" and _word_operator(toks, j) else i
 
 
-def _rewrite_words(toks: list[_Tok]) -> list[_Tok]:
-    out: list[_Tok] = []
+def rewrite_words(toks: list[Tok]) -> list[Tok]:
+    out: list[Tok] = []
     i = 0
     while i < len(toks):
         t = toks[i]
@@ -367,10 +367,10 @@ def _rewrite_words(toks: list[_Tok]) -> list[_Tok]:
 
 # --------------------------------------------------------------------------- runs and sides
 
-_ARITH = {"num", "op", "eq", "lp", "rp", "frac"}
+ARITH_KINDS = {"num", "op", "eq", "lp", "rp", "frac"}
 
 
-def _bad_edge(toks: list[_Tok], i: int, left: bool) -> bool:
+def _bad_edge(toks: list[Tok], i: int, left: bool) -> bool:
     """Does toks[i], just outside a run, make the run's outer side part of something larger?"""
     t = toks[i] if 0 <= i < len(toks) else None
     if t is None or t.kind == "clean":
@@ -382,14 +382,14 @@ def _bad_edge(toks: list[_Tok], i: int, left: bool) -> bool:
     return t.sym in _OPERATORISH or (i + 1 < len(toks) and toks[i + 1].sym == "^")  # "10 m^2"
 
 
-def _runs(toks: list[_Tok]) -> list[tuple[list[_Tok], bool, bool]]:
+def arith_runs(toks: list[Tok]) -> list[tuple[list[Tok], bool, bool]]:
     """Maximal arithmetic token runs with (bad left edge, bad right edge)."""
-    runs: list[tuple[list[_Tok], bool, bool]] = []
-    cur: list[_Tok] = []
+    runs: list[tuple[list[Tok], bool, bool]] = []
+    cur: list[Tok] = []
     left_bad, side_has_op = False, False
     forced_left: bool | None = None  # edge decided by a split inside a run
     for i, t in enumerate(toks):
-        if t.kind not in _ARITH:
+        if t.kind not in ARITH_KINDS:
             if cur:
                 runs.append((cur, left_bad, _bad_edge(toks, i, left=False)))
             cur, forced_left = [], None
@@ -409,7 +409,7 @@ def _runs(toks: list[_Tok]) -> list[tuple[list[_Tok], bool, bool]]:
             and not (cur[-1].sym == "}" and t.sym == "{")
         ):  # \frac{a}{b}: adjacent groups are fine
             if t.kind == "lp" and t.sym == "(" and cur[-1].end == t.start:
-                cur.append(_Tok("op", t.start, t.start, "*"))  # 2(3 + 4): implicit product
+                cur.append(Tok("op", t.start, t.start, "*"))  # 2(3 + 4): implicit product
             else:
                 # "1 000", "2 (3+4)": juxtaposed operands; a "(" opening words is a remark
                 remark = t.kind == "lp" and i + 1 < len(toks) and toks[i + 1].kind == "word"

@@ -40,13 +40,13 @@ def test_engine_reloads_weights_in_place_as_a_fresh_engine_would(tiny_model, tmp
 
     eng = EvalEngine(opts)
     try:
-        a = eng._evaluate(tiny_model, reqs)
-        b = eng._evaluate(other, reqs)  # same shapes: swapped in place
+        a = eng.evaluate_dir(tiny_model, reqs)
+        b = eng.evaluate_dir(other, reqs)  # same shapes: swapped in place
     finally:
         eng.close()
     fresh = EvalEngine(opts)
     try:
-        b_fresh = fresh._evaluate(other, reqs)
+        b_fresh = fresh.evaluate_dir(other, reqs)
     finally:
         fresh.close()
         gc.collect()
