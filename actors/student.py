@@ -154,9 +154,10 @@ class StudentStep:
     """Model + optimiser + one `step(micro_batches) -> metrics` (Ray-free, so it is testable on its own).
 
     `reduce` sums a list of floats over all ranks (identity on one process): the trained-token count
-    of an optimizer step is global (so are its row counts), so the loss is a token mean over the whole effective batch, and a
-    step in which no rank has a token to train is skipped by every rank alike (no AdamW update, no
-    schedule step: AdamW's momentum and weight decay would otherwise move the weights on nothing)."""
+    of an optimizer step is global (so are its row counts), so the loss is a token mean over the whole
+    effective batch, and a step in which no rank has a token to train is skipped by every rank alike
+    (no AdamW update, no schedule step: AdamW's momentum and weight decay would otherwise move the
+    weights on nothing)."""
 
     def __init__(
         self,
