@@ -33,6 +33,7 @@ from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
 from distill.metrics import emit
 from distill.models import on_this_node
 from distill.prompts import messages_for, style_of
+from distill.reaper import descendants, reap_orphans
 
 
 @dataclass
@@ -177,6 +178,9 @@ class VLLMTeacher(_TeacherBase):
         )
         self.engine = AsyncLLM.from_engine_args(args)
         self._n = 0
+        # The engine's processes die with this actor even when it dies without running Python (SIGKILL,
+        # its driver killed): Ray's own child killing is off for the teacher (pipelines/stages.py).
+        reap_orphans(descendants())
         # When the pool ends, Ray exits the actor's process without deleting the UDF: its engine core (a
         # child process) then dies under a live AsyncLLM, which logs EngineDeadError and a __del__
         # traceback at interpreter teardown. atexit runs first (before multiprocessing reaps children).
