@@ -57,7 +57,8 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
         # vLLM engine core among them, before the UDF's __del__ or atexit hook can shut it down: AsyncLLM
         # then logs EngineDeadError and an output-handler traceback. Measured with a probe UDF on Ray
         # 2.60 (a spawned child: SIGKILL before __del__). Without the kill the teacher's atexit hook
-        # (actors/teacher.py) shuts the engine down first, and multiprocessing still ends any child left.
+        # (actors/teacher.py) shuts the engine down first; an actor that dies without running Python
+        # leaves its engine to the watchdog the teacher starts (distill/reaper.py).
         runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},
         **t.placement_options(),
     )
