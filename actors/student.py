@@ -362,9 +362,18 @@ class WorkerLoop:
     position, and each epoch's micro-batches (epoch 1 from the stream, later ones from the store).
     `config` is the train_loop_config student_trainer (pipelines/stages.py) builds."""
 
-    def __init__(self, config: dict, student: StudentStep, position: dict, rank: int, world: int):
+    def __init__(
+        self,
+        config: dict,
+        student: StudentStep,
+        position: dict,
+        rank: int,
+        world: int,
+        cores_at_start: set[int] | None = None,
+    ):
         self.config, self.t, self.student, self.position = config, config["train"], student, position
         self.rank, self.world = rank, world
+        self.cores_at_start = cores_at_start  # bound to train.cpu_threads_bind: the cores to widen to later
         self.events = config["events"] if rank == 0 else None
         self.actor = f"train@{socket.gethostname()}:{os.getpid()}"
         self.horizon = (
@@ -411,6 +420,8 @@ class WorkerLoop:
             left = untrained(batches, done_ids)
             return in_step(left, self.student.reduce) if self.world > 1 else left
         if t.torch_threads_later:  # the live stream is over: the teacher's cores are free now
+            if self.cores_at_start is not None:  # before the new threads start: they inherit this thread's cores
+                os.sched_setaffinity(0, self.cores_at_start)
             torch.set_num_threads(t.torch_threads_later)
         if self.store_rows is None:
             self.store_rows = shared_store_rows(self.config["store_root"], t.supervision, self.rank, self.world)
@@ -514,9 +525,13 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import torch
 
+    from distill.hardware import confine
+
+    cores_at_start = os.sched_getaffinity(0)
+    bound = confine(config["train"].cpu_threads_bind)  # this thread computes (torch_threads 1) or starts the pool
     torch.set_num_threads(config["train"].torch_threads)
     torch.manual_seed(config["seed"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     student, position = load_student(config, world)
-    WorkerLoop(config, student, position, rank, world).run()
+    WorkerLoop(config, student, position, rank, world, cores_at_start if bound else None).run()

@@ -357,8 +357,8 @@ versions and the load average at each arm's start go to OUT/bench.json, bars to 
 Arms: roofline (GEMM GFLOP/s, copy GB/s, the bounds they imply), teacher_pipeline / teacher_bare /
 teacher_hf (the teacher stage vs a bare vLLM engine vs transformers generate: same prompts, fixed
 output length), train_padded / train_grouped / train_packed (tokens/s, padding), scorer (traces/s per
-core), eval_engine (engine start vs in-place weight swap, tokens/s), eval_beside (evaluation on core A
-while training runs on core B), overlap_streamed / overlap_sequential_same / overlap_sequential_all
+core), eval_beside (an evaluator engine's start vs an in-place weight swap, its tokens/s alone and
+while the student trains on another core), overlap_streamed / overlap_sequential_same / overlap_sequential_all
 (a whole `distill run` of a small recipe on all --cores: streamed, and as sequential stages with the
 same per-stage cores or all cores for each stage; wall and core utilisation).
 

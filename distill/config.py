@@ -307,6 +307,13 @@ class TrainConfig(_Placement):
         ge=1,
         description="torch threads from epoch 2 on, when the teacher's cores are free (None: keep torch_threads).",
     )
+    cpu_threads_bind: CoreBind | None = Field(
+        None,
+        description="Cores a training worker computes on while the teacher generates (epoch 1), e.g. '1' beside "
+        "a teacher bound to '0': unbound, its thread drifts onto the teacher's or evaluator's core. From epoch 2 "
+        "on, with torch_threads_later set, it gets back all the cores it started with. Applied where this node "
+        "has those cores. None: unbound.",
+    )
     epochs: int = Field(2, ge=1, description="Epoch 1 streams from the live pipeline; later ones read the store.")
     batch_size: int = Field(4, ge=1, description="Examples per micro-batch per worker.")
     grad_accum: int = Field(

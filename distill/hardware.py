@@ -90,6 +90,13 @@ def bind_engine(bind: str | None) -> frozenset[int] | None:
     another node's cores: then only the OMP variable)."""
     if bind:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+    return confine(bind)
+
+
+def confine(bind: str | None) -> frozenset[int] | None:
+    """Confine this thread -- and the threads and processes it starts from now on -- to the cores `bind`
+    names. -> the cores applied; None when unbound, or when this machine lacks one of them (on a cluster
+    the list may name another node's cores)."""
     cores = core_set(bind)
     if cores is None or not cores <= os.sched_getaffinity(0):
         return None

@@ -10,8 +10,8 @@ versions to `bench.json`, and a plot. Arms:
                   batched generate: the same prompts, exactly `gen_tokens` each (ignore EOS)
   train_*         the student's step on the same examples: right-padded, length-grouped, packed
   scorer          the scorer stage (verify + anatomy + variants + Parquet) on teacher-format traces
-  eval_engine     an evaluator engine's start vs an in-place weight swap, and its tokens/s alone
-  eval_beside     the same evaluation on core A while training runs on core B
+  eval_beside     an evaluator engine on core A: its start vs an in-place weight swap, its tokens/s
+                  alone, then again while the student trains on core B (both rates in that window)
   overlap_*       a whole `distill run` of a small recipe on all the cores: streamed (the product), and
                   as sequential stages (`stages: sequential`) with (a) the streamed run's per-stage
                   cores and (b) all cores for each stage in turn; wall and core utilisation of each
@@ -32,7 +32,7 @@ from pathlib import Path
 TEACHER_ARMS = ("teacher_pipeline", "teacher_bare", "teacher_hf")
 TRAIN_ARMS = ("train_padded", "train_grouped", "train_packed")
 OVERLAP_ARMS = ("overlap_streamed", "overlap_sequential_same", "overlap_sequential_all")
-ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "eval_engine", "eval_beside", *OVERLAP_ARMS)
+ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "eval_beside", *OVERLAP_ARMS)
 
 
 # ---------------------------------------------------------------- inputs shared by the arms
@@ -263,6 +263,8 @@ def _train(a, packing: bool, grouped: bool) -> dict:
     batches = micro_batches(rows, tr.batch_size, length, seed=0)
     student.total_steps = len(batches)
     student.step(batches[0])  # warm-up (allocator, first-call overheads), not measured
+    if getattr(a, "beside_dir", None):
+        return _train_beside(student, batches, Path(a.beside_dir))
     tokens = padded = 0
     t0 = time.perf_counter()
     for b in batches[1:]:
@@ -278,6 +280,29 @@ def _train(a, packing: bool, grouped: bool) -> dict:
         "padding_fraction": round(1 - tokens / padded, 4),
         "bf16": student.bf16,
     }
+
+
+def _wait_for(path: Path, timeout: float = 900) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        if time.time() > end:
+            raise TimeoutError(f"{path} did not appear in {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def _train_beside(student, batches: list, d: Path) -> dict:
+    """eval_beside's training: loaded and warmed up, it waits for `go` (the evaluator's alone measure
+    done), then steps through the batches round and round until `stop`; each step's times and tokens."""
+    (d / "train-ready").touch()
+    _wait_for(d / "go")
+    measured = batches[1:] or batches  # batches[0] was the warm-up
+    log, i = [], 0
+    while not (d / "stop").exists():
+        t0 = time.time()
+        m = student.step(measured[i % len(measured)])
+        log.append([t0, time.time(), m["tokens"]])
+        i += 1
+    return {"steps": log}
 
 
 def arm_train_padded(a) -> dict:
@@ -342,19 +367,38 @@ def arm_eval_engine(a) -> dict:
     opts = {**evaluator_options(cfg.eval, cfg.seed), "cpu_threads_bind": a.cores}
     path = resolve_model(cfg.train.student)
     eng = EvalEngine(opts)
+    beside = None
     try:
         eng.evaluate_dir(path, reqs)  # the engine start (history()[0])
         again = eng.evaluate_dir(path, reqs)  # an in-place swap (the same weights: the cost is the swap's)
+        if getattr(a, "beside_dir", None):  # eval_beside: the same again once the student trains on the other core
+            d = Path(a.beside_dir)
+            (d / "eval-alone-done").touch()
+            _wait_for(d / "go")
+            t0 = time.time()
+            beside = [eng.evaluate_dir(path, reqs) for _ in range(2)]  # twice: a window of several steps
+            beside = {
+                "wall_s": sum(b["wall_s"] for b in beside),
+                "tokens": sum(b["tokens"] for b in beside),
+                "window": [t0, time.time()],
+            }
     finally:
         eng.close()
     h = eng.history()
-    return {
+    out = {
         "start_s": h[0]["load_s"],
         "reload_s": h[1]["load_s"],
         "tokens": again["tokens"],
         "gen_s": again["wall_s"],
         "tok_s": round(again["tokens"] / max(again["wall_s"], 1e-9), 2),
     }
+    if beside is not None:
+        out.update(
+            beside_gen_s=beside["wall_s"],
+            beside_tok_s=round(beside["tokens"] / max(beside["wall_s"], 1e-9), 2),
+            beside_window=beside["window"],
+        )
+    return out
 
 
 ARM_FNS = {
@@ -382,8 +426,10 @@ def _pinned(cores: str, module: str, *args: str) -> list[str]:
     return ["taskset", "-c", cores, sys.executable, "-m", module, *args]
 
 
-def _spawn(arm: str, cores: str, a, out: Path) -> subprocess.Popen:
-    cmd = _pinned(cores, "distill.pipelines.bench", "--arm", arm, "--cores", cores, "--out", str(out), *a.passthrough)
+def _spawn(arm: str, cores: str, a, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = _pinned(
+        cores, "distill.pipelines.bench", "--arm", arm, "--cores", cores, "--out", str(out), *a.passthrough, *extra
+    )
     log = open(out.with_suffix(".log"), "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ARM_CWD)
 
@@ -436,25 +482,49 @@ def _run_overlap(arm: str, cores: str, a, work: Path, rep: int) -> dict:
     }
 
 
+def _eval_beside(cores: str, a, work: Path, rep: int, out: Path) -> int:
+    """The evaluator on core A (start, swap, alone) while the student's training process loads and waits
+    on core B; then both at once, the training stepping until the evaluation is over. Writes `out`
+    with the evaluator's measures and the training's tokens/s in the evaluation's window."""
+    a_core, b_core = cores.split(",")[:2] if "," in cores else (cores, cores)
+    d = work / f"beside-{rep}"
+    d.mkdir(exist_ok=True)
+    for f in d.iterdir():
+        f.unlink()
+    train_out = work / f"beside-train-{rep}.json"
+    ev = _spawn("eval_engine", a_core, a, out, "--beside-dir", str(d))
+    train = _spawn("train_packed", b_core, a, train_out, "--beside-dir", str(d))
+    while not ((d / "eval-alone-done").exists() and (d / "train-ready").exists()):
+        if ev.poll() is not None or train.poll() is not None:  # one failed: end the other
+            break
+        time.sleep(0.1)
+    (d / "go").touch()
+    rc = ev.wait()
+    (d / "stop").touch()
+    rc_train = train.wait()
+    if rc != 0 or rc_train != 0 or not out.is_file() or not train_out.is_file():
+        return rc or rc_train or 1
+    res = json.loads(out.read_text())
+    lo, hi = res.pop("beside_window")
+    # the steps that ran (at least partly) while the evaluator generated beside them
+    inside = [s for s in json.loads(train_out.read_text())["steps"] if s[1] > lo and s[0] < hi]
+    busy = sum(t1 - t0 for t0, t1, _ in inside)
+    res.update(
+        train_steps_beside=len(inside),
+        train_tok_s_beside=round(sum(n for *_, n in inside) / busy, 1) if busy else None,
+        beside_over_alone=round(res["beside_tok_s"] / res["tok_s"], 3),
+    )
+    out.write_text(json.dumps(res))
+    return 0
+
+
 def _run_arm(arm: str, cores: str, a, work: Path, rep: int) -> dict:
     out = work / f"{arm}-{rep}.json"
     load = os.getloadavg()[0]
     if arm in OVERLAP_ARMS:
         return {**_run_overlap(arm, cores, a, work, rep), "load_avg_at_start": round(load, 2)}
-    if arm == "eval_beside":  # evaluation on core A while the student trains on core B
-        a_core, b_core = cores.split(",")[:2] if "," in cores else (cores, cores)
-        train = _spawn("train_packed", b_core, a, work / f"beside-train-{rep}.json")
-        time.sleep(a.beside_delay)
-        ev = _spawn("eval_engine", a_core, a, out)
-        rc = ev.wait()
-        train.wait()
-        beside = work / f"beside-train-{rep}.json"
-        if rc == 0 and out.is_file() and beside.is_file():  # the training it ran beside, for its tok/s too
-            out.write_text(
-                json.dumps(
-                    {**json.loads(out.read_text()), "train_tok_s_beside": json.loads(beside.read_text())["tok_s"]}
-                )
-            )
+    if arm == "eval_beside":
+        rc = _eval_beside(cores, a, work, rep, out)
     else:
         rc = _spawn(arm, cores, a, out).wait()
     if rc != 0 or not out.is_file():
@@ -527,8 +597,9 @@ def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: 
         "teacher_pipeline_over_hf_generate": _ratio(res, "teacher_pipeline", "teacher_hf", "tok_s"),
         "train_packed_over_padded": _ratio(res, "train_packed", "train_padded", "tok_s"),
         "train_grouped_over_padded": _ratio(res, "train_grouped", "train_padded", "tok_s"),
-        "eval_reload_s_over_start_s": _key_ratio(res.get("eval_engine"), "reload_s", "start_s"),
-        "eval_beside_training_over_alone": _ratio(res, "eval_beside", "eval_engine", "tok_s"),
+        "eval_reload_s_over_start_s": _key_ratio(res.get("eval_beside"), "reload_s", "start_s"),
+        # evaluator tokens/s beside training over alone, each run's pair in one process
+        "eval_beside_training_over_alone": _key_ratio(res.get("eval_beside"), "beside_tok_s", "tok_s"),
         # wall of the streamed run over the sequential baselines: (a) same per-stage cores, (b) all cores each
         "overlap_streamed_over_sequential_same": _ratio(res, "overlap_streamed", "overlap_sequential_same", "wall_s"),
         "overlap_streamed_over_sequential_all": _ratio(res, "overlap_streamed", "overlap_sequential_all", "wall_s"),
@@ -556,20 +627,23 @@ def _plot(bench: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def bars(arms, key):  # (label, arm, measure) of each bar
+        return [(arm.split("_", 1)[-1].replace("sequential_", "seq_"), arm, key) for arm in arms]
+
     groups = [
-        ("teacher tok/s", TEACHER_ARMS, "tok_s"),
-        ("training tok/s", TRAIN_ARMS, "tok_s"),
-        ("eval tok/s", ("eval_engine", "eval_beside"), "tok_s"),
-        ("whole run wall s", OVERLAP_ARMS, "wall_s"),
-        ("core utilisation", OVERLAP_ARMS, "core_utilisation"),
+        ("teacher tok/s", bars(TEACHER_ARMS, "tok_s")),
+        ("training tok/s", bars(TRAIN_ARMS, "tok_s")),
+        ("eval tok/s", [("alone", "eval_beside", "tok_s"), ("beside training", "eval_beside", "beside_tok_s")]),
+        ("whole run wall s", bars(OVERLAP_ARMS, "wall_s")),
+        ("core utilisation", bars(OVERLAP_ARMS, "core_utilisation")),
     ]
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2))
-    for ax, (title, arms, key) in zip(axes, groups):
+    for ax, (title, group) in zip(axes, groups):
         names, med, lo, hi = [], [], [], []
-        for arm in arms:
+        for label, arm, key in group:
             st = bench["arms"].get(arm, {}).get("stats", {}).get(key)
             if st:
-                names.append(arm.split("_", 1)[-1].replace("sequential_", "seq_"))
+                names.append(label)
                 med.append(st["median"])
                 lo.append(st["median"] - st["min"])
                 hi.append(st["max"] - st["median"])
@@ -590,7 +664,6 @@ def arm_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scorer-traces", type=int, default=400, help="scorer arm: traces")
     p.add_argument("--eval-requests", type=int, default=24, help="eval arms: requests")
-    p.add_argument("--beside-delay", type=float, default=20.0, help="eval_beside: seconds training runs first")
     p.add_argument("--teacher-all-cores", action="store_true", help="teacher arms on all --cores, not one")
     p.add_argument("--overlap-recipe", default="smoke", help="overlap arms: the recipe run (name or YAML path)")
     p.add_argument("--overlap-problems", type=int, default=12, help="overlap arms: its sources.0.size")
@@ -616,5 +689,6 @@ if __name__ == "__main__":  # one arm, in this (fresh, pinned) process
     p.add_argument("--arm", required=True, choices=sorted(ARM_FNS))
     p.add_argument("--cores", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--beside-dir", default=None, help="eval_beside's marker files (set by the driver)")
     args = p.parse_args()
     Path(args.out).write_text(json.dumps(ARM_FNS[args.arm](args)))

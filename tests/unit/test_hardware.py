@@ -45,3 +45,29 @@ def test_bind_engine_leaves_affinity_alone_for_cores_this_machine_lacks():
 def test_bind_engine_passes_nobind_to_vllm_and_leaves_affinity_alone():
     r = _probe("nobind")  # vLLM's own "do not bind": it must still reach the engine
     assert r == {"got": None, "child": sorted(os.sched_getaffinity(0)), "env": "nobind"}
+
+
+# The training worker's binding (train.cpu_threads_bind): confine() binds the thread that trains, and
+# the torch threads it starts later inherit it; the worker's other threads (Ray's) keep their cores.
+CONFINE = """
+import json, os, sys, threading
+from distill.hardware import confine
+out = {}
+def train():
+    out["got"] = sorted(confine(sys.argv[1]) or [])
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))  # a thread it starts
+    t.start(); t.join()
+    out["thread"], out["started"] = sorted(os.sched_getaffinity(0)), seen[0]
+t = threading.Thread(target=train); t.start(); t.join()
+out["main"] = sorted(os.sched_getaffinity(0))
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to tell a binding from none")
+def test_confine_binds_the_calling_thread_and_what_it_starts_not_the_process():
+    cores = sorted(os.sched_getaffinity(0))
+    out = subprocess.run([sys.executable, "-c", CONFINE, str(cores[-1])], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r == {"got": [cores[-1]], "thread": [cores[-1]], "started": [cores[-1]], "main": cores}
