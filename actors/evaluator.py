@@ -40,7 +40,7 @@ class Evaluator:
         self.model_path, self.trust_remote_code = str(model_path), trust_remote_code
         import torch
 
-        from distill.hardware import engine_dtype
+        from distill.hardware import cpu_engine_options, engine_dtype
 
         self.dtype = engine_dtype(dtype, torch.cuda.is_available())
         self.tokenizer = self._tokenizer(model_path)
@@ -55,6 +55,7 @@ class Evaluator:
                 dtype=self.dtype,
                 disable_log_stats=True,
                 trust_remote_code=trust_remote_code,
+                **cpu_engine_options(torch.cuda.is_available(), in_process=True),  # one process, not three
             )
         else:
             self.model = self._hf_model(model_path)

@@ -29,7 +29,7 @@ from distill.data.store import TraceStore
 from distill.events import StageEvent
 from distill.generate.decode import cut_at_eos, cut_at_stop, engine_samples, trace_rows
 from distill.generate.room import room_to_answer, too_long
-from distill.hardware import bind_cores, bind_engine, claim_slot, engine_dtype
+from distill.hardware import bind_cores, bind_engine, claim_slot, cpu_engine_options, engine_dtype
 from distill.metrics import emit
 from distill.models import on_this_node
 from distill.prompts import messages_for, style_of
@@ -175,6 +175,7 @@ class VLLMTeacher(_TeacherBase):
             trust_remote_code=teacher.trust_remote_code,
             disable_log_stats=True,
             **({"gpu_memory_utilization": teacher.gpu_memory_utilization} if teacher.num_gpus else {}),
+            **cpu_engine_options(bool(teacher.num_gpus)),  # CPU: the model worker in the engine core's process
         )
         self.engine = AsyncLLM.from_engine_args(args)
         self._n = 0

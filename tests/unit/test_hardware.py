@@ -71,3 +71,15 @@ def test_confine_binds_the_calling_thread_and_what_it_starts_not_the_process():
     out = subprocess.run([sys.executable, "-c", CONFINE, str(cores[-1])], capture_output=True, text=True, check=True)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r == {"got": [cores[-1]], "thread": [cores[-1]], "started": [cores[-1]], "main": cores}
+
+
+def test_cpu_engines_run_their_worker_in_process_and_gpu_engines_keep_vllm_defaults(monkeypatch):
+    from distill.hardware import cpu_engine_options
+
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    assert cpu_engine_options(gpu=True, in_process=True) == {}
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    assert cpu_engine_options(gpu=False) == {"distributed_executor_backend": "uni"}
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # AsyncLLM (the teacher) keeps its engine core process
+    assert cpu_engine_options(gpu=False, in_process=True) == {"distributed_executor_backend": "uni"}
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the evaluator's LLM: engine core in-process too
