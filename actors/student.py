@@ -527,11 +527,13 @@ def train_loop_per_worker(config: dict) -> None:
 
     from distill.hardware import confine
 
-    cores_at_start = os.sched_getaffinity(0)
-    bound = confine(config["train"].cpu_threads_bind)  # this thread computes (torch_threads 1) or starts the pool
-    torch.set_num_threads(config["train"].torch_threads)
-    torch.manual_seed(config["seed"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cores_at_start = os.sched_getaffinity(0)
+    # This thread computes (torch_threads 1) or starts torch's pool. One worker only: several data-parallel
+    # workers on one node would share the cores named.
+    bound = confine(config["train"].cpu_threads_bind) if world == 1 else None
+    torch.set_num_threads(config["train"].torch_threads)
+    torch.manual_seed(config["seed"])
     student, position = load_student(config, world)
     WorkerLoop(config, student, position, rank, world, cores_at_start if bound else None).run()

@@ -312,7 +312,7 @@ class TrainConfig(_Placement):
         description="Cores a training worker computes on while the teacher generates (epoch 1), e.g. '1' beside "
         "a teacher bound to '0': unbound, its thread drifts onto the teacher's or evaluator's core. From epoch 2 "
         "on, with torch_threads_later set, it gets back all the cores it started with. Applied where this node "
-        "has those cores. None: unbound.",
+        "has those cores, with one worker only (several would share them). None: unbound.",
     )
     epochs: int = Field(2, ge=1, description="Epoch 1 streams from the live pipeline; later ones read the store.")
     batch_size: int = Field(4, ge=1, description="Examples per micro-batch per worker.")
