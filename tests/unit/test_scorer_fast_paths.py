@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from distill.data.schema import SCHEMA_VERSION, TRACE_SCHEMA, TRAIN_SCHEMA, VARIANT_SCHEMA, stable_id, to_table
 from distill.data.store import TraceStore
-from distill.trace import anatomy, arith_tokens
+from distill.trace import anatomy, arith_tokens, quality
 from distill.trace.anatomy import analyse
 from distill.trace.arith import _evaluate, _parse, _small_side
 from distill.trace.arith_tokens import Tok, lex
@@ -235,3 +235,25 @@ def test_variants_extracting_different_answers_are_verified_apart(monkeypatch):
         assert {r["ok"] for r in out} == {True, False}
         for r in out:
             assert r["ok"] == check_variant(r["text"], reference, "spelling", None, "q"), r["variant"]
+
+
+# --------------------------------------------------------------------------- quality flags
+
+
+def _repetitive_without_the_word_length_guard(text: str, n: int = 8, threshold: float = 0.5) -> bool:
+    words = text.split()
+    return bool(text.strip()) and (
+        (len(words) >= 2 * n and quality._repeated_ngram_share(words, n) >= threshold)
+        or quality._has_periodic_run(text)
+    )
+
+
+_unit = st.lists(st.sampled_from(["a", "b", "!", "x", ".", "\\quad", "7"]), min_size=1, max_size=4).map("".join)
+_spaces = st.sampled_from([" ", "\n", "\u00a0", "\u2028", "\u3000", "\x1c", "\u200b", ""])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_unit, st.integers(1, 80), _spaces), max_size=6))
+def test_the_periodic_run_check_skips_only_texts_without_a_long_enough_word(pieces):
+    text = "".join(unit * k + space for unit, k, space in pieces)
+    assert ("repetitive" in quality.flag_output(text, "stop")) == _repetitive_without_the_word_length_guard(text)
