@@ -69,6 +69,8 @@ class TraceScorer:
 
     def _emit(self, t0: float, rows: list[dict], variants: list[dict], quarantined: int) -> None:
         """The block's stage event."""
+        if self.events is None:  # no sink (emit would drop it): not worth counting for
+            return
         accepted = sum(r["verdict"] == "accepted" for r in rows)
         emit(
             self.events,

@@ -118,6 +118,8 @@ def _add_piece(text: str, a: int, b: int, block: bool, pieces: list[tuple[int, i
 
 def _blocks(text: str) -> list[tuple[int, int]]:
     """Display-math spans (\\[..\\], $$..$$, \\begin{env}..\\end{env}); unclosed openers are text."""
+    if not _BLOCK_OPEN.search(text):
+        return []  # the usual trace: no opener, so no closer to look for
     display = [m.end() for m in _DISPLAY_CLOSE.finditer(text)]
     dollars = [m.start() for m in _DOLLARS.finditer(text)]
     envs: dict[str, list[int]] = {}
@@ -143,9 +145,12 @@ def _blocks(text: str) -> list[tuple[int, int]]:
 
 def _block_lines(text: str) -> list[tuple[int, int]]:
     """Blocks widened to the whole lines they touch; blocks sharing a line merge."""
+    blocks = _blocks(text)
+    if not blocks:
+        return []
     newlines = [m.start() for m in re.finditer("\n", text)]
     ranges: list[tuple[int, int]] = []
-    for s, e in _blocks(text):
+    for s, e in blocks:
         i, j = bisect_left(newlines, s), bisect_left(newlines, e)
         ls, le = (newlines[i - 1] + 1 if i else 0), (newlines[j] if j < len(newlines) else len(text))
         if ranges and ls <= ranges[-1][1]:
@@ -248,16 +253,21 @@ def step_values(steps: Sequence[Step]) -> list[StepValues]:
         masked = _mask(step.text)
         found = find_claims(masked, step.index)
         produced, used = list(found.produced), list(found.operands)
-        known = seen | {v for _, v in produced} | {v for _, v in used}
-        after_phrase = {m.end() for m in _PRODUCE_BEFORE.finditer(masked)}
-        for pos, v in found.loose:
-            fresh = v not in known and pos in after_phrase
-            (produced if fresh else used).append((pos, v))
-        first_made: dict[str, int] = {}
+        if found.loose:
+            known = seen | {v for _, v in produced} | {v for _, v in used}
+            # only a number not known yet can be fresh: most steps need no phrase search
+            new = any(v not in known for _, v in found.loose)
+            after_phrase = {m.end() for m in _PRODUCE_BEFORE.finditer(masked)} if new else set()
+            for pos, v in found.loose:
+                fresh = v not in known and pos in after_phrase
+                (produced if fresh else used).append((pos, v))
+        produced.sort()
+        first_made: dict[str, int] = {}  # value -> where the step first makes it; its keys in that order
         for pos, v in produced:
-            first_made[v] = min(pos, first_made.get(v, pos))
-        produces = list(dict.fromkeys(v for _, v in sorted(produced)))
-        uses = list(dict.fromkeys(v for pos, v in sorted(used) if first_made.get(v, pos) >= pos))
+            first_made.setdefault(v, pos)
+        produces = list(first_made)
+        used.sort()
+        uses = list(dict.fromkeys(v for pos, v in used if first_made.get(v, pos) >= pos))
         seen.update(produces, uses)
         out.append(StepValues(produces, uses, found.claims, found.tainted))
     return out
@@ -270,11 +280,14 @@ _ANSWER_CUE = re.compile(
     r"|^[ \t#>*_\-]*(?:final\s+)?answer[ \t*_]*[:：]",
     re.I | re.M,
 )
+# The lookahead names every first character a match can have: most positions fail at once (tested against the
+# pattern without it, tests/unit/test_scorer_fast_paths.py).
 _CHECK_CUE = re.compile(
-    r"\b(?:verif\w*|check\w*|double[- ]?check\w*|re-?check\w*|re-?calculat\w*|re-?comput\w*"
+    r"(?=[acdehilmnorsvw✓✔])"
+    r"(?:\b(?:verif\w*|check\w*|double[- ]?check\w*|re-?check\w*|re-?calculat\w*|re-?comput\w*"
     r"|re-?evaluat\w*|re-?examin\w*|confirm\w*|wait|actually|hmm+|oops|mistake\w*|wrong|incorrect"
     r"|error|correct(?:ion|ing|ed)?|sanity|scratch\s+that|on\s+second\s+thought|not\s+needed"
-    r"|no\s+need|let\s+me\s+re\w*)\b|[✓✔]",
+    r"|no\s+need|let\s+me\s+re\w*)\b|[✓✔])",
     re.I,
 )
 _PLAN_CUE = re.compile(
@@ -287,10 +300,9 @@ _PLAN_CUE = re.compile(
 )
 
 
-def _mentions(step: Step, values: StepValues, answer: str, canon: str | None) -> bool:
+def _mentions(step: Step, values: StepValues, answer: str, canon: str | None, plain_number: bool) -> bool:
     if canon is not None and (canon in values.uses or canon in values.produces):
         return True
-    plain_number = answer.replace(",", "").replace(".", "").lstrip("-").isdigit()
     return bool(answer) and not plain_number and answer in step.text  # "\frac{1}{2}", "Paris"
 
 
@@ -315,7 +327,8 @@ def label(steps: Sequence[Step], final_answer: str | None, values: Sequence[Step
     """
     values = step_values(steps) if values is None else values
     canon = canonical_answer(final_answer)
-    mentions = [final_answer is None or _mentions(s, v, final_answer, canon) for s, v in zip(steps, values)]
+    plain = final_answer is not None and final_answer.replace(",", "").replace(".", "").lstrip("-").isdigit()
+    mentions = [final_answer is None or _mentions(s, v, final_answer, canon, plain) for s, v in zip(steps, values)]
     roles = [_role(s, v, m) for s, v, m in zip(steps, values, mentions)]
     if final_answer and "answer" not in roles:
         last = max((k for k, m in enumerate(mentions) if m), default=None)
@@ -445,19 +458,22 @@ def analyse(text: str, reference_answer: str | None = None) -> Anatomy:
 
 def trace_columns(anatomy: Anatomy, correct: bool) -> dict[str, Any]:
     """The anatomy as trace-store columns (STEP_STRUCT in schema.py); `correct` is the scorer's verdict."""
-    steps = [
-        {
-            "start": s.start,
-            "end": s.end,
-            "role": s.role,
-            "on_path": s.on_path,
-            "produces": s.produces,
-            "uses": s.uses,
-            "claims_ok": sum(c.ok for c in s.claims if not c.retracted),
-            "claims_wrong": sum(not c.ok for c in s.claims if not c.retracted),
-        }
-        for s in anatomy.steps
-    ]
+    steps = []
+    for s in anatomy.steps:
+        standing = [c.ok for c in s.claims if not c.retracted]
+        ok = sum(standing)
+        steps.append(
+            {
+                "start": s.start,
+                "end": s.end,
+                "role": s.role,
+                "on_path": s.on_path,
+                "produces": s.produces,
+                "uses": s.uses,
+                "claims_ok": ok,
+                "claims_wrong": len(standing) - ok,
+            }
+        )
     return {
         "steps": steps,
         "first_error_step": anatomy.first_error_step,

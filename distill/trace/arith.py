@@ -86,6 +86,33 @@ def _shallow(toks: list[Tok]) -> bool:
 
 
 def _evaluate(toks: list[Tok]) -> Fraction | None:
+    """The value of one side, or None when it is not plain arithmetic we can check."""
+    # Sides of up to three tokens ("= 8", "= -3", "902 - 68") are most of them: valued without the parser's
+    # recursion, to the same result (tests/unit/test_scorer_fast_paths.py).
+    return _small_side(toks) if len(toks) <= 3 else _parse(toks)
+
+
+def _small_side(toks: list[Tok]) -> Fraction | None:
+    """What _parse makes of at most three tokens: a number, a signed number, `a op b` of two numbers."""
+    if len(toks) == 1:
+        return toks[0].val if toks[0].kind == "num" else None
+    if len(toks) == 2:
+        sign, num = toks
+        if sign.kind == "op" and sign.sym in ("+", "-") and num.kind == "num":
+            return -num.val if sign.sym == "-" else num.val
+        return None  # no other two tokens parse
+    if len(toks) == 3:
+        a, op, b = toks
+        if a.kind == "num" and b.kind == "num" and op.kind == "op" and (op.sym in _APPLY or op.sym == "^"):
+            try:
+                return _power(a.val, b.val) if op.sym == "^" else _bound(_APPLY[op.sym](a.val, b.val))
+            except (_Bad, ZeroDivisionError, OverflowError, ValueError):
+                return None
+        return _parse(toks)
+    return None
+
+
+def _parse(toks: list[Tok]) -> Fraction | None:
     """Precedence climbing: + - < * / < unary sign < ^ (right-assoc) < numbers, groups, \\frac."""
     if not toks or len(toks) > MAX_SIDE_TOKENS or not _shallow(toks):
         return None
@@ -169,16 +196,19 @@ def _sides(run: list[Tok], left_bad: bool, right_bad: bool) -> list[_Side]:
         else:
             parts[-1].append(t)
     sides = []
+    last = len(parts) - 1
     for k, part in enumerate(parts):
         a, b = 0, len(part)
-        opens, closes = sum(t.kind == "lp" for t in part), sum(t.kind == "rp" for t in part)
-        if k == 0:  # "(5 + 3 = 8)": the outer sides carry the parenthesis of the whole remark
-            while a < b and part[a].kind == "lp" and opens > closes:
-                a, opens = a + 1, opens - 1
-        if k == len(parts) - 1:
-            while a < b and part[b - 1].kind == "rp" and closes > opens:
-                b, closes = b - 1, closes - 1
-        valid = a < b and not (k == 0 and left_bad) and not (k == len(parts) - 1 and right_bad)
+        # "(5 + 3 = 8)": the outer sides carry the parenthesis of the whole remark (counted only where one may)
+        if part and ((k == 0 and part[0].kind == "lp") or (k == last and part[-1].kind == "rp")):
+            opens, closes = sum(t.kind == "lp" for t in part), sum(t.kind == "rp" for t in part)
+            if k == 0:
+                while a < b and part[a].kind == "lp" and opens > closes:
+                    a, opens = a + 1, opens - 1
+            if k == last:
+                while a < b and part[b - 1].kind == "rp" and closes > opens:
+                    b, closes = b - 1, closes - 1
+        valid = a < b and not (k == 0 and left_bad) and not (k == last and right_bad)
         sides.append(_Side(part[a:b], valid))
     return sides
 
@@ -253,9 +283,10 @@ def find_claims(text: str, step_index: int = 0) -> StepArith:
     out = StepArith()
     negated = {m.end() for m in NEGATION.finditer(text)}
     for run, left_bad, right_bad in arith_runs(rewrite_words(lex(text))):
-        has_eq = any(t.kind == "eq" for t in run)
-        sides = _sides(run, left_bad, right_bad) if has_eq else []
-        claims, wrong, running = _pairs(sides, text, step_index)
+        claims: list[Claim] = []
+        if any(t.kind == "eq" for t in run):
+            sides = _sides(run, left_bad, right_bad)
+            claims, wrong, running = _pairs(sides, text, step_index)
         if not claims:
             out.loose.extend(o for o in map(_occurrence, run) if o[1] and o[0] not in negated)
             continue

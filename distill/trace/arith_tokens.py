@@ -205,8 +205,9 @@ RETRACT_AFTER = re.compile(
     r"(?:wrong|incorrect|not\s+(?:right|correct)|a\s+mistake|an\s+error|a\s+typo)",
     re.I,
 )
-# "19, not 18" / "≠ 18": what follows is mentioned only to reject it. Ends mark where it starts.
-NEGATION = re.compile(r"(?:\bnot|\binstead\s+of|\brather\s+than|≠|\\neq?)\s*[$€£]?\s*", re.I)
+# "19, not 18" / "≠ 18": what follows is mentioned only to reject it. Ends mark where it starts. The lookahead
+# names every first character a match can have (a third of the search time on a step without any of them).
+NEGATION = re.compile(r"(?=[nir≠\\])(?:\bnot|\binstead\s+of|\brather\s+than|≠|\\neq?)\s*[$€£]?\s*", re.I)
 
 
 _ZERO = Fraction(0)
@@ -238,6 +239,9 @@ def canonical(v: Fraction) -> str:
 @lru_cache(maxsize=4096)
 def _literal(raw: str) -> tuple[Fraction, str, int] | None:
     """(value, canonical text, decimal places) of a number literal; "50%" is 0.5 with 4 places."""
+    if raw.isdigit() and len(raw) <= MAX_LITERAL_DIGITS:  # the usual literal: what the lines below make of it
+        n = int(raw)
+        return Fraction(n), str(n), 0
     pct = raw.endswith("%")
     digits = raw.rstrip("%").rstrip("\\").rstrip().replace(",", "")
     if len(digits) > MAX_LITERAL_DIGITS:
@@ -250,7 +254,17 @@ def _literal(raw: str) -> tuple[Fraction, str, int] | None:
 def lex(text: str) -> list[Tok]:
     toks: list[Tok] = []
     for m in _TOKEN.finditer(text):
-        kind, (s, e), raw = m.lastgroup or "poison", m.span(), m.group()
+        kind = m.lastgroup or "poison"
+        if kind == "ws":  # every other match: skipped before anything else is looked at
+            continue
+        (s, e), raw = m.span(), m.group()
+        if kind == "num":
+            literal = _literal(raw) if len(raw) <= 2 * MAX_LITERAL_DIGITS else None
+            t = Tok(kind if literal else "poison", s, e, raw)
+            if literal:
+                t.val, t.canon, t.places = literal
+            toks.append(t)
+            continue
         sym = raw
         if kind == "text":  # \text{ apples}: its words act as plain words (units)
             toks.extend(Tok("word", s + w.start(), s + w.end(), w.group().lower()) for w in _WORD.finditer(raw))
@@ -267,24 +281,17 @@ def lex(text: str) -> list[Tok]:
             sym = raw.lower()
         elif kind == "env":
             kind = "clean"
-        if kind == "ws":
-            continue
-        t = Tok(kind, s, e, sym)
-        literal = _literal(raw) if kind == "num" and len(raw) <= 2 * MAX_LITERAL_DIGITS else None
-        if literal:
-            t.val, t.canon, t.places = literal
-        elif kind == "num":
-            t.kind = "poison"
-        toks.append(t)
+        if kind != "ws":
+            toks.append(Tok(kind, s, e, sym))
     _fix_glued(toks)
     return toks
 
 
 def _fix_glued(toks: list[Tok]) -> None:
     """Letters glued to digits make identifiers ("x2", "2x", "5th"); a glued "!" is a factorial."""
-    for i, t in enumerate(toks):
-        p = toks[i - 1] if i else None
-        if p is None or p.end != t.start:
+    for i in range(1, len(toks)):
+        p, t = toks[i - 1], toks[i]
+        if p.end != t.start:
             continue
         if t.kind == "num" and p.kind == "word":
             t.kind = "poison"

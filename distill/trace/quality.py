@@ -48,7 +48,8 @@ def flag_output(text: str, finish_reason: str, ngram: int = 8, threshold: float 
         n = max(1, int(ngram))
         words = text.split()
         repetitive = len(words) >= 2 * n and _repeated_ngram_share(words, n) >= threshold
-        if repetitive or _has_periodic_run(text):
+        # A periodic run is whitespace-free (\S, the characters str.split() keeps): only a word that long holds one.
+        if repetitive or (max(map(len, words)) >= MIN_PERIODIC_CHARS and _has_periodic_run(text)):
             flags.append("repetitive")
     return flags
 

@@ -93,10 +93,9 @@ def accepted_variants(rows: list[dict], created_at: float) -> list[dict]:
     for r in rows:
         anatomy = r.pop("_anatomy")
         if r["verdict"] == "accepted":
-            variants += [
-                {**v, "problem_id": r["problem_id"], "question": r["question"], "created_at": created_at}
-                for v in variant_rows(r, anatomy)
-            ]
+            for v in variant_rows(r, anatomy):  # fresh rows: completed in place
+                v.update(problem_id=r["problem_id"], question=r["question"], created_at=created_at)
+                variants.append(v)
     return variants
 
 

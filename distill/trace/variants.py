@@ -192,11 +192,16 @@ def variant_rows(trace_row: dict, anatomy: Anatomy, tokenizer=None) -> list[dict
     metadata = _metadata(trace_row["metadata"])
     rows = []
     checked: dict[str, bool] = {}  # variants often share a text (decision_points == full on a clean trace)
+    verdicts: dict[str | None, bool] = {}  # and their texts an answer: each is verified once (check_variant's rule)
     for name, (text, spans) in _build(trace_row["text"], anatomy, str(answer)).items():
         if text not in checked:
-            checked[text] = check_variant(
-                text, trace_row["reference_answer"], trace_row["verifier"], metadata, trace_row["question"] or ""
-            )
+            found, _ = extract_answer(text)
+            if found not in verdicts:
+                score = verify(
+                    found, trace_row["reference_answer"], trace_row["verifier"], metadata, trace_row["question"] or ""
+                )
+                verdicts[found] = is_correct(score)
+            checked[text] = verdicts[found]
         rows.append(
             {
                 "variant_id": stable_id("variant", trace_row["trace_id"], name),
