@@ -418,6 +418,14 @@ class TrainConfig(_Placement):
         bad = [r for r in self.role_weights if r not in ROLE_NAMES]
         if bad or any(w < 0 for w in self.role_weights.values()):
             raise ValueError(f"role_weights: unknown role(s) {bad} or a negative weight; roles: {list(ROLE_NAMES)}")
+        from distill.hardware import bind_cores
+
+        bound = bind_cores(self.cpu_threads_bind, 0)
+        if bound and self.torch_threads > bound:  # more compute threads than cores: each step several times slower
+            raise ValueError(
+                f"cpu_threads_bind {self.cpu_threads_bind!r} names {bound} core(s) for torch_threads = "
+                f"{self.torch_threads}: bind as many cores as threads, or none"
+            )
         return self
 
 

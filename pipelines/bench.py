@@ -452,6 +452,7 @@ def overlap_overrides(arm: str, cores: str, a) -> list[str]:
         *seq,
         f"teacher.cpu_threads_bind={cores}",
         f"eval.cpu_threads_bind={cores}",
+        f"train.cpu_threads_bind={cores}",
         f"train.torch_threads={n}",
         f"train.torch_threads_later={n}",
     ]

@@ -221,3 +221,9 @@ def test_well_formed_core_bindings_pass():
 
     for bind in ("0", "0-1", "0, 2", "0-1|2-3", "auto", "nobind"):
         assert load_config("smoke", [f"teacher.cpu_threads_bind={bind}"]).teacher.cpu_threads_bind == bind
+
+
+def test_a_trainer_bound_to_fewer_cores_than_its_threads_is_a_config_error():
+    with pytest.raises(ConfigError, match="cpu_threads_bind"):
+        load_config("smoke", ["train.cpu_threads_bind=1", "train.torch_threads=2"])
+    assert load_config("smoke", ["train.cpu_threads_bind=0-1", "train.torch_threads=2"]).train.torch_threads == 2
