@@ -69,7 +69,7 @@ class TraceScorer:
 
     def _emit(self, t0: float, rows: list[dict], variants: list[dict], quarantined: int) -> None:
         """The block's stage event."""
-        if self.events is None:  # no sink (emit would drop it): not worth counting for
+        if self.events is None:  # no sink: emit would drop the event, so nothing to count
             return
         accepted = sum(r["verdict"] == "accepted" for r in rows)
         emit(
