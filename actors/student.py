@@ -214,7 +214,8 @@ class StudentStep:
                 self.cfg.role_weights,
                 self.cfg.max_seq_len,
                 self.cfg.path_weight,
-                prefill=style["prefill"],
+                # a correction: the student's own prefix is context after the style's prefill, never trained
+                prefill=style["prefill"] + (r.get("prefix") or ""),
             )
             if ex is None:
                 skipped += 1

@@ -281,6 +281,44 @@ def _variant_names() -> tuple[str, ...]:
 ROLE_NAMES = ("plan", "compute", "check", "answer", "filler")
 
 
+class CorrectionConfig(_Strict):
+    """On-policy correction rounds after the SFT epochs: the student answers training problems, the
+    scorer finds where each wrong answer first goes wrong, the teacher continues the student's own text
+    from there (an assistant prefill: any teacher/student pair), and the student trains on what was
+    accepted (its prefix as context, the continuation as target) mixed with SFT examples."""
+
+    rounds: int = Field(1, ge=1, le=20, description="Correction rounds, each a sample -> correct -> train pass.")
+    problems: int = Field(64, ge=1, description="Training problems the student answers per round.")
+    samples: int = Field(2, ge=1, le=16, description="Student samples per problem (k > 1 needs temperature > 0).")
+    temperature: float = Field(0.7, ge=0.0, description="The student's sampling temperature.")
+    max_tokens: int = Field(256, ge=16, description="Max new tokens of a student sample and of a continuation.")
+    keep: list[Literal["correction", "self"]] = Field(
+        default_factory=lambda: ["correction"],
+        description="What becomes supervision: `correction` (the teacher's continuation of a wrong answer "
+        "from its first wrong step) and/or `self` (the student's own right answers: rejection sampling).",
+    )
+    mix: float = Field(
+        1.0,
+        ge=0.0,
+        description="SFT examples (the picked variants of the teacher's accepted traces) mixed into each "
+        "round, per round problem: 1.0 with 64 problems adds 64, spread over the round's blocks.",
+    )
+    lr: float | None = Field(None, gt=0, description="The rounds' constant learning rate (None: train.lr / 2).")
+    batch_size: int = Field(4, ge=1, description="Problems per block through the round's stages.")
+    cpu_threads_bind: CoreBind | None = Field(
+        None,
+        description="Cores of the continuation teacher's engine (None: teacher.cpu_threads_bind). The "
+        "student samples on the run's evaluator engine, on eval.cpu_threads_bind.",
+    )
+
+    @model_validator(mode="after")
+    def _k(self) -> "CorrectionConfig":
+        _check_k_samples(self.samples, self.temperature, " (train.correction.temperature)")
+        if not self.keep:
+            raise ValueError("keep: name at least one of correction, self")
+        return self
+
+
 class TrainConfig(_Placement):
     student: str = Field(description="Embedded model name, HF model id, or local path of the student.")
     supervision: dict[str, float] = Field(
@@ -406,6 +444,9 @@ class TrainConfig(_Placement):
         "from the latest checkpoint with its data position); -1: no limit.",
     )
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code.")
+    correction: CorrectionConfig | None = Field(
+        None, description="On-policy correction rounds after the SFT epochs (None: none); see CorrectionConfig."
+    )
 
     @model_validator(mode="after")
     def _supervision(self) -> "TrainConfig":

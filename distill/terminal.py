@@ -66,6 +66,20 @@ def eval_lines(s: dict) -> list[str]:
         ]
         lines.append(f"    {split:<25}" + "".join(f"{c:>30}" for c in cells))
     lines += [f"  {v}" for v in ev.get("comparisons", {}).get("verdicts", [])]
+    lines += correction_lines(ev.get("correction"))
     lines += [f"  {m} answers: {src}" for m, src in ev.get("sources", {}).items()]
     lines.append(f"  report: {s['run_dir']}/report.html")
     return lines
+
+
+def correction_lines(c: dict | None) -> list[str]:
+    """Correction rounds: what each made, and the final student against the SFT one, paired per split."""
+    if not c:
+        return []
+    lines = [
+        f"  correction round {r['round']}: {r['samples_correct']}/{r['samples']} samples right, "
+        f"{r['corrections_accepted']}/{r['corrections']} corrections accepted, {r['self_accepted']} self, "
+        f"{r['teacher_tokens']} teacher tokens, {r['steps']} steps"
+        for r in c.get("rounds", [])
+    ]
+    return lines + [f"  {split}: {d['verdict']}" for split, d in c.get("student_vs_sft", {}).items()]

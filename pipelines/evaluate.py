@@ -98,6 +98,13 @@ class EvalEngine:
         self.log.append({"engine": how, "load_s": round(time.time() - t0, 2), "model": str(path)})
         return {**self.evaluator.run(requests), **self.log[-1]}
 
+    def sample(self, path: str, requests: list[dict]) -> dict:
+        """Generations for a correction round (actors/corrector.py StudentSampler): the model at `path`
+        answers `requests`, its weights loaded only when it is not the one up (blocks of one round share it)."""
+        if self.evaluator is None or self.evaluator.model_path != str(path):
+            self.evaluate_dir(path, [])
+        return self.evaluator.run(requests)
+
     def history(self) -> list[dict]:
         return self.log
 

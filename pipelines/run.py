@@ -15,7 +15,6 @@ stream in epoch 1, and reads the trace store in later epochs. On one page:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from distill.data.store import TraceStore
 from distill.metrics import RunMetrics, provenance, write_json
 from distill.models import resolve_model
 from distill.pipelines.evaluate import Evaluated
+from distill.pipelines.stages import export_student
 from distill.rundir import config_yaml, new_run_dir
 from distill.terminal import summary_lines
 
@@ -47,6 +47,11 @@ class Run:
     @property
     def student_dir(self) -> Path:
         return self.run_dir / "student"
+
+    @property
+    def sft_dir(self) -> Path:
+        """The student after its SFT epochs, before correction rounds (only when there are rounds)."""
+        return self.run_dir / "student-sft"
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Outcome:
     evaluated: Evaluated
     nodes: list[dict]
     wall_s: float
+    rounds: list = field(default_factory=list)  # correction rounds (pipelines/correction.py RoundResult)
 
 
 def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
@@ -224,14 +230,17 @@ class EvalLane:
                     trust_remote_code=trust,
                 )
 
-    def finish(self, student_dir: Path | None, final_step: int) -> Evaluated:
-        """The final student (when there is one) after the baselines; waits for every evaluation."""
+    def finish(self, student_dir: Path | None, final_step: int, sft: bool = False) -> Evaluated:
+        """The final student (when there is one) after the baselines; waits for every evaluation.
+        `sft`: the SFT student (before correction rounds) is evaluated too, on the same requests."""
         from distill.pipelines.evaluate import close_engine, teacher_from_store
 
         if self.runner is None:  # sequential: evaluation last, its engine starts now
             self.start()
         self.baselines()  # no-op when already started
         if student_dir is not None:
+            if sft:
+                self.runner.submit("student_sft", str(self.run.sft_dir), self.plan.requests, on_engine=True)
             self.runner.submit("student", str(student_dir), self.plan.requests, step=final_step, on_engine=True)
         out = Evaluated(self.runner.wait(), self.runner.errors, dict(self.runner.cache_status))
         out.engine_log = close_engine(self.engine)
@@ -279,14 +288,41 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
             if sequential:  # the stages one after another: generation and scoring end here, their actors go
                 stream = stream.materialize()
             result = fit_student(run, plan, stream, events, live)
-            t_trained = time.time()
             final_step = int((result.metrics or {}).get("step") or 0)  # the student evaluated is this step's
-            if result.checkpoint is not None:
-                export_student(result.checkpoint, run.student_dir)
-            student = run.student_dir if result.checkpoint is not None else None
-            evaluated = lane.finish(student, final_step) if lane else Evaluated()
+            checkpoint, rounds = result.checkpoint, []
+            if checkpoint is not None and cfg.train.correction:
+                checkpoint, rounds, final_step = correct(run, plan, checkpoint, final_step, events, lane)
+            t_trained = time.time()
+            if checkpoint is not None:
+                export_student(checkpoint, run.student_dir)
+            student = run.student_dir if checkpoint is not None else None
+            evaluated = lane.finish(student, final_step, sft=bool(rounds)) if lane else Evaluated()
         nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
-    return Outcome(metrics, result.checkpoint, final_step, t_trained, evaluated, nodes, time.time() - run.t_start)
+    return Outcome(metrics, checkpoint, final_step, t_trained, evaluated, nodes, time.time() - run.t_start, rounds)
+
+
+def correct(run: Run, plan: Plan, checkpoint, step: int, events, lane: EvalLane | None):
+    """Correction rounds after the SFT epochs (pipelines/correction.py), the SFT student exported to
+    <run>/student-sft first (the report compares the two). -> (final checkpoint, rounds, final step)."""
+    from distill.pipelines.correction import run_rounds
+    from distill.pipelines.evaluate import close_engine, eval_engine
+
+    cfg = run.cfg
+    sft_dir = run.sft_dir
+    export_student(checkpoint, sft_dir)
+    own = lane is None or lane.engine is None  # sequential, or no suite: an engine for the rounds alone
+    engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code) if own else lane.engine
+    try:
+        rounds = run_rounds(
+            cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, str(plan.store.root), events, engine
+        )
+    finally:
+        if own:
+            close_engine(engine)
+    for r in reversed(rounds):  # the latest round that trained (a resumed round has no checkpoint object)
+        if r.checkpoint is not None:
+            return r.checkpoint, rounds, step + sum(x.steps for x in rounds)
+    return checkpoint, rounds, step
 
 
 def fit_student(run: Run, plan: Plan, stream, events, live: EvalLane | None):
@@ -307,16 +343,6 @@ def fit_student(run: Run, plan: Plan, stream, events, live: EvalLane | None):
         engine=live.engine if live else None,
     )
     return trainer.fit()
-
-
-def export_student(checkpoint, student_dir: Path) -> None:
-    """The student as a plain HF directory (transformers and vLLM load it as it is): the checkpoint
-    without its training state; a resumed run replaces the one before."""
-    from distill.actors.student import TRAINING_STATE_FILES
-
-    with checkpoint.as_directory() as d:
-        shutil.rmtree(student_dir, ignore_errors=True)
-        shutil.copytree(d, student_dir, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))
 
 
 def finish(run: Run, plan: Plan, out: Outcome) -> dict:
@@ -386,7 +412,14 @@ def eval_section(run: Run, plan: Plan, out: Outcome) -> dict:
 
     ev = out.evaluated
     models = {**plan.baselines, **({"student": run.student_dir} if out.checkpoint is not None else {})}
+    if "student_sft" in ev.results:
+        models["student_sft"] = run.sft_dir
     section = eval_summary(plan.suite, ev.results, models, ev.errors, ev.sources)
+    if out.rounds:
+        from distill.eval.compare import correction_comparison
+
+        section["correction"] = correction_comparison({m: r["predictions"] for m, r in ev.results.items()})
+        section["correction"]["rounds"] = [{"round": r.round, "steps": r.steps, **r.counts} for r in out.rounds]
     curve = in_loop_curve(run.run_dir / "eval" / "in_loop")
     if "student" in section["splits"].get("in_distribution", {}):
         final = {

@@ -5,6 +5,7 @@ Resources come from config here, at wiring time; the actor classes in actors/ st
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -137,11 +138,13 @@ def student_trainer(
     in_loop_requests: str | None = None,
     expected_traces: int = 0,
     engine=None,
+    name: str = "train",
 ):
     """Ray Train TorchTrainer of the student; with `in_loop_requests` (a JSON file of eval requests),
     every checkpoint but the last is evaluated asynchronously by Ray Train's validation tasks.
     `expected_traces` (problems x samples) lets the trainer estimate the schedule's horizon in epoch 1.
-    `engine`: the run's EvalEngine actor, which the in-loop evaluations then share (no engine start each)."""
+    `engine`: the run's EvalEngine actor, which the in-loop evaluations then share (no engine start each).
+    `name`: the Ray Train run's name under <run>/ray_train (a correction round's fit is one of its own)."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -168,7 +171,7 @@ def student_trainer(
         datasets={"train": train_ds},
         dataset_config=DataConfig(datasets_to_split=["train"]),  # equal streaming splits per rank
         run_config=TrainRunConfig(
-            name="train",
+            name=name,
             storage_path=str((run_dir / "ray_train").resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             # a failed worker group restarts from the latest checkpoint
@@ -250,3 +253,13 @@ class EventPump:
             except Exception as e:  # keep pumping; a lost update is better than a dead driver thread
                 print(f"[distill] event pump: {type(e).__name__}: {e}")
             time.sleep(self.interval)
+
+
+def export_student(checkpoint, student_dir: Path) -> None:
+    """The student as a plain HF directory (transformers and vLLM load it as it is): the checkpoint
+    without its training state; a resumed run replaces the one before."""
+    from distill.actors.student import TRAINING_STATE_FILES
+
+    with checkpoint.as_directory() as d:
+        shutil.rmtree(student_dir, ignore_errors=True)
+        shutil.copytree(d, student_dir, ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES))

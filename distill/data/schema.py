@@ -103,12 +103,40 @@ VARIANT_SCHEMA = pa.schema(
 # What the trainer consumes: one supervision text per accepted trace.
 TRAIN_SCHEMA = pa.schema(
     [
-        ("trace_id", pa.string()),  # the parent trace
+        ("trace_id", pa.string()),  # the parent trace (a correction round's rows: the correction's id)
         ("problem_id", pa.string()),
         ("question", pa.string()),
-        ("variant", pa.string()),
+        ("variant", pa.string()),  # a correction round's own rows: "correction" / "self"
         ("text", pa.string()),
         ("spans", pa.list_(SPAN_STRUCT)),
+        ("prefix", pa.string()),  # a correction: the student's own text before its first wrong step (context,
+        # never trained); null elsewhere
+    ]
+)
+
+# Correction rounds (pipelines/correction.py): one row per student sample that became (or failed to become)
+# supervision. Lineage: `parent` is the student sample's trace_id in the store's samples/ table.
+CORRECTION_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int16()),
+        ("correction_id", pa.string()),  # sha of (parent, kind, teacher_model)
+        ("kind", pa.string()),  # correction (teacher continuation of a wrong answer) | self (a right answer)
+        ("parent", pa.string()),  # the student sample (samples/ trace_id)
+        ("round", pa.int32()),
+        ("problem_id", pa.string()),
+        ("question", pa.string()),
+        ("reference_answer", pa.string()),
+        ("student_text", pa.string()),  # the student's whole answer
+        ("cut", pa.int32()),  # characters of it kept (correction); null for self
+        ("cut_reason", pa.string()),  # wrong_claim | answer (no wrong claim, wrong answer); null for self
+        ("first_error_step", pa.int32()),
+        ("prefix", pa.string()),  # student_text[:cut]; "" for self
+        ("continuation", pa.string()),  # the teacher's continuation (self: the student's text)
+        ("teacher_model", pa.string()),  # null for self
+        ("teacher_tokens", pa.int32()),  # tokens the teacher generated for it (self: 0): the round's cost
+        ("verdict", pa.string()),  # accepted | rejected
+        ("reason", pa.string()),  # why rejected ("" when accepted)
+        ("created_at", pa.float64()),
     ]
 )
 

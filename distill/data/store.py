@@ -22,7 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from distill.data.schema import QUARANTINE_SCHEMA, SCHEMA_VERSION, TRACE_SCHEMA, VARIANT_SCHEMA, to_table
+from distill.data.schema import (
+    CORRECTION_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SCHEMA_VERSION,
+    TRACE_SCHEMA,
+    VARIANT_SCHEMA,
+    to_table,
+)
 
 
 class TraceStore:
@@ -31,6 +38,10 @@ class TraceStore:
         self.traces_dir = self.root / "traces"
         self.quarantine_dir = self.root / "quarantine"
         self.variants_dir = self.root / "variants"
+        # correction rounds: the student's own samples (trace rows, scored and dissected) and what became of
+        # them (CORRECTION_SCHEMA); a round's block writes its corrections first, its samples last (its commit)
+        self.samples_dir = self.root / "samples"
+        self.corrections_dir = self.root / "corrections"
 
     # -- writing ---------------------------------------------------------------------------
     def _write(self, directory: Path, table: pa.Table, keys: list[str]) -> Path | None:
@@ -65,6 +76,14 @@ class TraceStore:
     def append_variants(self, rows: list[dict]) -> Path | None:
         table = to_table([{**r, "schema_version": SCHEMA_VERSION} for r in rows], VARIANT_SCHEMA)
         return self._write(self.variants_dir, table, [r["variant_id"] for r in rows])
+
+    def append_samples(self, rows: list[dict]) -> Path | None:
+        table = to_table([{**r, "schema_version": SCHEMA_VERSION} for r in rows], TRACE_SCHEMA)
+        return self._write(self.samples_dir, table, [r["trace_id"] for r in rows])
+
+    def append_corrections(self, rows: list[dict]) -> Path | None:
+        table = to_table([{**r, "schema_version": SCHEMA_VERSION} for r in rows], CORRECTION_SCHEMA)
+        return self._write(self.corrections_dir, table, [r["correction_id"] for r in rows])
 
     def append_quarantine(self, rows: list[dict]) -> Path | None:
         table = to_table(rows, QUARANTINE_SCHEMA)
@@ -104,6 +123,18 @@ class TraceStore:
         if ok_only:
             t = t.filter(pc.equal(t.column("ok"), True))
         return t.sort_by([("problem_id", "ascending"), ("parent_trace_id", "ascending"), ("variant", "ascending")])
+
+    def samples(self) -> pa.Table:
+        """The correction rounds' committed student samples (trace rows), one per trace_id."""
+        return _dedupe_latest(self._read_dir(self.samples_dir, TRACE_SCHEMA), "trace_id", "scored_at")
+
+    def corrections(self, accepted_only: bool = False) -> pa.Table:
+        """Correction rounds' rows whose student sample is committed (a block's samples are its commit)."""
+        t = _dedupe_latest(self._read_dir(self.corrections_dir, CORRECTION_SCHEMA), "correction_id", "created_at")
+        t = _committed(t, "parent", set(self.samples().column("trace_id").to_pylist()))
+        if accepted_only:
+            t = t.filter(pc.equal(t.column("verdict"), "accepted"))
+        return t.sort_by([("round", "ascending"), ("problem_id", "ascending"), ("correction_id", "ascending")])
 
     def trace_ids(self) -> set[str]:
         """The ledger: every committed trace_id (reads one column)."""

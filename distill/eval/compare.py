@@ -162,3 +162,27 @@ def headline(c: dict) -> list[str]:
     ):
         lines.append(r)
     return lines
+
+
+def paired_models(preds: dict[str, list[dict]], a: str, b: str, splits=SPLITS + ("validation",)) -> dict:
+    """Per split: `a` vs `b` paired on the problems (and prompt styles) both answered, with both accuracies."""
+    out = {}
+    for split in splits:
+        x, y = _by_key(preds.get(a, []), split), _by_key(preds.get(b, []), split)
+        keys = sorted(x.keys() & y.keys())
+        if not keys:
+            continue
+        d = paired_diff([x[k]["correct"] for k in keys], [y[k]["correct"] for k in keys])
+        out[split] = {
+            **d,
+            f"{a}_accuracy": sum(x[k]["correct"] for k in keys) / len(keys),
+            f"{b}_accuracy": sum(y[k]["correct"] for k in keys) / len(keys),
+            "verdict": verdict(a, b, d),
+        }
+    return out
+
+
+def correction_comparison(preds: dict[str, list[dict]]) -> dict:
+    """Correction rounds: the final student against the same run's SFT student (before the rounds),
+    paired per split on the whole transfer suite."""
+    return {"student_vs_sft": paired_models(preds, "student", "student_sft")}

@@ -22,6 +22,7 @@ SECTIONS = (
     "Related tasks",
     "Difficulty shift",
     "Does reasoning help",
+    "Correction rounds",
     "Imitation fidelity",
     "Accuracy vs tokens",
     "Training curves",
@@ -441,9 +442,39 @@ NOTES = {
     "Does reasoning help": "The same model on the same in_distribution problems, forced to answer at once vs "
     "allowed to reason (the training prompt). A positive delta means reasoning raises "
     "accuracy, not only length.",
+    "Correction rounds": "The student after its correction rounds against the same run's student before "
+    "them (SFT only), on the same problems and prompts: paired difference with Newcombe's 95% interval and "
+    "McNemar's exact test.",
     "Imitation fidelity": "How closely the student's text copies the teacher's on the same problems. Reported "
     "beside transfer to show the difference; never used to select anything.",
 }
+
+
+def correction_table(c: dict) -> tuple[list[str], list[list[str]]]:
+    """The student after its correction rounds vs the same run's SFT student, paired per split; then what
+    each round made (samples right, corrections accepted, the teacher tokens they cost)."""
+    head = ["", "SFT student", "after correction rounds", "difference (paired)"]
+    rows = []
+    for split, d in c.get("student_vs_sft", {}).items():
+        lo, hi = d["ci"]
+        rows.append(
+            [
+                split,
+                f"{d['student_sft_accuracy']:.3f}",
+                f"{d['student_accuracy']:.3f}",
+                f"{100 * d['diff']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}], p = {d['p_mcnemar']:.3g}, n = {d['n']}",
+            ]
+        )
+    for r in c.get("rounds", []):
+        rows.append(
+            [
+                f"round {r['round']}",
+                f"{r['samples_correct']}/{r['samples']} samples right",
+                f"{r['corrections_accepted']}/{r['corrections']} corrections, {r['self_accepted']} self",
+                f"{r['teacher_tokens']} teacher tokens, {r['steps']} steps",
+            ]
+        )
+    return head, rows
 
 
 def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per_outcome: int = 2) -> tuple[Path, Path]:
@@ -473,6 +504,8 @@ def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per
         tables[sec] = split_table(ev, split)
     tables["Does reasoning help"] = reasoning_table(ev)
     tables["Imitation fidelity"] = fidelity_table(ev)
+    if ev.get("correction"):
+        tables["Correction rounds"] = correction_table(ev["correction"])
     style_head, style_rows = style_table(ev)
     student = "student" if "student" in preds else next(iter(preds), "")
     samples = side_by_side(preds, student, "teacher", per_outcome) if "teacher" in preds else []
