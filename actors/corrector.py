@@ -23,6 +23,7 @@ import pyarrow as pa
 from distill.config import CorrectionConfig, PromptConfig, ScorerConfig, TeacherConfig
 from distill.data.schema import TRACE_SCHEMA, TRAIN_SCHEMA, stable_id, to_table, trace_id
 from distill.data.store import TraceStore
+from distill.faults import fault_point
 from distill.prompts import style_of
 from distill.trace.correction import accept_continuation, correction_point
 
@@ -306,6 +307,8 @@ class CorrectionCommit:
         if new:
             self.store.append_corrections(new)
             self.committed |= {c["correction_id"] for c in new}
+        # killed here, the retried block finds its corrections committed: written and trained once
+        fault_point("correction.after_commit")
         train = [
             {
                 "trace_id": c["correction_id"],
