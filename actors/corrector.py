@@ -246,15 +246,17 @@ class CorrectionCommit:
         store_root: str,
         sft_rows: list[dict],
         seed: int,
+        continued: bool = True,
     ):
         self.cfg, self.round, self.teacher_model = correction, round_, teacher_model
         self.store, self.sft, self.seed = TraceStore(store_root), sft_rows, seed
+        self.continued = continued  # False: no continuation stage upstream (self-samples only), cut rows skipped
         self.committed = set(self.store.corrections().column("correction_id").to_pylist())
 
     def rows(self, batch: list[dict], now: float) -> list[dict]:
         out = []
         for r in batch:
-            if r["kind"] == "none":
+            if r["kind"] == "none" or (r["kind"] == "cut" and not self.continued):
                 continue
             own = r["kind"] == "self"
             model = None if own else self.teacher_model
@@ -302,6 +304,9 @@ class CorrectionCommit:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
+        for r in rows:  # no continuation stage upstream: the columns it would add
+            r.setdefault("continuation", None)
+            r.setdefault("teacher_tokens", 0)
         made = self.rows(rows, time.time())
         new = [c for c in made if c["correction_id"] not in self.committed]
         if new:

@@ -303,6 +303,13 @@ class CorrectionConfig(_Strict):
         description="SFT examples (the picked variants of the teacher's accepted traces) mixed into each "
         "round, per round problem: 1.0 with 64 problems adds 64, spread over the round's blocks.",
     )
+    arms: list[Literal["correction", "self", "teacher"]] = Field(
+        default_factory=list,
+        description="Comparison students, each trained from the same SFT student on round 1 alone and evaluated "
+        "on the whole suite: correction (accepted corrections), self (the student's right answers: no teacher "
+        "tokens), teacher (fresh teacher traces on new training-distribution problems, as many as cost the "
+        "teacher tokens round 1's continuations cost). Each arm gets the same SFT rows mixed in.",
+    )
     lr: float | None = Field(None, gt=0, description="The rounds' constant learning rate (None: train.lr / 2).")
     batch_size: int = Field(4, ge=1, description="Problems per block through the round's stages.")
     cpu_threads_bind: CoreBind | None = Field(
@@ -316,6 +323,8 @@ class CorrectionConfig(_Strict):
         _check_k_samples(self.samples, self.temperature, " (train.correction.temperature)")
         if not self.keep:
             raise ValueError("keep: name at least one of correction, self")
+        if len(set(self.arms)) < len(self.arms):
+            raise ValueError(f"arms: each arm once, got {self.arms}")
         return self
 
 
@@ -791,6 +800,32 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_recipe(path: Path, seen: tuple[str, ...] = ()) -> dict:
+    """A recipe's mapping; `extends: <recipe>` starts from that recipe (a shipped name, or a path relative
+    to this file) and merges this one over it: mappings key by key, anything else (lists too) replaced."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    local = path.parent / str(base)
+    parent = local if local.suffix in (".yaml", ".yml") and local.exists() else recipe_path(str(base))
+    if str(parent.resolve()) in seen or parent.resolve() == path.resolve():
+        raise ConfigError(f"{path}: extends {base!r} extends itself ({' -> '.join([*seen, str(parent)])})")
+    return _merged(read_recipe(parent, (*seen, str(path.resolve()))), data)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def recipe_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
@@ -805,13 +840,7 @@ def recipe_path(name_or_path: str) -> Path:
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
-    path = recipe_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data = read_recipe(recipe_path(name_or_path))
     data = apply_overrides(data, overrides or [])
     try:
         return RunConfig.model_validate(data)

@@ -82,4 +82,12 @@ def correction_lines(c: dict | None) -> list[str]:
         f"{r['teacher_tokens']} teacher tokens, {r['steps']} steps"
         for r in c.get("rounds", [])
     ]
-    return lines + [f"  {split}: {d['verdict']}" for split, d in c.get("student_vs_sft", {}).items()]
+    lines += [f"  {split}: {d['verdict']}" for split, d in c.get("student_vs_sft", {}).items()]
+    for a in c.get("arms", []):
+        lines.append(f"  comparison arm {a['arm']}: {a['teacher_tokens']} teacher tokens, {a['steps']} steps")
+    # the arms on in_distribution only (every split is in the report)
+    return lines + [
+        f"  in_distribution: {by_split['in_distribution']['verdict']}"
+        for name, by_split in c.items()
+        if name not in ("student_vs_sft", "rounds", "arms") and "in_distribution" in by_split
+    ]

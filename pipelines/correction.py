@@ -15,6 +15,7 @@ ledger when it starts: committed samples and corrections are replayed, not gener
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ def correction_stream(
     """The round's lazy stream of supervision rows (TRAIN_SCHEMA)."""
     import ray.data
 
-    from distill.actors.corrector import CorrectionCommit, SampleScorer, StudentSampler, _continuation_class
+    from distill.actors.corrector import CorrectionCommit, SampleScorer, StudentSampler
 
     cc, t = cfg.train.correction, cfg.teacher
     one = ray.data.ActorPoolStrategy(size=1)
@@ -92,9 +93,37 @@ def correction_stream(
         num_cpus=cfg.scorer.num_cpus,
         **cfg.scorer.placement_options(),
     )
+    continued = "correction" in cc.keep
+    if continued:  # self-samples alone (the `self` arm) need no teacher: no engine started for them
+        ds = _continued(ds, cfg, teacher_path, store_root)
+    return ds.map_batches(
+        CorrectionCommit,
+        batch_size=None,
+        batch_format="pyarrow",
+        fn_constructor_kwargs=dict(
+            correction=cc,
+            round_=round_,
+            teacher_model=t.model,
+            store_root=store_root,
+            sft_rows=sft_rows,
+            seed=cfg.seed,
+            continued=continued,
+        ),
+        compute=one,
+        num_cpus=0,
+    )
+
+
+def _continued(ds, cfg: RunConfig, teacher_path: str, store_root: str):
+    """The teacher's continuation stage of a round's stream."""
+    import ray.data
+
+    from distill.actors.corrector import _continuation_class
+
+    cc, t = cfg.train.correction, cfg.teacher
     bind = cc.cpu_threads_bind or t.cpu_threads_bind
     teacher = t.model_copy(update={"cpu_threads_bind": bind, "replica_binds": []})
-    ds = ds.map_batches(
+    return ds.map_batches(
         _continuation_class(),
         batch_size=None,
         batch_format="pyarrow",
@@ -115,21 +144,6 @@ def correction_stream(
         num_gpus=t.num_gpus,
         runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},  # as the teacher stage's
         **t.placement_options(),
-    )
-    return ds.map_batches(
-        CorrectionCommit,
-        batch_size=None,
-        batch_format="pyarrow",
-        fn_constructor_kwargs=dict(
-            correction=cc,
-            round_=round_,
-            teacher_model=t.model,
-            store_root=store_root,
-            sft_rows=sft_rows,
-            seed=cfg.seed,
-        ),
-        compute=one,
-        num_cpus=0,
     )
 
 
@@ -217,3 +231,108 @@ def _describe(c: dict) -> str:
         f"{c['samples_correct']}/{c['samples']} samples right, {c['corrections_accepted']}/{c['corrections']} "
         f"corrections accepted ({c['teacher_tokens']} teacher tokens)"
     )
+
+
+def run_arms(
+    cfg: RunConfig,
+    run_dir: Path,
+    problems: list[dict],
+    sft_dir: Path,
+    teacher_path: str,
+    student_path: str,
+    store_root: str,
+    events,
+    engine,
+    say=print,
+) -> list[dict]:
+    """The comparison students of `train.correction.arms`, each from the SFT student on round 1 alone (its
+    samples and continuations replayed from the store, not generated again), under Ray Train names of
+    their own. -> per arm: its name, directory, steps and what it trained on."""
+    from distill.actors.student import store_training_rows
+    from distill.pipelines.stages import export_student, student_trainer
+
+    cc = cfg.train.correction
+    rcfg = round_config(cfg)
+    probs = round_problems(problems, 1, cc.problems)
+    sft_rows = store_training_rows(store_root, cfg.train.supervision) if cc.mix > 0 else []
+    out = []
+    for arm in cc.arms:
+        out_dir = run_dir / f"student-{arm}"
+        info_file = run_dir / "corrections" / f"arm-{arm}.json"
+        if (out_dir / "config.json").exists() and info_file.exists():  # a resumed run: trained before
+            out.append({**json.loads(info_file.read_text()), "dir": str(out_dir)})
+            continue
+        if arm == "teacher":
+            stream, info = teacher_arm_stream(
+                cfg, run_dir, problems, probs, teacher_path, student_path, store_root, sft_rows
+            )
+        else:
+            acfg = cfg.model_copy(
+                update={"train": cfg.train.model_copy(update={"correction": cc.model_copy(update={"keep": [arm]})})}
+            )
+            stream = correction_stream(acfg, probs, 1, str(sft_dir), teacher_path, store_root, engine, sft_rows)
+            c = round_counts(store_root, 1)
+            info = {"teacher_tokens": c["teacher_tokens"] if arm == "correction" else 0}
+        say(f"[distill] comparison arm {arm}: from the SFT student, round 1's problems")
+        result = student_trainer(rcfg, stream, str(sft_dir), store_root, run_dir, events, name=f"arm-{arm}").fit()
+        steps = int((result.metrics or {}).get("step") or 0)
+        if result.checkpoint is None:
+            say(f"[distill] comparison arm {arm}: nothing to train on")
+            continue
+        export_student(result.checkpoint, out_dir)
+        if arm == "teacher":  # what the arm's traces actually cost, now that they are generated
+            from distill.data.store import TraceStore
+
+            t = TraceStore(info["store"]).traces()
+            info.update(teacher_tokens=sum(t.column("completion_tokens").to_pylist()), traces=t.num_rows)
+        info = {"arm": arm, "steps": steps, **info}
+        info_file.parent.mkdir(exist_ok=True)
+        info_file.write_text(json.dumps(info, indent=1))
+        say(f"[distill] comparison arm {arm}: {steps} steps, {info['teacher_tokens']} teacher tokens")
+        out.append({**info, "dir": str(out_dir)})
+    return out
+
+
+def teacher_arm_stream(
+    cfg: RunConfig,
+    run_dir: Path,
+    problems: list[dict],
+    probs: list[dict],
+    teacher_path: str,
+    student_path: str,
+    store_root: str,
+    sft_rows: list[dict],
+):
+    """More teacher traces at equal cost: new training-distribution problems (the sources at a far seed),
+    as many as the teacher needs to spend round 1's continuation tokens at its mean tokens a trace, through
+    the run's own teacher and scorer stages into a store of their own; the same SFT rows mixed in as the
+    correction arm gets. -> (the stream, what it is)."""
+    import ray.data
+
+    from distill.actors.corrector import CorrectionCommit
+    from distill.data.sources import load_problems
+    from distill.data.store import TraceStore
+    from distill.pipelines.stages import generation_stream
+
+    budget = round_counts(store_root, 1)["teacher_tokens"]
+    tokens = TraceStore(store_root).traces().column("completion_tokens").to_pylist()
+    per = sum(tokens) / max(len(tokens), 1) or 1.0
+    n = max(1, math.ceil(budget / per))
+    seen = {p["problem_id"] for p in problems}
+    far = [s.model_copy(update={"seed": s.seed + 700_000, "size": n}) for s in cfg.sources[:1]]
+    extra = [p for p in load_problems(far).problems if p["problem_id"] not in seen][:n]
+    arm_store = run_dir / "store-teacher-arm"
+    ds = generation_stream(cfg, extra, teacher_path, str(arm_store), None, student_path)
+    mix = CorrectionCommit(cfg.train.correction, 1, "", store_root, sft_rows, cfg.seed).mixed(
+        [p["problem_id"] for p in probs]
+    )
+    if mix:
+        from distill.data.schema import TRAIN_SCHEMA, to_table
+
+        ds = ds.union(ray.data.from_arrow(to_table(mix, TRAIN_SCHEMA)))
+    return ds, {
+        "budget_tokens": budget,
+        "tokens_per_trace": round(per, 1),
+        "problems": len(extra),
+        "store": str(arm_store),
+    }

@@ -81,6 +81,7 @@ class Outcome:
     nodes: list[dict]
     wall_s: float
     rounds: list = field(default_factory=list)  # correction rounds (pipelines/correction.py RoundResult)
+    arms: list = field(default_factory=list)  # their comparison students (pipelines/correction.py run_arms)
 
 
 def main(cfg: RunConfig, resume_dir: Path | None = None) -> dict:
@@ -230,9 +231,10 @@ class EvalLane:
                     trust_remote_code=trust,
                 )
 
-    def finish(self, student_dir: Path | None, final_step: int, sft: bool = False) -> Evaluated:
+    def finish(self, student_dir: Path | None, final_step: int, sft: bool = False, arms=()) -> Evaluated:
         """The final student (when there is one) after the baselines; waits for every evaluation.
-        `sft`: the SFT student (before correction rounds) is evaluated too, on the same requests."""
+        `sft`: the SFT student (before correction rounds) is evaluated too, on the same requests, and so is
+        each comparison arm's student (`arms`: pipelines/correction.py run_arms)."""
         from distill.pipelines.evaluate import close_engine, teacher_from_store
 
         if self.runner is None:  # sequential: evaluation last, its engine starts now
@@ -241,6 +243,8 @@ class EvalLane:
         if student_dir is not None:
             if sft:
                 self.runner.submit("student_sft", str(self.run.sft_dir), self.plan.requests, on_engine=True)
+            for a in arms:
+                self.runner.submit(f"student_{a['arm']}", a["dir"], self.plan.requests, on_engine=True)
             self.runner.submit("student", str(student_dir), self.plan.requests, step=final_step, on_engine=True)
         out = Evaluated(self.runner.wait(), self.runner.errors, dict(self.runner.cache_status))
         out.engine_log = close_engine(self.engine)
@@ -289,22 +293,25 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
                 stream = stream.materialize()
             result = fit_student(run, plan, stream, events, live)
             final_step = int((result.metrics or {}).get("step") or 0)  # the student evaluated is this step's
-            checkpoint, rounds = result.checkpoint, []
+            checkpoint, rounds, arms = result.checkpoint, [], []
             if checkpoint is not None and cfg.train.correction:
-                checkpoint, rounds, final_step = correct(run, plan, checkpoint, final_step, events, lane)
+                checkpoint, rounds, arms, final_step = correct(run, plan, checkpoint, final_step, events, lane)
             t_trained = time.time()
             if checkpoint is not None:
                 export_student(checkpoint, run.student_dir)
             student = run.student_dir if checkpoint is not None else None
-            evaluated = lane.finish(student, final_step, sft=bool(rounds)) if lane else Evaluated()
+            evaluated = lane.finish(student, final_step, sft=bool(rounds), arms=arms) if lane else Evaluated()
         nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
-    return Outcome(metrics, checkpoint, final_step, t_trained, evaluated, nodes, time.time() - run.t_start, rounds)
+    return Outcome(
+        metrics, checkpoint, final_step, t_trained, evaluated, nodes, time.time() - run.t_start, rounds, arms
+    )
 
 
 def correct(run: Run, plan: Plan, checkpoint, step: int, events, lane: EvalLane | None):
     """Correction rounds after the SFT epochs (pipelines/correction.py), the SFT student exported to
-    <run>/student-sft first (the report compares the two). -> (final checkpoint, rounds, final step)."""
-    from distill.pipelines.correction import run_rounds
+    <run>/student-sft first (the report compares them), then the comparison arms.
+    -> (final checkpoint, rounds, arms, final step)."""
+    from distill.pipelines.correction import run_arms, run_rounds
     from distill.pipelines.evaluate import close_engine, eval_engine
 
     cfg = run.cfg
@@ -313,16 +320,18 @@ def correct(run: Run, plan: Plan, checkpoint, step: int, events, lane: EvalLane 
     own = lane is None or lane.engine is None  # sequential, or no suite: an engine for the rounds alone
     engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code) if own else lane.engine
     try:
-        rounds = run_rounds(
-            cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, str(plan.store.root), events, engine
+        store = str(plan.store.root)
+        rounds = run_rounds(cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, store, events, engine)
+        arms = run_arms(
+            cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, run.student_path, store, events, engine
         )
     finally:
         if own:
             close_engine(engine)
     for r in reversed(rounds):  # the latest round that trained (a resumed round has no checkpoint object)
         if r.checkpoint is not None:
-            return r.checkpoint, rounds, step + sum(x.steps for x in rounds)
-    return checkpoint, rounds, step
+            return r.checkpoint, rounds, arms, step + sum(x.steps for x in rounds)
+    return checkpoint, rounds, arms, step
 
 
 def fit_student(run: Run, plan: Plan, stream, events, live: EvalLane | None):
@@ -414,12 +423,15 @@ def eval_section(run: Run, plan: Plan, out: Outcome) -> dict:
     models = {**plan.baselines, **({"student": run.student_dir} if out.checkpoint is not None else {})}
     if "student_sft" in ev.results:
         models["student_sft"] = run.sft_dir
+    models.update({f"student_{a['arm']}": a["dir"] for a in out.arms if f"student_{a['arm']}" in ev.results})
     section = eval_summary(plan.suite, ev.results, models, ev.errors, ev.sources)
     if out.rounds:
         from distill.eval.compare import correction_comparison
 
-        section["correction"] = correction_comparison({m: r["predictions"] for m, r in ev.results.items()})
+        arms = [a["arm"] for a in out.arms]
+        section["correction"] = correction_comparison({m: r["predictions"] for m, r in ev.results.items()}, arms)
         section["correction"]["rounds"] = [{"round": r.round, "steps": r.steps, **r.counts} for r in out.rounds]
+        section["correction"]["arms"] = out.arms
     curve = in_loop_curve(run.run_dir / "eval" / "in_loop")
     if "student" in section["splits"].get("in_distribution", {}):
         final = {

@@ -182,7 +182,12 @@ def paired_models(preds: dict[str, list[dict]], a: str, b: str, splits=SPLITS + 
     return out
 
 
-def correction_comparison(preds: dict[str, list[dict]]) -> dict:
-    """Correction rounds: the final student against the same run's SFT student (before the rounds),
-    paired per split on the whole transfer suite."""
-    return {"student_vs_sft": paired_models(preds, "student", "student_sft")}
+def correction_comparison(preds: dict[str, list[dict]], arms: list[str] = ()) -> dict:
+    """Correction rounds: the final student against the same run's SFT student (before the rounds), and
+    each comparison arm's student against the SFT student and against the final student (the rounds'
+    `keep`), paired per split on the whole transfer suite."""
+    out = {"student_vs_sft": paired_models(preds, "student", "student_sft")}
+    for arm in arms:
+        out[f"{arm}_vs_sft"] = paired_models(preds, f"student_{arm}", "student_sft")
+        out[f"student_vs_{arm}"] = paired_models(preds, "student", f"student_{arm}")
+    return out

@@ -453,28 +453,41 @@ NOTES = {
 def correction_table(c: dict) -> tuple[list[str], list[list[str]]]:
     """The student after its correction rounds vs the same run's SFT student, paired per split; then what
     each round made (samples right, corrections accepted, the teacher tokens they cost)."""
-    head = ["", "SFT student", "after correction rounds", "difference (paired)"]
+    head = ["comparison (a vs b)", "split", "a", "b", "a − b (paired)"]
     rows = []
-    for split, d in c.get("student_vs_sft", {}).items():
-        lo, hi = d["ci"]
-        rows.append(
-            [
-                split,
-                f"{d['student_sft_accuracy']:.3f}",
-                f"{d['student_accuracy']:.3f}",
-                f"{100 * d['diff']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}], p = {d['p_mcnemar']:.3g}, n = {d['n']}",
-            ]
-        )
+    for name, by_split in c.items():
+        if not name.endswith("_vs_sft") and not name.startswith("student_vs_"):
+            continue
+        a, b = (_ARM_LABEL.get(x, x) for x in name.split("_vs_"))
+        for split, d in by_split.items():
+            lo, hi = d["ci"]
+            acc = [v for k, v in d.items() if k.endswith("_accuracy")]
+            rows.append(
+                [
+                    f"{a} vs {b}",
+                    split,
+                    f"{acc[0]:.3f}",
+                    f"{acc[1]:.3f}",
+                    f"{100 * d['diff']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}], p = {d['p_mcnemar']:.3g}, "
+                    f"n = {d['n']}",
+                ]
+            )
     for r in c.get("rounds", []):
         rows.append(
             [
                 f"round {r['round']}",
+                "",
                 f"{r['samples_correct']}/{r['samples']} samples right",
                 f"{r['corrections_accepted']}/{r['corrections']} corrections, {r['self_accepted']} self",
                 f"{r['teacher_tokens']} teacher tokens, {r['steps']} steps",
             ]
         )
+    for a in c.get("arms", []):
+        rows.append([f"arm {a['arm']}", "", "", "", f"{a['teacher_tokens']} teacher tokens, {a['steps']} steps"])
     return head, rows
+
+
+_ARM_LABEL = {"student": "after rounds", "sft": "SFT", "self": "self-samples", "teacher": "more teacher traces"}
 
 
 def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per_outcome: int = 2) -> tuple[Path, Path]:

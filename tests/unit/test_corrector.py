@@ -138,3 +138,54 @@ def test_correction_config_errors_name_the_field():
         CorrectionConfig(samples=2, temperature=0.0)
     with pytest.raises(ValueError, match="keep"):
         CorrectionConfig(keep=[])
+
+
+def test_a_recipe_extends_another_merging_mappings_and_replacing_lists(tmp_path):
+    from distill.config import ConfigError, read_recipe
+
+    (tmp_path / "base.yaml").write_text("name: base\nseed: 3\ntrain: {epochs: 2, lr: 0.1}\nlist: [1, 2]\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\ntrain: {epochs: 1}\nlist: [3]\n")
+    assert read_recipe(tmp_path / "child.yaml") == {
+        "name": "child",
+        "seed": 3,
+        "train": {"epochs": 1, "lr": 0.1},
+        "list": [3],
+    }
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        read_recipe(tmp_path / "loop.yaml")
+    # the shipped correction recipe is the quickstart plus its round
+    c, q = load_config("correction"), load_config("quickstart")
+    assert c.name == "correction" and c.train.correction.arms == ["self", "teacher"]
+    assert c.model_dump(exclude={"name", "train"}) == q.model_dump(exclude={"name", "train"})
+    assert c.train.model_dump(exclude={"correction"}) == q.train.model_dump(exclude={"correction"})
+
+
+def test_the_comparison_pairs_each_arm_with_the_sft_student_and_the_final_one():
+    from distill.eval.compare import correction_comparison
+    from distill.eval.report import correction_table
+
+    def preds(correct):
+        return [{"split": "in_distribution", "problem_id": str(i), "correct": c} for i, c in enumerate(correct)]
+
+    p = {
+        "student": preds([1, 1, 1, 0]),
+        "student_sft": preds([0, 1, 0, 0]),
+        "student_self": preds([0, 1, 1, 0]),
+        "student_teacher": preds([1, 1, 0, 0]),
+    }
+    c = correction_comparison(p, ["self", "teacher"])
+    assert set(c) == {"student_vs_sft", "self_vs_sft", "student_vs_self", "teacher_vs_sft", "student_vs_teacher"}
+    d = c["student_vs_teacher"]["in_distribution"]
+    assert d["n"] == 4 and d["diff"] == 0.25 and d["a_only"] == 1 and d["b_only"] == 0
+    assert d["student_accuracy"] == 0.75 and d["student_teacher_accuracy"] == 0.5
+    head, rows = correction_table({**c, "rounds": [], "arms": []})
+    assert len(rows) == 5 and rows[0][:4] == ["after rounds vs SFT", "in_distribution", "0.750", "0.250"]
+
+
+def test_without_a_continuation_stage_cut_samples_are_neither_stored_nor_trained(tmp_path):
+    rows = SampleScorer(ScorerConfig(), str(tmp_path))(samples_batch([RIGHT, WRONG, LOST]))
+    commit = CorrectionCommit(CorrectionConfig(keep=["self"], mix=0.0), 1, "t", str(tmp_path), [], 0, continued=False)
+    train = commit(rows).to_pylist()
+    assert [r["variant"] for r in train] == ["self"]
+    assert [r["kind"] for r in TraceStore(tmp_path).corrections().to_pylist()] == ["self"]
