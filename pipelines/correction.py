@@ -84,12 +84,13 @@ def correction_stream(
         compute=one,
         num_cpus=0,  # a client: the samples are generated on the EvalEngine actor's cores
     )
+    sc = cfg.scorer
     ds = ds.map_batches(
         SampleScorer,
         batch_size=None,
         batch_format="pyarrow",
-        fn_constructor_kwargs=dict(scorer=cfg.scorer, store_root=store_root),
-        compute=one,
+        fn_constructor_kwargs=dict(scorer=sc, store_root=store_root),
+        compute=ray.data.ActorPoolStrategy(min_size=sc.replicas_min, max_size=sc.replicas_max),
         num_cpus=cfg.scorer.num_cpus,
         **cfg.scorer.placement_options(),
     )
@@ -121,8 +122,12 @@ def _continued(ds, cfg: RunConfig, teacher_path: str, store_root: str):
     from distill.actors.corrector import _continuation_class
 
     cc, t = cfg.train.correction, cfg.teacher
-    bind = cc.cpu_threads_bind or t.cpu_threads_bind
-    teacher = t.model_copy(update={"cpu_threads_bind": bind, "replica_binds": []})
+    # the teacher stage's pool and bindings (per replica), unless the rounds name cores of their own
+    teacher = (
+        t.model_copy(update={"cpu_threads_bind": cc.cpu_threads_bind, "replica_binds": []})
+        if cc.cpu_threads_bind
+        else t
+    )
     return ds.map_batches(
         _continuation_class(),
         batch_size=None,
@@ -139,7 +144,12 @@ def _continued(ds, cfg: RunConfig, teacher_path: str, store_root: str):
             model_name=t.model,
             store_root=store_root,
         ),
-        compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=t.concurrent_batches),
+        compute=ray.data.ActorPoolStrategy(
+            min_size=t.replicas_min,
+            max_size=t.replicas_max,
+            max_tasks_in_flight_per_actor=t.concurrent_batches,
+            max_concurrent_calls_per_actor=t.concurrent_batches,
+        ),
         num_cpus=t.num_cpus,
         num_gpus=t.num_gpus,
         runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},  # as the teacher stage's
