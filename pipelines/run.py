@@ -150,6 +150,8 @@ def prepare(run: Run) -> Plan:
         return plan
     plan.suite = load_suite(cfg.eval, {p["problem_id"] for p in loaded.problems})
     plan.requests = build_requests(plan.suite, cfg.eval, cfg.prompt)
+    if cfg.train.correction:  # the students a correction run compares are also scored on the split to tune on
+        plan.requests += build_requests(plan.suite, cfg.eval, cfg.prompt, ["validation"])
     checks = ", ".join(
         f"{k} {v['n']} (dropped {v['dropped_overlap']} seen in training)" for k, v in plan.suite["checks"].items()
     )
