@@ -77,5 +77,7 @@ def test_a_correction_round_streams_stores_with_lineage_and_trains_each_row_once
     assert -1 <= ind["ci"][0] <= ind["diff"] <= ind["ci"][1] <= 1
     for name in ("student-sft", "student-round1", "student"):  # HF directories transformers and vLLM load
         assert (d / name / "config.json").exists() and (d / name / "model.safetensors").exists()
+    # the round's Ray Train checkpoints (optimizer state, ~1.6 GB each) go once its student is exported
+    assert (d / "ray_train" / "train").exists() and not (d / "ray_train" / "correction-1").exists()
     assert "## Correction rounds" in (d / "report.md").read_text()
     assert "correction round 1:" in r.stdout and "student vs student_sft" in r.stdout
