@@ -58,13 +58,13 @@ class StudentSampler:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import ray
 
-        from distill.eval.suite import _request
+        from distill.eval.suite import eval_request
 
         problems = batch.to_pylist()
         # replayed: a problem whose k samples are all committed (a resumed or retried round) is not asked again
         todo = [p for p in problems if not all(i in self.committed for i in self.ids(p["problem_id"]))]
         reqs = [
-            _request(
+            eval_request(
                 "correction",
                 "student prompt",
                 self.style,

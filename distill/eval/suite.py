@@ -62,9 +62,10 @@ def load_suite(ev: EvalConfig, train_ids: set[str]) -> dict:
     return {"problems": problems, "checks": checks}
 
 
-def _request(
+def eval_request(
     split: str, style_name: str, style: dict, problem: dict, max_tokens: int, n: int = 1, temperature: float = 0.0
 ) -> dict:
+    """One generation request (what Evaluator.run answers): the problem asked in `style`, n samples."""
     return {
         "split": split,
         "style": style_name,
@@ -91,19 +92,19 @@ def build_requests(
     ind = probs.get("in_distribution", [])
     for split in SOURCE_SPLITS + ("validation",):
         if split in want:
-            reqs += [_request(split, TRAIN_STYLE, train, p, ev.max_tokens) for p in probs.get(split, [])]
+            reqs += [eval_request(split, TRAIN_STYLE, train, p, ev.max_tokens) for p in probs.get(split, [])]
     if "in_distribution" in want and ev.samples > 1:
         reqs += [
-            _request("in_distribution_sampled", TRAIN_STYLE, train, p, ev.max_tokens, ev.samples, ev.temperature)
+            eval_request("in_distribution_sampled", TRAIN_STYLE, train, p, ev.max_tokens, ev.samples, ev.temperature)
             for p in ind
         ]
     if "prompt_style" in want:
         for name, style in ev.prompt_styles.items():
             reqs += [
-                _request("prompt_style", name, style_of(style), p, ev.max_tokens) for p in ind[: ev.style_problems]
+                eval_request("prompt_style", name, style_of(style), p, ev.max_tokens) for p in ind[: ev.style_problems]
             ]
     if "direct" in want:
-        reqs += [_request("direct", "direct", style_of(ev.direct), p, ev.direct_max_tokens) for p in ind]
+        reqs += [eval_request("direct", "direct", style_of(ev.direct), p, ev.direct_max_tokens) for p in ind]
     return reqs
 
 
