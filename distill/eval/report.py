@@ -29,6 +29,7 @@ SECTIONS = (
     "Stage timeline",
     "Sample traces",
 )
+OPTIONAL_SECTIONS = ("Correction rounds",)  # only in runs that have them
 LABELS = {"teacher": "teacher", "untrained": "untrained student", "student": "distilled student"}
 SPLIT_SECTIONS = {
     "in_distribution": "In distribution",
@@ -526,6 +527,8 @@ def write_report(run_dir: Path, summary: dict, preds: dict[str, list[dict]], per
     md = [f"# distill report — {summary.get('run_id', '')}", ""]
     body = []
     for sec in SECTIONS:
+        if sec in OPTIONAL_SECTIONS and sec not in tables:
+            continue
         md += [f"## {sec}", ""]
         body.append(f'<h2 id="{sec.lower().replace(" ", "-")}">{html.escape(sec)}</h2>')
         if sec in NOTES:
