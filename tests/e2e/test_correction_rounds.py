@@ -39,7 +39,12 @@ def test_a_correction_round_streams_stores_with_lineage_and_trains_each_row_once
         capture_output=True,
         text=True,
         timeout=1500,
-        env={**os.environ, "DISTILL_FAULT": f"correction.after_commit:{marker}"},
+        # a baseline cache of its own: the session's stays empty for the smoke run's cache-miss checks
+        env={
+            **os.environ,
+            "DISTILL_FAULT": f"correction.after_commit:{marker}",
+            "DISTILL_EVAL_CACHE": str(tmp_path / "eval-cache"),
+        },
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     assert marker.exists(), "the commit stage never reached its fault point"
