@@ -289,18 +289,7 @@ class CorrectionCommit:
         return out
 
     def mixed(self, problem_ids: list[str]) -> list[dict]:
-        """`mix` SFT rows per problem, drawn by hash (with replacement), each under an id of its own."""
-        if not self.sft:
-            return []
-        out = []
-        for pid in dict.fromkeys(problem_ids):
-            n = int(self.cfg.mix) + (
-                int(stable_id("mix-frac", self.seed, self.round, pid), 16) / 16**16 < self.cfg.mix % 1
-            )
-            for j in range(n):
-                k = int(stable_id("mix", self.seed, self.round, pid, j), 16) % len(self.sft)
-                out.append({**self.sft[k], "trace_id": stable_id("mix", self.round, pid, j), "prefix": None})
-        return out
+        return mix_rows(self.sft, self.cfg.mix, self.seed, self.round, problem_ids)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -328,3 +317,17 @@ class CorrectionCommit:
             if c["verdict"] == "accepted" and c["kind"] in self.cfg.keep
         ]
         return to_table(train + self.mixed([r["problem_id"] for r in rows]), TRAIN_SCHEMA)
+
+
+def mix_rows(sft_rows: list[dict], mix: float, seed: int, round_: int, problem_ids: list[str]) -> list[dict]:
+    """`mix` SFT rows per problem, drawn by hash (with replacement), each under an id of its own; the
+    same rows for the same round and problems in every stream that mixes them in (the comparison arms)."""
+    if not sft_rows:
+        return []
+    out = []
+    for pid in dict.fromkeys(problem_ids):
+        n = int(mix) + (int(stable_id("mix-frac", seed, round_, pid), 16) / 16**16 < mix % 1)
+        for j in range(n):
+            k = int(stable_id("mix", seed, round_, pid, j), 16) % len(sft_rows)
+            out.append({**sft_rows[k], "trace_id": stable_id("mix", round_, pid, j), "prefix": None})
+    return out

@@ -166,16 +166,13 @@ def run_rounds(
     store_root: str,
     events,
     engine,
+    sft_rows: list[dict],
     say=print,
 ) -> list[RoundResult]:
     """Every round of `cfg.train.correction`, each from the student the one before made; a round whose
-    student is already exported (a resumed run) is not run again."""
-    from distill.actors.student import store_training_rows
-    from distill.pipelines.stages import export_student, student_trainer
-
+    student is already exported (a resumed run) is not run again. `sft_rows`: what is mixed in."""
     cc = cfg.train.correction
     rcfg = round_config(cfg)
-    sft_rows = store_training_rows(store_root, cfg.train.supervision) if cc.mix > 0 else []
     results, model_dir = [], sft_dir
     for r in range(1, cc.rounds + 1):
         out_dir = run_dir / f"student-round{r}"
@@ -190,15 +187,11 @@ def run_rounds(
             f"keep {'+'.join(cc.keep)}, {len(sft_rows) and cc.mix} SFT rows per problem mixed in"
         )
         stream = correction_stream(cfg, probs, r, str(model_dir), teacher_path, store_root, engine, sft_rows)
-        result = student_trainer(
-            rcfg, stream, str(model_dir), store_root, run_dir, events, name=f"correction-{r}"
-        ).fit()
-        steps = int((result.metrics or {}).get("step") or 0)
-        checkpoint = None
-        if result.checkpoint is not None:
-            export_student(result.checkpoint, out_dir)
+        steps, checkpoint = fit_and_export(
+            rcfg, stream, model_dir, store_root, run_dir, events, f"correction-{r}", out_dir
+        )
+        if checkpoint is not None:
             model_dir = out_dir
-            checkpoint = drop_fit(run_dir, f"correction-{r}", out_dir)
         else:  # nothing to train on: the next round (and the final student) is the one before
             shutil.rmtree(out_dir, ignore_errors=True)
         counts = round_counts(store_root, r)
@@ -209,14 +202,24 @@ def run_rounds(
     return results
 
 
-def drop_fit(run_dir: Path, name: str, exported: Path):
-    """A finished round's or arm's Ray Train checkpoints, once its student is exported: gone (with the
-    optimizer state, ~1.6 GB each for the 135M student; a smoke run with a round and two arms otherwise
-    kept 12 GB). -> the exported student as a Checkpoint."""
+def fit_and_export(
+    rcfg: RunConfig, stream, from_dir: Path, store_root: str, run_dir: Path, events, name: str, out_dir: Path
+):
+    """One round's or arm's fit (Ray Train name `name`) from the student in `from_dir`, its student exported
+    to `out_dir` and its Ray Train checkpoints then dropped (with the optimizer state, ~1.6 GB each for the
+    135M student; a smoke run with a round and two arms otherwise kept 12 GB).
+    -> (its steps, the exported student as a Checkpoint; None when there was nothing to train on)."""
     from ray.train import Checkpoint
 
+    from distill.pipelines.stages import export_student, student_trainer
+
+    result = student_trainer(rcfg, stream, str(from_dir), store_root, run_dir, events, name=name).fit()
+    steps = int((result.metrics or {}).get("step") or 0)
+    if result.checkpoint is None:
+        return steps, None
+    export_student(result.checkpoint, out_dir)
     shutil.rmtree(run_dir / "ray_train" / name, ignore_errors=True)
-    return Checkpoint.from_directory(str(exported))
+    return steps, Checkpoint.from_directory(str(out_dir))
 
 
 def round_counts(store_root: str, round_: int) -> dict:
@@ -265,18 +268,17 @@ def run_arms(
     store_root: str,
     events,
     engine,
+    sft_rows: list[dict],
     say=print,
 ) -> list[dict]:
     """The comparison students of `train.correction.arms`, each from the SFT student on round 1 alone (its
     samples and continuations replayed from the store, not generated again), under Ray Train names of
-    their own. -> per arm: its name, directory, steps and what it trained on."""
-    from distill.actors.student import store_training_rows
-    from distill.pipelines.stages import export_student, student_trainer
-
+    their own, with the same `sft_rows` mixed in. -> per arm: its name, directory, steps and what it
+    trained on."""
     cc = cfg.train.correction
     rcfg = round_config(cfg)
     probs = round_problems(problems, 1, cc.problems)
-    sft_rows = store_training_rows(store_root, cfg.train.supervision) if cc.mix > 0 else []
+    spent = round_counts(store_root, 1)["teacher_tokens"] if cc.arms else 0  # round 1's continuations
     out = []
     for arm in cc.arms:
         out_dir = run_dir / f"student-{arm}"
@@ -286,23 +288,19 @@ def run_arms(
             continue
         if arm == "teacher":
             stream, info = teacher_arm_stream(
-                cfg, run_dir, problems, probs, teacher_path, student_path, store_root, sft_rows
+                cfg, run_dir, problems, probs, teacher_path, student_path, store_root, sft_rows, spent
             )
         else:
             acfg = cfg.model_copy(
                 update={"train": cfg.train.model_copy(update={"correction": cc.model_copy(update={"keep": [arm]})})}
             )
             stream = correction_stream(acfg, probs, 1, str(sft_dir), teacher_path, store_root, engine, sft_rows)
-            c = round_counts(store_root, 1)
-            info = {"teacher_tokens": c["teacher_tokens"] if arm == "correction" else 0}
+            info = {"teacher_tokens": spent if arm == "correction" else 0}
         say(f"[distill] comparison arm {arm}: from the SFT student, round 1's problems")
-        result = student_trainer(rcfg, stream, str(sft_dir), store_root, run_dir, events, name=f"arm-{arm}").fit()
-        steps = int((result.metrics or {}).get("step") or 0)
-        if result.checkpoint is None:
+        steps, checkpoint = fit_and_export(rcfg, stream, sft_dir, store_root, run_dir, events, f"arm-{arm}", out_dir)
+        if checkpoint is None:
             say(f"[distill] comparison arm {arm}: nothing to train on")
             continue
-        export_student(result.checkpoint, out_dir)
-        drop_fit(run_dir, f"arm-{arm}", out_dir)
         if arm == "teacher":  # what the arm's traces actually cost, now that they are generated
             from distill.data.store import TraceStore
 
@@ -325,19 +323,19 @@ def teacher_arm_stream(
     student_path: str,
     store_root: str,
     sft_rows: list[dict],
+    budget: int,
 ):
     """More teacher traces at equal cost: new training-distribution problems (the sources at a far seed),
-    as many as the teacher needs to spend round 1's continuation tokens at its mean tokens a trace, through
-    the run's own teacher and scorer stages into a store of their own; the same SFT rows mixed in as the
-    correction arm gets. -> (the stream, what it is)."""
+    as many as the teacher needs to spend `budget` tokens (round 1's continuations') at its mean tokens a
+    trace, through the run's own teacher and scorer stages into a store of their own; the same SFT rows
+    mixed in as the correction arm gets. -> (the stream, what it is)."""
     import ray.data
 
-    from distill.actors.corrector import CorrectionCommit
+    from distill.actors.corrector import mix_rows
     from distill.data.sources import load_problems
     from distill.data.store import TraceStore
     from distill.pipelines.stages import generation_stream
 
-    budget = round_counts(store_root, 1)["teacher_tokens"]
     tokens = TraceStore(store_root).traces().column("completion_tokens").to_pylist()
     per = sum(tokens) / max(len(tokens), 1) or 1.0
     n = max(1, math.ceil(budget / per))
@@ -346,9 +344,7 @@ def teacher_arm_stream(
     extra = [p for p in load_problems(far).problems if p["problem_id"] not in seen][:n]
     arm_store = run_dir / "store-teacher-arm"
     ds = generation_stream(cfg, extra, teacher_path, str(arm_store), None, student_path)
-    mix = CorrectionCommit(cfg.train.correction, 1, "", store_root, sft_rows, cfg.seed).mixed(
-        [p["problem_id"] for p in probs]
-    )
+    mix = mix_rows(sft_rows, cfg.train.correction.mix, cfg.seed, 1, [p["problem_id"] for p in probs])
     if mix:
         from distill.data.schema import TRAIN_SCHEMA, to_table
 

@@ -313,6 +313,7 @@ def correct(run: Run, plan: Plan, checkpoint, step: int, events, lane: EvalLane 
     """Correction rounds after the SFT epochs (pipelines/correction.py), the SFT student exported to
     <run>/student-sft first (the report compares them), then the comparison arms.
     -> (final checkpoint, rounds, arms, final step)."""
+    from distill.actors.student import store_training_rows
     from distill.pipelines.correction import run_arms, run_rounds
     from distill.pipelines.evaluate import close_engine, eval_engine
 
@@ -323,9 +324,11 @@ def correct(run: Run, plan: Plan, checkpoint, step: int, events, lane: EvalLane 
     engine = eval_engine(cfg.eval, cfg.seed, cfg.train.trust_remote_code) if own else lane.engine
     try:
         store = str(plan.store.root)
-        rounds = run_rounds(cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, store, events, engine)
+        # the SFT rows mixed into every round and arm: read from the store once
+        sft = store_training_rows(store, cfg.train.supervision) if cfg.train.correction.mix > 0 else []
+        rounds = run_rounds(cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, store, events, engine, sft)
         arms = run_arms(
-            cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, run.student_path, store, events, engine
+            cfg, run.run_dir, plan.problems, sft_dir, run.teacher_path, run.student_path, store, events, engine, sft
         )
     finally:
         if own:

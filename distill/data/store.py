@@ -39,7 +39,8 @@ class TraceStore:
         self.quarantine_dir = self.root / "quarantine"
         self.variants_dir = self.root / "variants"
         # correction rounds: the student's own samples (trace rows, scored and dissected) and what became of
-        # them (CORRECTION_SCHEMA); a round's block writes its corrections first, its samples last (its commit)
+        # them (CORRECTION_SCHEMA); a round's block commits its samples, then its corrections (readers list only
+        # corrections whose sample is committed)
         self.samples_dir = self.root / "samples"
         self.corrections_dir = self.root / "corrections"
 
