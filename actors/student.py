@@ -12,6 +12,7 @@ distill/train/resume.py; what a step counts (trained weight, the run's horizon) 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -313,18 +314,23 @@ class StudentStep:
                 json.dump({**hf_cfg, "dtype": "bfloat16"}, f, indent=2)
         self.tokenizer.save_pretrained(directory)
 
-    def save_state(self, directory: str, position: dict) -> None:
-        """Optimizer, fp32 master weights and data position next to the weights: an exact resume."""
+    def save_state(self, directory: str, position: dict, optimizer: bool = True) -> None:
+        """Optimizer, fp32 master weights and data position next to the weights: an exact resume.
+        `optimizer=False` (the last epoch's checkpoint: nothing trains after it) writes the position only:
+        the optimizer's moments and the fp32 master are 12 bytes a parameter (1.6 GB for the 135M
+        student, ~5 s of a core to write on the machines measured) that no resume would read."""
         import json
 
         import torch
 
-        state = {"optimizer": self.opt.state_dict()}
-        if self.bf16:  # the exported weights are bf16: keep the fp32 ones to continue from
-            state["master"] = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
-        torch.save(state, os.path.join(directory, STATE_FILE))
+        if optimizer:
+            state = {"optimizer": self.opt.state_dict()}
+            if self.bf16:  # the exported weights are bf16: keep the fp32 ones to continue from
+                state["master"] = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
+            torch.save(state, os.path.join(directory, STATE_FILE))
         with open(os.path.join(directory, POSITION_FILE), "w") as f:
-            json.dump({**position, "steps": self.steps, "total_steps": self.total_steps}, f)
+            record = {**position, "steps": self.steps, "total_steps": self.total_steps, "optimizer_saved": optimizer}
+            json.dump(record, f)
 
     def load_state(self, directory: str) -> dict:
         """Restore what save_state wrote; returns the data position. Tensors only: weights_only=True."""
@@ -332,12 +338,13 @@ class StudentStep:
 
         import torch
 
-        state = torch.load(os.path.join(directory, STATE_FILE), weights_only=True, map_location=self.device)
-        if "master" in state:
-            self.base.load_state_dict(state["master"])
-        self.opt.load_state_dict(state["optimizer"])
         with open(os.path.join(directory, POSITION_FILE)) as f:
             position = json.load(f)
+        if position.get("optimizer_saved", True):
+            state = torch.load(os.path.join(directory, STATE_FILE), weights_only=True, map_location=self.device)
+            if "master" in state:
+                self.base.load_state_dict(state["master"])
+            self.opt.load_state_dict(state["optimizer"])
         self.steps, self.total_steps = position["steps"], position.get("total_steps", 1)
         return position
 
@@ -371,6 +378,7 @@ class WorkerLoop:
         rank: int,
         world: int,
         cores_at_start: set[int] | None = None,
+        stream: Iterable | None = None,
     ):
         self.config, self.t, self.student, self.position = config, config["train"], student, position
         self.rank, self.world = rank, world
@@ -382,6 +390,7 @@ class WorkerLoop:
         )
         self.store_rows: list[dict] | None = None  # epochs >= 2: listed once, when epoch 2 begins
         self.last: dict = {}  # the latest step's metrics (an epoch without steps reports the one before)
+        self.stream = stream  # epoch 1's batches, already started (early_stream), or None: started in epoch 1
 
     def run(self) -> None:
         for epoch in epochs_to_run(self.position, self.t.epochs):
@@ -413,8 +422,10 @@ class WorkerLoop:
 
         t = self.t
         if epoch == 1:
-            shard = ray.train.get_dataset_shard("train")
-            batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow"))
+            if self.stream is None:
+                shard = ray.train.get_dataset_shard("train")
+                self.stream = shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow")
+            batches = (b.to_pylist() for b in self.stream)
             if not done_ids:
                 return batches
             # a restart: the replayed stream less what the checkpoint trained, dealt unevenly to ranks
@@ -477,11 +488,15 @@ class WorkerLoop:
         if self.rank != 0:
             ray.train.report(metrics)
             return
-        with tempfile.TemporaryDirectory() as tmp:
+        tmp = checkpoint_scratch()
+        try:
             student.save(tmp)
             epoch1_steps = self.position.get("epoch1_steps")
-            student.save_state(tmp, position_record(epoch, epoch_done, batches, trained_ids, epoch1_steps))
+            position = position_record(epoch, epoch_done, batches, trained_ids, epoch1_steps)
+            student.save_state(tmp, position, optimizer=not final)
             self.report(metrics, tmp, epoch, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when the report moved it into the storage
 
     def report(self, metrics: dict, directory: str, epoch: int, final: bool) -> None:
         """Report a checkpoint. In-loop evaluation: Ray Train scores it in a task while we keep
@@ -499,8 +514,43 @@ class WorkerLoop:
             metrics,
             checkpoint=Checkpoint.from_directory(directory),
             checkpoint_dir_name=f"checkpoint-step{steps:06d}",
+            checkpoint_upload_fn=move_into_storage,
             validation=validation,
         )
+
+
+SCRATCH_PREFIX = ".scratch-"  # checkpoints being written, inside the run's Ray Train storage directory
+
+
+def checkpoint_scratch() -> str:
+    """A new directory for rank 0 to write a checkpoint in: inside the run's storage directory when that
+    is on this node's filesystem (the report then moves it in: `move_into_storage`), else a temp dir."""
+    import pyarrow.fs
+    import ray.train
+
+    storage = ray.train.get_context().get_storage()
+    exp = storage.experiment_fs_path
+    if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem) and os.path.isdir(exp):
+        return tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=exp)
+    return tempfile.mkdtemp(prefix="distill-checkpoint-")
+
+
+def move_into_storage(checkpoint, name: str):
+    """Ray Train's checkpoint upload, as a rename where it can be one: the default copies every file
+    into the storage path (pyarrow copy_files), ~1.9 GB a checkpoint for the 135M student with its
+    optimizer state. Writing that much new page cache cost 7 ms of a core per MB on the VMs measured
+    (`dd` to a fresh file: 140 MB/s, all system time), so a copy doubled a checkpoint's cost. Elsewhere
+    (a remote storage_path, another filesystem) it is the default copy."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    storage = ray.train.get_context().get_storage()
+    dest = storage.build_checkpoint_path_from_name(name)
+    if os.path.dirname(os.path.abspath(checkpoint.path)) == os.path.abspath(storage.experiment_fs_path):
+        shutil.rmtree(dest, ignore_errors=True)  # a restarted worker reporting the same step again
+        os.replace(checkpoint.path, dest)
+        return Checkpoint(dest, filesystem=storage.storage_filesystem)
+    return storage.persist_current_checkpoint(checkpoint, name)
 
 
 def load_student(config: dict, world: int) -> tuple[StudentStep, dict]:
@@ -518,8 +568,45 @@ def load_student(config: dict, world: int) -> tuple[StudentStep, dict]:
     with resume_ckpt.as_directory() as d:
         student = make(d, world=world)
         position = student.load_state(d)
+    if not position.get("optimizer_saved", True) and epochs_to_run(position, config["train"].epochs):
+        raise ValueError(
+            f"train.epochs: the checkpoint to resume from ends the run's {position['epoch']} epoch(s) and holds no "
+            f"optimizer state; train.epochs = {config['train'].epochs} would train on from it (start a new run)"
+        )
     print(resume_message(student.steps, position))
     return student, position
+
+
+def early_stream(batch_size: int) -> Iterable:
+    """Epoch 1's stream with its first batch already asked for: the pipeline behind it (the teacher's
+    engine start above all, ~20 s of a core) starts while this worker loads the student, not after.
+    Ray Data starts executing a split on its first `next`; that call blocks until a batch exists, so it
+    runs in a thread, and the generator hands its result on first."""
+    import threading
+
+    import ray.train
+
+    batches = iter(ray.train.get_dataset_shard("train").iter_batches(batch_size=batch_size, batch_format="pyarrow"))
+    first: dict = {}
+
+    def fetch_first():
+        try:
+            first["batch"] = next(batches, None)
+        except BaseException as e:  # raised again where the loop reads
+            first["error"] = e
+
+    fetch = threading.Thread(target=fetch_first, name="distill-first-batch", daemon=True)
+    fetch.start()
+
+    def stream():
+        fetch.join()
+        if "error" in first:
+            raise first["error"]
+        if first["batch"] is not None:
+            yield first["batch"]
+            yield from batches
+
+    return stream()
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -536,5 +623,7 @@ def train_loop_per_worker(config: dict) -> None:
     bound = confine(config["train"].cpu_threads_bind) if world == 1 else None
     torch.set_num_threads(config["train"].torch_threads)
     torch.manual_seed(config["seed"])
+    fresh = ray.train.get_checkpoint() is None  # a resumed worker may not train epoch 1 at all: no early start
+    stream = early_stream(config["train"].batch_size) if fresh else None
     student, position = load_student(config, world)
-    WorkerLoop(config, student, position, rank, world, cores_at_start if bound else None).run()
+    WorkerLoop(config, student, position, rank, world, cores_at_start if bound else None, stream).run()

@@ -271,13 +271,39 @@ def test_student_state_round_trip(tiny_model, tmp_path):
     b = StudentStep(cfg.train, cfg.prompt, str(tmp_path))
     pos = b.load_state(str(tmp_path))
     assert (
-        pos == {"epoch": 1, "epoch_done": False, "batches": 3, "trained_ids": ["a"], "steps": 3, "total_steps": 1}
+        pos
+        == {
+            "epoch": 1,
+            "epoch_done": False,
+            "batches": 3,
+            "trained_ids": ["a"],
+            "steps": 3,
+            "total_steps": 1,
+            "optimizer_saved": True,
+        }
         and b.steps == 3
     )
     assert b.lr() == a.lr()
     sa, sb = a.opt.state_dict()["state"], b.opt.state_dict()["state"]
     assert sa.keys() == sb.keys() and all((sa[k]["exp_avg"] == sb[k]["exp_avg"]).all() for k in sa)
     assert a.step(rows)["loss"] == b.step(rows)["loss"]  # the same next step: exact resume
+
+
+def test_last_checkpoint_has_no_optimizer_state(tiny_model, tmp_path):
+    """The last epoch's checkpoint writes weights and position only; it loads, and nothing trains on from it."""
+    from distill.actors.student import POSITION_FILE, STATE_FILE
+    from distill.train.resume import epochs_to_run
+
+    cfg = load_config("smoke", ["train.bf16=false"])
+    rows = [{"trace_id": "a", "question": "2+3?", "text": "2 + 3 = 5.\nAnswer: 5"}]
+    a = StudentStep(cfg.train, cfg.prompt, tiny_model)
+    a.step(rows)
+    a.save(str(tmp_path))
+    a.save_state(str(tmp_path), {"epoch": 2, "epoch_done": True, "batches": 1, "trained_ids": []}, optimizer=False)
+    assert not (tmp_path / STATE_FILE).exists() and (tmp_path / POSITION_FILE).exists()
+    b = StudentStep(cfg.train, cfg.prompt, str(tmp_path))
+    pos = b.load_state(str(tmp_path))
+    assert pos["optimizer_saved"] is False and b.steps == 1 and not epochs_to_run(pos, 2)
 
 
 def test_teacher_replays_a_batch_with_nothing_left_to_generate(tiny_model, tmp_path):
