@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 from distill.config import PromptConfig, TrainConfig
 from distill.data.schema import TRAIN_INPUT, require_columns
 from distill.events import StageEvent
+from distill.faults import fault_point
 from distill.metrics import emit
 from distill.prompts import messages_for, pick_style, style_of
 from distill.train.accounting import (
@@ -378,7 +379,6 @@ class WorkerLoop:
         rank: int,
         world: int,
         cores_at_start: set[int] | None = None,
-        stream: Iterable | None = None,
     ):
         self.config, self.t, self.student, self.position = config, config["train"], student, position
         self.rank, self.world = rank, world
@@ -390,7 +390,6 @@ class WorkerLoop:
         )
         self.store_rows: list[dict] | None = None  # epochs >= 2: listed once, when epoch 2 begins
         self.last: dict = {}  # the latest step's metrics (an epoch without steps reports the one before)
-        self.stream = stream  # epoch 1's batches, already started (early_stream), or None: started in epoch 1
 
     def run(self) -> None:
         for epoch in epochs_to_run(self.position, self.t.epochs):
@@ -422,10 +421,8 @@ class WorkerLoop:
 
         t = self.t
         if epoch == 1:
-            if self.stream is None:
-                shard = ray.train.get_dataset_shard("train")
-                self.stream = shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow")
-            batches = (b.to_pylist() for b in self.stream)
+            shard = ray.train.get_dataset_shard("train")
+            batches = (b.to_pylist() for b in shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow"))
             if not done_ids:
                 return batches
             # a restart: the replayed stream less what the checkpoint trained, dealt unevenly to ranks
@@ -494,6 +491,7 @@ class WorkerLoop:
             epoch1_steps = self.position.get("epoch1_steps")
             position = position_record(epoch, epoch_done, batches, trained_ids, epoch1_steps)
             student.save_state(tmp, position, optimizer=not final)
+            fault_point("train.before_report")  # written, not yet in the storage: the restart must not read it
             self.report(metrics, tmp, epoch, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already when the report moved it into the storage
@@ -533,6 +531,20 @@ def checkpoint_scratch() -> str:
     if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem) and os.path.isdir(exp):
         return tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=exp)
     return tempfile.mkdtemp(prefix="distill-checkpoint-")
+
+
+def drop_stale_scratch() -> int:
+    """Remove checkpoints a killed worker was writing (never reported, so never read); rank 0, before it
+    writes one of its own. Returns how many."""
+    import glob
+
+    import ray.train
+
+    exp = ray.train.get_context().get_storage().experiment_fs_path
+    stale = glob.glob(os.path.join(glob.escape(exp), SCRATCH_PREFIX + "*")) if os.path.isdir(exp) else []
+    for d in stale:
+        shutil.rmtree(d, ignore_errors=True)
+    return len(stale)
 
 
 def move_into_storage(checkpoint, name: str):
@@ -577,38 +589,6 @@ def load_student(config: dict, world: int) -> tuple[StudentStep, dict]:
     return student, position
 
 
-def early_stream(batch_size: int) -> Iterable:
-    """Epoch 1's stream with its first batch already asked for: the pipeline behind it (the teacher's
-    engine start above all, ~20 s of a core) starts while this worker loads the student, not after.
-    Ray Data starts executing a split on its first `next`; that call blocks until a batch exists, so it
-    runs in a thread, and the generator hands its result on first."""
-    import threading
-
-    import ray.train
-
-    batches = iter(ray.train.get_dataset_shard("train").iter_batches(batch_size=batch_size, batch_format="pyarrow"))
-    first: dict = {}
-
-    def fetch_first():
-        try:
-            first["batch"] = next(batches, None)
-        except BaseException as e:  # raised again where the loop reads
-            first["error"] = e
-
-    fetch = threading.Thread(target=fetch_first, name="distill-first-batch", daemon=True)
-    fetch.start()
-
-    def stream():
-        fetch.join()
-        if "error" in first:
-            raise first["error"]
-        if first["batch"] is not None:
-            yield first["batch"]
-            yield from batches
-
-    return stream()
-
-
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import torch
@@ -623,7 +603,7 @@ def train_loop_per_worker(config: dict) -> None:
     bound = confine(config["train"].cpu_threads_bind) if world == 1 else None
     torch.set_num_threads(config["train"].torch_threads)
     torch.manual_seed(config["seed"])
-    fresh = ray.train.get_checkpoint() is None  # a resumed worker may not train epoch 1 at all: no early start
-    stream = early_stream(config["train"].batch_size) if fresh else None
+    if rank == 0:
+        drop_stale_scratch()
     student, position = load_student(config, world)
-    WorkerLoop(config, student, position, rank, world, cores_at_start if bound else None, stream).run()
+    WorkerLoop(config, student, position, rank, world, cores_at_start if bound else None).run()

@@ -3,7 +3,9 @@ round in which the student answers 6 training problems twice, the teacher contin
 from their first wrong step, and the student trains on the accepted corrections and its own right
 answers with SFT rows mixed in. The commit stage's actor is killed once right after writing a block's
 corrections (the hard moment: written, not yet passed on); the retried block must write nothing again
-and the trainer must train each row once."""
+and the trainer must train each row once. The SFT fit's worker is killed once too, after writing its
+first checkpoint and before reporting it (written inside the run's storage, not yet moved in): the new
+worker group must not resume from it, and must remove it."""
 
 import json
 import os
@@ -33,6 +35,7 @@ def test_a_correction_round_streams_stores_with_lineage_and_trains_each_row_once
     from distill.data.store import TraceStore
 
     marker = tmp_path / "fault-fired"
+    train_marker = tmp_path / "train-fault-fired"
     sets = [f"output_dir={tmp_path / 'runs'}", *SETS]
     r = subprocess.run(
         [sys.executable, "-m", "distill.cli", "run", "smoke", *sum((["--set", s] for s in sets), [])],
@@ -42,12 +45,13 @@ def test_a_correction_round_streams_stores_with_lineage_and_trains_each_row_once
         # a baseline cache of its own: the session's stays empty for the smoke run's cache-miss checks
         env={
             **os.environ,
-            "DISTILL_FAULT": f"correction.after_commit:{marker}",
+            "DISTILL_FAULT": f"correction.after_commit:{marker},train.before_report:{train_marker}",
             "DISTILL_EVAL_CACHE": str(tmp_path / "eval-cache"),
         },
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     assert marker.exists(), "the commit stage never reached its fault point"
+    assert train_marker.exists(), "the trainer never reached its fault point"
     (d,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     s = json.loads((d / "summary.json").read_text())
     store = TraceStore(s["trace_store"])
@@ -82,6 +86,13 @@ def test_a_correction_round_streams_stores_with_lineage_and_trains_each_row_once
     assert -1 <= ind["ci"][0] <= ind["diff"] <= ind["ci"][1] <= 1
     for name in ("student-sft", "student-round1", "student"):  # HF directories transformers and vLLM load
         assert (d / name / "config.json").exists() and (d / name / "model.safetensors").exists()
+    # the killed worker's unreported checkpoint: not resumed from (a new group trained epoch 1 again), removed
+    sft_train = train[: last_sft + 1]
+    pid = int(train_marker.read_text().split()[-1])
+    killed = [e["epoch"] for e in sft_train if e["actor"].endswith(f":{pid}")]
+    assert killed and set(killed) == {1}  # died at epoch 1's end, in its checkpoint
+    assert [e["step"] for e in sft_train if not e["actor"].endswith(f":{pid}")][:1] == [1]
+    assert not list((d / "ray_train").rglob(".scratch-*"))
     # the round's Ray Train checkpoints (optimizer state, ~1.6 GB each) go once its student is exported
     assert (d / "ray_train" / "train").exists() and not (d / "ray_train" / "correction-1").exists()
     assert "## Correction rounds" in (d / "report.md").read_text()
