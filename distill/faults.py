@@ -2,7 +2,8 @@
 
 `DISTILL_FAULT=<point>:<marker path>` in a worker's environment makes the first process that reaches
 `fault_point(<point>)` create the marker and exit at once (no cleanup, like a SIGKILL); later arrivals,
-the retry included, pass. Several points: `<point>:<marker>,<point>:<marker>`, each fires once. Unset -- always outside the tests -- a fault point is one dict lookup.
+the retry included, pass. Several points: `<point>:<marker>,<point>:<marker>`, each fires once.
+Unset -- always outside the tests -- a fault point is one dict lookup.
 Signals from the test (tests/ray/test_actor_faults.py) cannot aim between two writes of one call;
 this can.
 """
