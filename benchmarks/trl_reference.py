@@ -35,7 +35,7 @@ def train_trl(store: str, cfg, out_dir: Path) -> tuple[Path, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from distill.actors.student import store_training_rows
+    from distill.actors.train_loop import store_training_rows
     from distill.hardware import native_bf16
     from distill.models import resolve_model
     from distill.prompts import messages_for, style_of

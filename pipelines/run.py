@@ -313,7 +313,7 @@ def correct(run: Run, plan: Plan, checkpoint, step: int, events, lane: EvalLane 
     """Correction rounds after the SFT epochs (pipelines/correction.py), the SFT student exported to
     <run>/student-sft first (the report compares them), then the comparison arms.
     -> (final checkpoint, rounds, arms, final step)."""
-    from distill.actors.student import store_training_rows
+    from distill.actors.train_loop import store_training_rows
     from distill.pipelines.correction import run_arms, run_rounds
     from distill.pipelines.evaluate import close_engine, eval_engine
 

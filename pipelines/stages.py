@@ -149,7 +149,7 @@ def student_trainer(
     from ray.train import RunConfig as TrainRunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from distill.actors.student import train_loop_per_worker
+    from distill.actors.train_loop import train_loop_per_worker
 
     tr = cfg.train
     loop_config = {

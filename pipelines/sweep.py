@@ -188,7 +188,8 @@ def train_arm(config: dict) -> None:
     import torch
     from ray import tune
 
-    from distill.actors.student import StudentStep, store_epoch_batches, store_training_rows
+    from distill.actors.student import StudentStep
+    from distill.actors.train_loop import store_epoch_batches, store_training_rows
     from distill.train.schedule import optimizer_steps, steps_per_epoch
 
     torch.set_num_threads(config["threads"])
@@ -300,7 +301,7 @@ def arm_rows(cfg: RunConfig, arms: dict, store: TraceStore, trials: dict, evals:
     """One row per arm, best first: mean accuracy over seeds with a bootstrap interval over problems,
     and the paired difference from the best arm (and from the untrained student); the supervision it
     trained on, and what its trials did."""
-    from distill.actors.student import store_training_rows
+    from distill.actors.train_loop import store_training_rows
 
     rows = []
     for arm, acc in arm_accuracy(trials, evals, cfg.sweep.seeds).items():

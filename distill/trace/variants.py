@@ -165,7 +165,7 @@ def choose_variant(trace_id: str, supervision: dict[str, float]) -> str:
 def picked_variants(rows: list[dict], supervision: dict[str, float]) -> list[dict]:
     """The rows a student trains on: per trace, the variant the mixture picks, if its re-check passed
     (`ok`). One draw per trace (choose_variant hashes the id), not one per variant row. The one rule for
-    the live stream (actors/scorer.py), the later epochs and the run's length (actors/student.py)."""
+    the live stream (actors/scorer.py), the later epochs and the run's length (actors/train_loop.py)."""
     chosen: dict[str, str] = {}
     for r in rows:
         if r["parent_trace_id"] not in chosen:

@@ -1,6 +1,6 @@
 """The student's training plan, as pure functions: learning-rate schedule, epoch order, micro-batches.
 
-No torch, no ray: the trainer (actors/student.py) asks these what to do, and the unit tests check
+No torch, no ray: the trainer (actors/train_loop.py) asks these what to do, and the unit tests check
 them on plain lists. Every rank must run the same number of optimizer steps and micro-batches (DDP's
 collectives deadlock otherwise), so everything here is a deterministic function of the seed, the
 epoch and the rows, the same on every rank.

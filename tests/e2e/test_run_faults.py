@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import NO_EVAL
 
-from distill.actors.student import store_training_rows
+from distill.actors.train_loop import store_training_rows
 from distill.config import load_config
 from distill.data.store import TraceStore
 from distill.train.schedule import steps_per_epoch

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_sequential_stages_do_not_overlap_and_train_every_trace(tmp_path):
-    from distill.actors.student import store_training_rows
+    from distill.actors.train_loop import store_training_rows
     from distill.config import load_config
 
     sets = [

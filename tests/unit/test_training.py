@@ -111,7 +111,7 @@ def test_prefilled_training_prompt_is_tokenised_as_at_inference():
 
 
 def test_only_rechecked_variants_train_in_every_epoch(tmp_path):
-    from distill.actors.student import StreamHorizon, store_training_rows
+    from distill.actors.train_loop import StreamHorizon, store_training_rows
     from distill.data.store import TraceStore
     from distill.trace.variants import choose_variant
 
@@ -153,7 +153,7 @@ def _listing_rank(rank: int, port: int, roots: list[str], out: str) -> None:
 
     import torch.distributed as dist
 
-    from distill.actors.student import shared_store_rows
+    from distill.actors.train_loop import shared_store_rows
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     rows = shared_store_rows(roots[rank], {"full": 1.0}, rank, 2)
