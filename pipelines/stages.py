@@ -170,10 +170,11 @@ def student_trainer(
         torch_config=TorchConfig(backend="nccl" if tr.use_gpu else "gloo"),
         datasets={"train": train_ds},
         # Equal streaming splits per rank, without shard locality: with it, Ray Data's OutputSplitter holds a block
-        # back until one stored on the worker's node arrives or two are buffered, and a trace block is small enough
-        # to be inlined, so it has no node: the trainer got each block only when the next one came (the last only
-        # at the stream's end; seen in the split's "0/1 objects local" in ray-data logs, 2.60). The blocks are a
-        # few KB: moving them costs nothing next to a teacher batch of latency.
+        # back until one stored on the worker's node arrives or 2 x workers are buffered, and a trace block is small
+        # enough to be inlined, so it has no node: one trainer got each block only when the next one came (the last
+        # only at the stream's end; seen in the split's "0/1 objects local" in ray-data logs, 2.60). The blocks are
+        # a few KB: moving them costs nothing next to a teacher batch of latency. (Several workers still wait for
+        # the rows that keep their splits equal.)
         dataset_config=DataConfig(datasets_to_split=["train"], enable_shard_locality=False),
         run_config=TrainRunConfig(
             name=name,
