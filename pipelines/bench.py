@@ -9,7 +9,9 @@ versions to `bench.json`, and a plot. Arms:
   teacher_*       the pipeline's teacher stage (VLLMTeacher) vs a bare vLLM engine vs transformers
                   batched generate: the same prompts, exactly `gen_tokens` each (ignore EOS)
   train_*         the student's step on the same examples: right-padded, length-grouped, packed
-  scorer          the scorer stage (verify + anatomy + variants + Parquet) on teacher-format traces
+  scorer          the scorer stage (verify + anatomy + variants + Parquet) on teacher-format traces, on the
+                  allocator the pipeline's scorer actors start on (`scorer.allocator`: jemalloc)
+  scorer_system   the same on glibc's malloc
   eval_beside     an evaluator engine on core A: its start vs an in-place weight swap, its tokens/s
                   alone, then again while the student trains on core B (both rates in that window)
   overlap_*       a whole `distill run` of a small recipe on all the cores: streamed (the product), and
@@ -33,7 +35,7 @@ from pathlib import Path
 TEACHER_ARMS = ("teacher_pipeline", "teacher_bare", "teacher_hf")
 TRAIN_ARMS = ("train_padded", "train_grouped", "train_packed")
 OVERLAP_ARMS = ("overlap_streamed", "overlap_sequential_same", "overlap_sequential_all")
-ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "eval_beside", *OVERLAP_ARMS)
+ALL_ARMS = ("roofline", *TEACHER_ARMS, *TRAIN_ARMS, "scorer", "scorer_system", "eval_beside", *OVERLAP_ARMS)
 
 
 # ---------------------------------------------------------------- inputs shared by the arms
@@ -323,6 +325,7 @@ def arm_scorer(a) -> dict:
 
     from distill.actors.scorer import TraceScorer
     from distill.data.schema import stable_id
+    from distill.hardware import allocator_in_use
     from distill.models import resolve_model
 
     cfg = _cfg()
@@ -349,7 +352,7 @@ def arm_scorer(a) -> dict:
             scorer(b)
             n += b.num_rows
         wall = time.perf_counter() - t0
-    return {"traces": n, "wall_s": round(wall, 2), "traces_per_s": round(n / wall, 1)}
+    return {"traces": n, "wall_s": round(wall, 2), "traces_per_s": round(n / wall, 1), "allocator": allocator_in_use()}
 
 
 def _eval_requests(a):
@@ -411,6 +414,7 @@ ARM_FNS = {
     "train_grouped": arm_train_grouped,
     "train_packed": arm_train_packed,
     "scorer": arm_scorer,
+    "scorer_system": arm_scorer,  # started without the allocator's LD_PRELOAD (_spawn)
     "eval_engine": arm_eval_engine,
 }
 
@@ -432,7 +436,14 @@ def _spawn(arm: str, cores: str, a, out: Path, *extra: str) -> subprocess.Popen:
         cores, "distill.pipelines.bench", "--arm", arm, "--cores", cores, "--out", str(out), *a.passthrough, *extra
     )
     log = open(out.with_suffix(".log"), "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ARM_CWD)
+    env = None
+    if arm.startswith("scorer"):  # in a scorer actor's environment: Ray's workers' (the tokenizer's Rust
+        # threads off), and the allocator the pipeline's scorer actors start on (scorer_system: glibc's)
+        from distill.cluster.session import WORKER_ENV
+        from distill.hardware import allocator_env
+
+        env = {**os.environ, **WORKER_ENV, **(allocator_env(_cfg().scorer.allocator) if arm == "scorer" else {})}
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ARM_CWD, env=env)
 
 
 def overlap_overrides(arm: str, cores: str, a) -> list[str]:
@@ -602,6 +613,7 @@ def main(arms: list[str], repeats: int, cores: str, out_dir: Path, passthrough: 
         "teacher_pipeline_over_hf_generate": _ratio(res, "teacher_pipeline", "teacher_hf", "tok_s"),
         "train_packed_over_padded": _ratio(res, "train_packed", "train_padded", "tok_s"),
         "train_grouped_over_padded": _ratio(res, "train_grouped", "train_padded", "tok_s"),
+        "scorer_over_system_malloc": _ratio(res, "scorer", "scorer_system", "traces_per_s"),
         "eval_reload_s_over_start_s": _key_ratio(res.get("eval_beside"), "reload_s", "start_s"),
         # evaluator tokens/s beside training over alone, each run's pair in one process
         "eval_beside_training_over_alone": _key_ratio(res.get("eval_beside"), "beside_tok_s", "tok_s"),

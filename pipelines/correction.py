@@ -92,7 +92,7 @@ def correction_stream(
         fn_constructor_kwargs=dict(scorer=sc, store_root=store_root),
         compute=ray.data.ActorPoolStrategy(min_size=sc.replicas_min, max_size=sc.replicas_max),
         num_cpus=cfg.scorer.num_cpus,
-        **cfg.scorer.placement_options(),
+        **cfg.scorer.actor_options(),
     )
     continued = "correction" in cc.keep
     if continued:  # self-samples alone (the `self` arm) need no teacher: no engine started for them

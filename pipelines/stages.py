@@ -86,7 +86,7 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
         ),
         compute=ray.data.ActorPoolStrategy(min_size=s.replicas_min, max_size=s.replicas_max),
         num_cpus=s.num_cpus,
-        **s.placement_options(),
+        **s.actor_options(),
     )
 
 

@@ -17,7 +17,7 @@ def test_bench_runs_arms_in_pinned_processes_and_writes_bench_json(tmp_path):
             "distill.cli",
             "bench",
             "--arms",
-            "roofline,scorer",
+            "roofline,scorer,scorer_system",
             "--repeats",
             "2",
             "--scorer-traces",
@@ -40,6 +40,10 @@ def test_bench_runs_arms_in_pinned_processes_and_writes_bench_json(tmp_path):
     assert st["gemm_gflops_float32"]["median"] > 1 and st["copy_gbps"]["median"] > 0.5
     assert st["student_train_bound_tok_s"]["median"] > 0 and st["teacher_decode_bound_tok_s_batch1"]["median"] > 0
     assert b["arms"]["scorer"]["stats"]["traces_per_s"]["median"] > 10
+    # the scorer arm on the allocator the pipeline's scorer actors get (jemalloc), its twin on glibc's
+    assert {x["allocator"] for x in b["arms"]["scorer"]["runs"]} == {"jemalloc"}
+    assert {x["allocator"] for x in b["arms"]["scorer_system"]["runs"]} == {"system"}
+    assert b["ratios"]["scorer_over_system_malloc"] > 0
     assert (tmp_path / "bench.png").stat().st_size > 1000
 
 

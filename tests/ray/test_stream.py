@@ -81,3 +81,31 @@ def test_run_with_a_useless_teacher_still_finishes(tiny_model, tmp_path):
     assert summary["quarantined"]["teacher"] == 1
     assert st["scorer"]["accepted"] + st["scorer"]["rejected"] == 24 == summary["stored_traces"]
     assert summary["student_checkpoint"] is not None
+
+
+def test_scorer_pool_actors_start_on_the_configured_allocator(tiny_model, tmp_path):
+    """A scorer pool's actors are new processes started with `scorer.actor_options()` (as scored_stream and
+    the correction rounds start them): LD_PRELOAD reaches them through the runtime_env, and Ray's own
+    LD_PRELOAD stripping for workers leaves it alone."""
+    import ray.data
+
+    from distill.cluster.session import ray_session
+
+    class _AllocatorProbe:  # defined here: pickled by value (the workers cannot import this test module)
+        def __call__(self, batch):
+            from distill.hardware import allocator_in_use
+
+            return {"allocator": [allocator_in_use()] * len(batch["id"])}
+
+    cfg = _cfg(tmp_path, tiny_model, tiny_model)
+    system = _cfg(tmp_path, tiny_model, tiny_model, ["scorer.allocator=system"])
+    with ray_session(cfg.ray):
+        for c, want in ((cfg, "jemalloc"), (system, "system")):
+            got = ray.data.range(4, override_num_blocks=2).map_batches(
+                _AllocatorProbe,
+                batch_size=None,
+                compute=ray.data.ActorPoolStrategy(size=1),
+                num_cpus=c.scorer.num_cpus,
+                **c.scorer.actor_options(),
+            )
+            assert {r["allocator"] for r in got.take_all()} == {want}

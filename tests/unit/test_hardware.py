@@ -83,3 +83,32 @@ def test_cpu_engines_run_their_worker_in_process_and_gpu_engines_keep_vllm_defau
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # AsyncLLM (the teacher) keeps its engine core process
     assert cpu_engine_options(gpu=False, in_process=True) == {"distributed_executor_backend": "uni"}
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the evaluator's LLM: engine core in-process too
+
+
+def _allocator_of_new_process(env: dict) -> str:
+    code = "from distill.hardware import allocator_in_use; print(allocator_in_use())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_jemalloc_env_starts_a_new_process_on_the_jemalloc_the_ray_wheel_ships(monkeypatch):
+    from distill.hardware import allocator_env
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    env = allocator_env("jemalloc")
+    assert env["LD_PRELOAD"].endswith("ray/core/libjemalloc.so")
+    plain = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    assert _allocator_of_new_process({**plain, **env}) == "jemalloc"
+    assert _allocator_of_new_process(plain) == "system"
+    assert allocator_env("system") == {}
+
+
+def test_jemalloc_env_keeps_the_users_preload_and_their_own_allocator(monkeypatch):
+    from distill.hardware import allocator_env
+
+    monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libfoo.so")
+    assert allocator_env("jemalloc")["LD_PRELOAD"].endswith("libjemalloc.so:/opt/lib/libfoo.so")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libtcmalloc_minimal.so.4")
+    assert allocator_env("jemalloc") == {}  # an allocator they chose stands
+    with pytest.raises(ValueError, match="allocator 'hoard'"):
+        allocator_env("hoard")
