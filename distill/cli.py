@@ -368,7 +368,8 @@ same per-stage cores or all cores for each stage; wall and core utilisation).
 
 
 def cmd_bench(args) -> int:
-    from distill.pipelines.bench import ALL_ARMS, arm_args, main
+    from distill.pipelines.bench import ALL_ARMS, main
+    from distill.pipelines.bench_arms import arm_args
 
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else list(ALL_ARMS)
     bad = [a for a in arms if a not in ALL_ARMS]
@@ -530,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("name", help="embedded model name, e.g. qwen2.5-coder-0.5b-instruct, smollm2-135m-instruct")
     fe.set_defaults(fn=cmd_models_fetch)
 
-    from distill.pipelines.bench import arm_parser  # light: no torch/ray/vllm at import
+    from distill.pipelines.bench_arms import arm_parser  # light: no torch/ray/vllm at import
 
     be = sub.add_parser(
         "bench",
