@@ -1,6 +1,6 @@
 """How a problem is asked: prompt styles as chat messages, and the training prompt pool.
 
-A style is {system, instruction, examples, prefill} (PromptConfig / PromptStyle in distill/config.py):
+A style is {system, instruction, examples, prefill} (PromptConfig / PromptStyle in distill/config/sources.py):
 the teacher's prompt, the student's prompt, the eval prompt styles and the training pool all share
 this shape and this one renderer, so "the same style" means the same messages everywhere.
 Pure Python (no ray / torch).
