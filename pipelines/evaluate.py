@@ -69,8 +69,11 @@ class EvalEngine:
     later ones swap the weights in place (`Evaluator.load`), unless the architecture differs, when the
     engine is replaced. Calls run one at a time (a Ray actor's default), in the order they arrive."""
 
-    def __init__(self, options: dict):
+    def __init__(self, options: dict, yield_cpu: bool = False):
+        from distill.hardware import yield_cpu as lowest_priority
+
         self.options, self.evaluator = options, None
+        self.yields = yield_cpu and lowest_priority()  # before the engine starts: its threads inherit it
         self.log: list[dict] = []  # per call: how the engine got its weights, and in how long
 
     def evaluate(self, model, requests: list[dict]) -> dict:
@@ -118,7 +121,11 @@ def eval_engine(ev: EvalConfig, seed: int, trust_remote_code: bool = False):
     """The run's EvalEngine actor (Ray options from the eval config, like an evaluator task's)."""
     import ray
 
-    return ray.remote(EvalEngine).options(**remote_options(ev)).remote(evaluator_options(ev, seed, trust_remote_code))
+    return (
+        ray.remote(EvalEngine)
+        .options(**remote_options(ev))
+        .remote(evaluator_options(ev, seed, trust_remote_code), yield_cpu=ev.yield_to_training and not ev.num_gpus)
+    )
 
 
 def close_engine(engine) -> list[dict]:

@@ -82,6 +82,13 @@ class EvalConfig(_Placement):
     num_cpus: float = Field(1.0, gt=0, description="Logical CPUs per evaluator actor.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluator actor.")
     cpu_threads_bind: CoreBind | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND of the evaluator engine.")
+    yield_to_training: bool = Field(
+        True,
+        description="The student's evaluator engine (untrained, in-loop, final: one engine for the run) computes "
+        "at the lowest CPU priority (SCHED_IDLE) when it runs on CPU: on a core it shares with the trainer it "
+        "uses only the time training leaves idle, instead of halving the trainer's speed. Its results come "
+        "later; the run's wall does not (measured on 2 cores, README). False: equal priority.",
+    )
     teacher_splits: list[Literal["in_distribution", "prompt_style", "related", "difficulty_shift", "direct"]] | None = (
         Field(
             None,

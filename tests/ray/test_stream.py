@@ -109,3 +109,25 @@ def test_scorer_pool_actors_start_on_the_configured_allocator(tiny_model, tmp_pa
                 **c.scorer.actor_options(),
             )
             assert {r["allocator"] for r in got.take_all()} == {want}
+
+
+def test_the_students_evaluator_engine_yields_its_core_to_training(tiny_model, tmp_path):
+    """The run's EvalEngine actor (untrained, in-loop and final evaluations) runs under SCHED_IDLE on CPU,
+    and at equal priority with eval.yield_to_training=false. Asked of the actor process itself."""
+    import os
+
+    import ray
+
+    from distill.cluster.session import ray_session
+    from distill.pipelines.evaluate import eval_engine
+
+    def policy(actor) -> int:
+        return os.sched_getscheduler(0)
+
+    cfg = _cfg(tmp_path, tiny_model, tiny_model)
+    equal = _cfg(tmp_path, tiny_model, tiny_model, ["eval.yield_to_training=false"])
+    with ray_session(cfg.ray):
+        for c, want in ((cfg, os.SCHED_IDLE), (equal, os.SCHED_OTHER)):
+            engine = eval_engine(c.eval, c.seed)
+            assert ray.get(engine.__ray_call__.remote(policy)) == want
+            ray.kill(engine)

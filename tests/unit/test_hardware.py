@@ -112,3 +112,26 @@ def test_jemalloc_env_keeps_the_users_preload_and_their_own_allocator(monkeypatc
     assert allocator_env("jemalloc") == {}  # an allocator they chose stands
     with pytest.raises(ValueError, match="allocator 'hoard'"):
         allocator_env("hoard")
+
+
+YIELD_PROBE = """
+import json, os, threading
+from distill.hardware import yield_cpu
+before = threading.Event(); done = threading.Event(); seen = {}
+def old_thread():
+    before.set(); done.wait(); seen["old"] = os.sched_getscheduler(0)
+t = threading.Thread(target=old_thread); t.start(); before.wait()
+applied = yield_cpu()
+seen["main"] = os.sched_getscheduler(0)
+def new_thread():
+    seen["new"] = os.sched_getscheduler(0)
+n = threading.Thread(target=new_thread); n.start(); n.join()
+done.set(); t.join()
+print(json.dumps({"applied": applied, **seen, "idle": os.SCHED_IDLE}))
+"""
+
+
+def test_yield_cpu_puts_every_thread_and_the_ones_started_after_under_sched_idle():
+    out = subprocess.run([sys.executable, "-c", YIELD_PROBE], capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout)
+    assert r["applied"] and r["main"] == r["old"] == r["new"] == r["idle"]
