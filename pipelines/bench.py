@@ -1,9 +1,9 @@
 """`distill bench`: the pipeline's parts side by side on the same inputs, on the same cores.
 
-Every arm runs in a fresh process (`python -m distill.pipelines.bench_arms --arm NAME`: pipelines/bench_arms.py) pinned with `taskset` to the
-same core(s), `repeats` times; the driver records the load average as each starts and writes the
-median and spread of each measure, the ratios the README's performance section quotes, `lscpu` and
-versions to `bench.json`, and a plot. Arms:
+Every arm runs in a fresh process (`python -m distill.pipelines.bench_arms --arm NAME`: the arms are in
+pipelines/bench_arms.py) pinned with `taskset` to the same core(s), `repeats` times; the driver records
+the load average as each starts and writes the median and spread of each measure, the ratios the
+README's performance section quotes, `lscpu` and versions to `bench.json`, and a plot. Arms:
 
   roofline        one-core GEMM GFLOP/s (fp32, bf16) and copy bandwidth; the bounds they imply
   teacher_*       the pipeline's teacher stage (VLLMTeacher) vs a bare vLLM engine vs transformers

@@ -91,7 +91,6 @@ def correction_stream(
         batch_format="pyarrow",
         fn_constructor_kwargs=dict(scorer=sc, store_root=store_root),
         compute=ray.data.ActorPoolStrategy(min_size=sc.replicas_min, max_size=sc.replicas_max),
-        num_cpus=cfg.scorer.num_cpus,
         **cfg.scorer.actor_options(),
     )
     continued = "correction" in cc.keep

@@ -72,8 +72,9 @@ class EvalEngine:
     def __init__(self, options: dict, yield_cpu: bool = False):
         from distill.hardware import yield_cpu as lowest_priority
 
+        if yield_cpu:  # before the engine starts: its threads inherit it
+            lowest_priority()
         self.options, self.evaluator = options, None
-        self.yields = yield_cpu and lowest_priority()  # before the engine starts: its threads inherit it
         self.log: list[dict] = []  # per call: how the engine got its weights, and in how long
 
     def evaluate(self, model, requests: list[dict]) -> dict:

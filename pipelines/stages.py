@@ -85,7 +85,6 @@ def scored_stream(cfg: RunConfig, ds, store_root: str, events, student_path: str
             student_path=student_path,
         ),
         compute=ray.data.ActorPoolStrategy(min_size=s.replicas_min, max_size=s.replicas_max),
-        num_cpus=s.num_cpus,
         **s.actor_options(),
     )
 

@@ -119,11 +119,13 @@ class ScorerConfig(_ActorPool):
     )
 
     def actor_options(self) -> dict:
-        """Ray options of a scorer pool's actors: placement, and the allocator their processes start on."""
+        """Ray options of a scorer pool's actors: their CPUs, placement, and the allocator their processes
+        start on (scored_stream's pool and the correction rounds' take them all from here)."""
         from distill.hardware import allocator_env
 
         env = allocator_env(self.allocator)
-        return {**self.placement_options(), **({"runtime_env": {"env_vars": env}} if env else {})}
+        opts = {"num_cpus": self.num_cpus, **self.placement_options()}
+        return {**opts, **({"runtime_env": {"env_vars": env}} if env else {})}
 
 
 def _variant_names() -> tuple[str, ...]:

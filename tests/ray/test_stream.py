@@ -105,7 +105,6 @@ def test_scorer_pool_actors_start_on_the_configured_allocator(tiny_model, tmp_pa
                 _AllocatorProbe,
                 batch_size=None,
                 compute=ray.data.ActorPoolStrategy(size=1),
-                num_cpus=c.scorer.num_cpus,
                 **c.scorer.actor_options(),
             )
             assert {r["allocator"] for r in got.take_all()} == {want}
