@@ -55,7 +55,7 @@ class Evaluator:
                 dtype=self.dtype,
                 disable_log_stats=True,
                 trust_remote_code=trust_remote_code,
-                **cpu_engine_options(torch.cuda.is_available(), in_process=True),  # one process, not three
+                **cpu_engine_options(torch.cuda.is_available()),  # one process, not three
             )
         else:
             self.model = self._hf_model(model_path)

@@ -280,7 +280,7 @@ def test_engines_end_quietly(run_dir):
     logs = {p.name: p.read_text(errors="replace") for p in (run_dir / "logs").glob("worker-*")}
     # The teacher's own log (other workers' logs name the class too), written through its engine's shutdown.
     teacher = [t for t in logs.values() if ":actor_name:MapWorker(MapBatches(VLLMTeacher))" in t]
-    assert any("[shutdown]" in t for t in teacher), sorted(logs)
+    assert any("[distill] teacher engine shut down in" in t for t in teacher), sorted(logs)
     for name, text in logs.items():
         for bad in ("EngineDeadError", "engine core exited unexpectedly", "output_handler failed"):
             assert bad not in text, f"{bad!r} in {name}"

@@ -77,12 +77,38 @@ def test_cpu_engines_run_their_worker_in_process_and_gpu_engines_keep_vllm_defau
     from distill.hardware import cpu_engine_options
 
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    assert cpu_engine_options(gpu=True, in_process=True) == {}
+    assert cpu_engine_options(gpu=True) == {}
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
     assert cpu_engine_options(gpu=False) == {"distributed_executor_backend": "uni"}
-    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ  # AsyncLLM (the teacher) keeps its engine core process
-    assert cpu_engine_options(gpu=False, in_process=True) == {"distributed_executor_backend": "uni"}
-    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # the evaluator's LLM: engine core in-process too
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # else vLLM's CPU platform makes it "mp"
+
+
+# The teacher's engine config as AsyncLLM builds it (actors/teacher.py): which executor vLLM settles on.
+ENGINE_EXECUTOR = """
+import sys
+from vllm import AsyncEngineArgs
+from distill.hardware import cpu_engine_options
+from distill.models import resolve_model
+opts = cpu_engine_options(False) if sys.argv[1] == "ours" else {"distributed_executor_backend": "uni"}
+args = AsyncEngineArgs(model=resolve_model("qwen2.5-coder-0.5b-instruct"), max_model_len=768, enforce_eager=True, **opts)
+print(args.create_engine_config().parallel_config.distributed_executor_backend)
+"""
+
+
+def test_the_teachers_cpu_engine_keeps_its_model_in_the_engine_core_process():
+    """vLLM's CPU platform turns "uni" into "mp" (a third process, importing vLLM again, its engine core
+    spinning while it waits on it) unless VLLM_ENABLE_V1_MULTIPROCESSING=0: the teacher's AsyncLLM got
+    "mp" while cpu_engine_options asked for "uni", until the options set the variable too."""
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+
+    def executor(which: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", ENGINE_EXECUTOR, which], env=env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    assert executor("ours") == "uni"
+    assert executor("asked only") == "mp"  # what the setting alone got: vLLM overrides it
 
 
 def _allocator_of_new_process(env: dict) -> str:
