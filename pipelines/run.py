@@ -268,41 +268,55 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
     from ray.util.queue import Queue
 
     from distill.cluster.session import ray_session
-    from distill.pipelines.stages import EventPump, generation_stream
+    from distill.pipelines.stages import EventPump, TeacherEngines, generation_stream
 
     cfg, metrics = run.cfg, RunMetrics(run.run_dir, run.t_start)
     sequential = cfg.stages == "sequential"
     with ray_session(cfg.ray, run.run_dir / "logs") as ray:
-        check_cluster(ray, cfg, run.run_dir)
+        alive = check_cluster(ray, cfg, run.run_dir)
+        # the teacher's engines start now, not when Ray Train's worker first asks the stream for a batch
+        engines = TeacherEngines(cfg, run.teacher_path, str(plan.store.root), len(alive))
         events = Queue(actor_options={"num_cpus": 0})
         lane = EvalLane(run, plan, events, sequential) if plan.suite else None
         live = lane if lane and not sequential else None  # sequential: no evaluation until training is over
         if live:
             live.start()
-        stream = generation_stream(cfg, plan.problems, run.teacher_path, str(plan.store.root), events, run.student_path)
+        stream = generation_stream(
+            cfg, plan.problems, run.teacher_path, str(plan.store.root), events, run.student_path, engines.prewarmed
+        )
+
+        def teacher_done() -> None:
+            engines.close()  # their cores go to evaluation (the teacher baseline's binding is the teacher's)
+            if live:
+                live.baselines()
+
         # The untrained student is evaluated once the teacher's first batch is out: the trainer has little
         # to do until traces arrive, and the two engines do not start at once (measured on 2 cores: an
         # evaluator engine starting at t=0 put the teacher's first batch at 98 s instead of ~50 s).
-        with EventPump(
-            events,
-            metrics,
-            len(plan.problems),
-            cfg.teacher.samples,
-            on_teacher_ready=live.untrained if live else None,
-            on_teacher_done=live.baselines if live else None,
-        ):
-            if sequential:  # the stages one after another: generation and scoring end here, their actors go
-                stream = stream.materialize()
-            result = fit_student(run, plan, stream, events, live)
-            final_step = int((result.metrics or {}).get("step") or 0)  # the student evaluated is this step's
-            checkpoint, rounds, arms = result.checkpoint, [], []
-            if checkpoint is not None and cfg.train.correction:
-                checkpoint, rounds, arms, final_step = correct(run, plan, checkpoint, final_step, events, lane)
-            t_trained = time.time()
-            if checkpoint is not None:
-                export_student(checkpoint, run.student_dir)
-            student = run.student_dir if checkpoint is not None else None
-            evaluated = lane.finish(student, final_step, sft=bool(rounds), arms=arms) if lane else Evaluated()
+        try:
+            with EventPump(
+                events,
+                metrics,
+                len(plan.problems),
+                cfg.teacher.samples,
+                on_teacher_ready=live.untrained if live else None,
+                on_teacher_done=teacher_done,
+            ):
+                if sequential:  # the stages one after another: generation and scoring end here, their actors go
+                    stream = stream.materialize()
+                    engines.close()
+                result = fit_student(run, plan, stream, events, live)
+                final_step = int((result.metrics or {}).get("step") or 0)  # the student evaluated is this step's
+                checkpoint, rounds, arms = result.checkpoint, [], []
+                if checkpoint is not None and cfg.train.correction:
+                    checkpoint, rounds, arms, final_step = correct(run, plan, checkpoint, final_step, events, lane)
+                t_trained = time.time()
+                if checkpoint is not None:
+                    export_student(checkpoint, run.student_dir)
+                student = run.student_dir if checkpoint is not None else None
+                evaluated = lane.finish(student, final_step, sft=bool(rounds), arms=arms) if lane else Evaluated()
+        finally:
+            engines.close()
         nodes = ray.nodes()  # dead ones too: a stage may have run on a node that has gone since
     return Outcome(
         metrics, checkpoint, final_step, t_trained, evaluated, nodes, time.time() - run.t_start, rounds, arms

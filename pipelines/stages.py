@@ -15,21 +15,101 @@ from distill.metrics import RunMetrics
 
 
 def generation_stream(
-    cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events, student_path: str | None = None
+    cfg: RunConfig,
+    problems: list[dict],
+    teacher_path: str,
+    store_root: str,
+    events,
+    student_path: str | None = None,
+    prewarmed: bool = False,
 ):
-    """problems -> teacher pool -> scorer pool -> the chosen supervision of accepted traces (lazy)."""
+    """problems -> teacher pool -> scorer pool -> the chosen supervision of accepted traces (lazy).
+    `prewarmed`: the teacher actors drive the TeacherEngines started for this store."""
     return scored_stream(
-        cfg, teacher_stream(cfg, problems, teacher_path, store_root, events), store_root, events, student_path
+        cfg,
+        teacher_stream(cfg, problems, teacher_path, store_root, events, prewarmed),
+        store_root,
+        events,
+        student_path,
     )
 
 
-def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events):
-    """problems -> teacher pool -> k trace rows per problem (lazy)."""
+class TeacherEngines:
+    """The run's teacher engines, started with its Ray session rather than with the stream.
+
+    A streamed run's stream starts only when Ray Train's worker asks for its first batch: after the
+    trainer's controller, worker group and split coordinator have started (measured on 2 cores: the teacher
+    pool's actor started 14 s into the run, its engine was up 21 s later). These engines (actors of their
+    own, one per replica the pool starts with, each on its replica's cores) start at once instead; each
+    teacher actor drives the one of the slot it claims (actors/teacher.py VLLMTeacher), and `close` ends
+    them when generation is over, before the cores go to evaluation. One machine with a CPU teacher only
+    (the embedded default and `ray start` on one node): on a cluster a replica's actor and its engine may
+    land on different nodes, and a GPU engine cannot share its reservation with a fallback of its own --
+    there the actors start their engines as before."""
+
+    def __init__(self, cfg: RunConfig, teacher_path: str, store_root: str, nodes: int):
+        import threading
+
+        self._lock, self.handles = threading.Lock(), []
+        t = cfg.teacher
+        if t.backend != "vllm" or t.num_gpus or nodes != 1:
+            return
+        import ray
+
+        from distill.actors.teacher import TeacherEngine, engine_name
+
+        actor = ray.remote(TeacherEngine)
+        for slot in range(t.replicas_min):
+            bind = t.replica_binds[slot] if t.replica_binds else t.cpu_threads_bind
+            self.handles.append(
+                actor.options(
+                    name=engine_name(store_root, slot),
+                    num_cpus=t.num_cpus,
+                    runtime_env=_KEEP_CHILDREN,
+                    **t.placement_options(),
+                ).remote(t, teacher_path, bind)
+            )
+
+    @property
+    def prewarmed(self) -> bool:
+        return bool(self.handles)
+
+    def close(self) -> None:
+        """Shut each engine down (its engine core first, quietly), then end its actor. Idempotent; a teacher
+        actor asked for more after this (a re-executed stream) starts an engine of its own."""
+        import ray
+
+        with self._lock:
+            handles, self.handles = self.handles, []
+        for h in handles:
+            try:
+                ray.get(h.close.remote(), timeout=30)
+            except Exception:  # already dead, or stuck: killed below either way
+                pass
+            ray.kill(h)
+
+
+# When a teacher actor ends, Ray's graceful actor exit kills the worker's child processes first, the vLLM
+# engine core among them, before the UDF's __del__ or atexit hook can shut it down: AsyncLLM then logs
+# EngineDeadError and an output-handler traceback. Measured with a probe UDF on Ray 2.60 (a spawned child:
+# SIGKILL before __del__). Without the kill the teacher's atexit hook (actors/teacher.py) shuts the engine
+# down first; an actor that dies without running Python leaves its engine to the watchdog the teacher
+# starts (distill/reaper.py).
+_KEEP_CHILDREN = {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}
+
+
+def teacher_stream(
+    cfg: RunConfig, problems: list[dict], teacher_path: str, store_root: str, events, prewarmed: bool = False
+):
+    """problems -> teacher pool -> k trace rows per problem (lazy). `prewarmed`: see TeacherEngines."""
     import ray.data
 
     from distill.actors.teacher import BACKENDS
 
     t = cfg.teacher
+    # a prewarmed engine holds the replica's CPUs: its actor only drives it (and starts its own engine on
+    # the same cores if that one is gone)
+    resources = {"num_cpus": 0} if prewarmed else {"num_cpus": t.num_cpus, "num_gpus": t.num_gpus}
     # Several blocks, or the stream degenerates into one batch that finishes all at once.
     ds = ray.data.from_items(problems, override_num_blocks=min(cfg.source_blocks, max(len(problems), 1)))
     ds = ds.map_batches(
@@ -43,6 +123,7 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
             model_name=t.model,
             store_root=store_root,
             events=events,
+            **({"prewarmed": True} if prewarmed else {}),
         ),
         # Several small batches run at once per actor and share its engine: requests in flight are
         # bounded (batch_size x concurrent_batches), and each finished batch streams on at once.
@@ -52,16 +133,9 @@ def teacher_stream(cfg: RunConfig, problems: list[dict], teacher_path: str, stor
             max_tasks_in_flight_per_actor=t.concurrent_batches,
             max_concurrent_calls_per_actor=t.concurrent_batches if t.backend == "vllm" else None,
         ),
-        num_cpus=t.num_cpus,
-        num_gpus=t.num_gpus,
-        # When the pool ends, Ray's graceful actor exit kills the worker's child processes first, the
-        # vLLM engine core among them, before the UDF's __del__ or atexit hook can shut it down: AsyncLLM
-        # then logs EngineDeadError and an output-handler traceback. Measured with a probe UDF on Ray
-        # 2.60 (a spawned child: SIGKILL before __del__). Without the kill the teacher's atexit hook
-        # (actors/teacher.py) shuts the engine down first; an actor that dies without running Python
-        # leaves its engine to the watchdog the teacher starts (distill/reaper.py).
-        runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},
-        **t.placement_options(),
+        **resources,
+        runtime_env=_KEEP_CHILDREN,
+        **({} if prewarmed else t.placement_options()),
     )
     return ds
 

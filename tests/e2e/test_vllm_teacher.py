@@ -35,8 +35,8 @@ def test_vllm_teacher_samples_logprobs_and_quarantine(tiny_model, tmp_path):
     try:
         out = asyncio.run(teacher(pa.Table.from_pylist(problems, schema=PROBLEM_SCHEMA))).to_pylist()
     finally:
-        teacher.engine.shutdown()
-        del teacher.engine  # collect it now, not at interpreter exit when its module globals are gone
+        teacher.own.close()  # now, not at interpreter exit when its module globals are gone
+        del teacher.own, teacher.engine
         gc.collect()
     assert [(r["problem_id"], r["sample_index"]) for r in out] == [
         (p["problem_id"], j) for p in problems[:3] for j in range(2)
