@@ -131,6 +131,8 @@ class _TeacherBase:
                     "tokens_out": sum(r["completion_tokens"] for r in fresh),
                     "replayed": len(call.replayed),
                     "quarantined": call.quarantined,
+                    # answered by the engine the run prewarmed (TeacherEngine actor), not one of its own
+                    "prewarmed_batches": int(getattr(self, "remote", None) is not None),
                 },
                 cores=self.cores or None,
             ),
@@ -191,6 +193,9 @@ class TeacherEngine:
 
     def cores(self) -> float | None:
         return self.n_cores
+
+    def pid(self) -> int:
+        return os.getpid()
 
     async def generate(self, ids: list[int], max_new: int, request_id: str) -> list[dict]:
         """One prompt's `samples` samples."""

@@ -144,6 +144,7 @@ class RunMetrics:
             tokens_per_s=round(c["teacher/tokens_out"] / teacher_busy, 2) if teacher_busy else 0.0,
             problems=int(c["teacher/problems"]),
             quarantined=int(c["teacher/quarantined"]),
+            prewarmed_batches=int(c["teacher/prewarmed_batches"]),  # answered by an engine started with the run
         )
         seen = c["scorer/accepted"] + c["scorer/rejected"]
         stages["scorer"].update(

@@ -48,6 +48,7 @@ class TeacherEngines:
     there the actors start their engines as before."""
 
     def __init__(self, cfg: RunConfig, teacher_path: str, store_root: str, nodes: int):
+        """`nodes`: the cluster's alive nodes (0: start none)."""
         import threading
 
         self._lock, self.handles = threading.Lock(), []

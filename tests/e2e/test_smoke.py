@@ -22,6 +22,8 @@ def test_summary_has_every_stage_and_overlap(run_dir):
         assert 0 <= st["start"] < st["end"] <= s["wall_s"] and st["busy_s"] > 0
     t, sc, tr = s["stages"]["teacher"], s["stages"]["scorer"], s["stages"]["train"]
     assert t["rows_in"] == 24 and t["tokens_out"] > 24 * 20
+    # every batch answered by the teacher engine the run started with its Ray session (pipelines/stages.py)
+    assert t["prewarmed_batches"] == 24 / 4
     assert sc["accepted"] + sc["rejected"] == 24 and sc["accepted"] >= 4 and "quarantined" in sc
     assert tr["steps"] > 0 and tr["tokens"] > 0 and tr["final_loss"] > 0
     # The first step began (train's start is its t0) while the teacher was still generating. Not the step's
@@ -276,10 +278,15 @@ def test_quiet_terminal(run_dir):
 
 def test_engines_end_quietly(run_dir):
     """The teacher's vLLM engine is shut down before Ray ends its actor (Ray's exit would kill the engine
-    core first): no dead-engine tracebacks in any worker's log, teacher's included."""
+    core first): no dead-engine tracebacks in any worker's log, teacher's included. The run prewarmed it."""
     logs = {p.name: p.read_text(errors="replace") for p in (run_dir / "logs").glob("worker-*")}
-    # The teacher's own log (other workers' logs name the class too), written through its engine's shutdown.
-    teacher = [t for t in logs.values() if ":actor_name:MapWorker(MapBatches(VLLMTeacher))" in t]
+    # The teacher engine's own log (other workers' logs name the class too), written through its shutdown: the
+    # run's prewarmed engine (an actor of its own), or the pool actor's own engine.
+    teacher = [
+        t
+        for t in logs.values()
+        if ":actor_name:TeacherEngine" in t or ":actor_name:MapWorker(MapBatches(VLLMTeacher))" in t
+    ]
     assert any("[distill] teacher engine shut down in" in t for t in teacher), sorted(logs)
     for name, text in logs.items():
         for bad in ("EngineDeadError", "engine core exited unexpectedly", "output_handler failed"):

@@ -142,3 +142,70 @@ def test_scorer_killed_between_its_writes_commits_each_row_once(tiny_model, tmp_
     assert sorted(r["key"] for r in q if r["stage"] == "scorer") == sorted(unparseable)
     assert store.orphans() == {"variants": 0, "quarantine": 0}
     assert sorted(r["trace_id"] for r in out) == sorted(accepted)  # each accepted trace reaches the trainer once
+
+
+@pytest.mark.parametrize("victim", ["engine", "teacher"])
+def test_prewarmed_engine_or_its_teacher_killed_mid_generation_loses_and_duplicates_nothing(
+    tiny_model, tmp_path, victim
+):
+    """The run's prewarmed teacher engine (a TeacherEngine actor started before the stream) answers the
+    pool's batches. SIGKILLed after the first, with the next batch in flight, the teacher actor starts an
+    engine of its own and goes on; the teacher actor SIGKILLed instead, its replacement claims the dead
+    one's slot and drives the same engine. Either way every trace is in the store exactly once."""
+    import ray
+    from ray.util.queue import Queue
+
+    from distill.cluster.session import ray_session
+    from distill.data.sources import load_problems
+    from distill.pipelines.stages import TeacherEngines, generation_stream
+
+    cfg = _cfg(
+        tmp_path,
+        tiny_model,
+        tiny_model,
+        ["teacher.backend=vllm", "teacher.batch_size=1", "teacher.concurrent_batches=2", "teacher.kv_cache_gib=1"],
+    )
+    problems = load_problems(cfg.sources).problems
+    store = TraceStore(tmp_path / "store")
+    seen, killed = [], []
+
+    def watch(q, engine_pid: int, stop: threading.Event) -> None:
+        while not stop.is_set():
+            n = q.size()
+            for ev in q.get_nowait_batch(n) if n else []:
+                if ev.stage != "teacher":
+                    continue
+                seen.append((int(ev.actor.rsplit(":", 1)[1]), ev.counts["prewarmed_batches"], bool(killed)))
+                if not killed:
+                    os.kill(engine_pid if victim == "engine" else seen[0][0], signal.SIGKILL)
+                    killed.append(engine_pid if victim == "engine" else seen[0][0])
+            time.sleep(0.05)
+
+    with ray_session(cfg.ray):
+        engines = TeacherEngines(cfg, tiny_model, str(store.root), nodes=1)
+        assert engines.prewarmed and len(engines.handles) == cfg.teacher.replicas_min == 1
+        engine_pid = ray.get(engines.handles[0].pid.remote())
+        q = Queue(actor_options={"num_cpus": 0})
+        stop = threading.Event()
+        th = threading.Thread(target=watch, args=(q, engine_pid, stop), daemon=True)
+        th.start()
+        try:
+            generation_stream(cfg, problems, tiny_model, str(store.root), q, prewarmed=True).take_all()
+            time.sleep(1)  # the last events reach the watcher
+        finally:
+            stop.set()
+            th.join(timeout=5)
+            engines.close()
+    assert killed, f"no {victim} was killed"
+    before = [x for x in seen if not x[2]]
+    after = [x for x in seen if x[2]]
+    assert before and all(prewarmed == 1 for _, prewarmed, _ in before), seen  # the prewarmed engine answered
+    assert after, seen
+    if victim == "engine":  # the same teacher actor, its own engine from then on
+        assert {pid for pid, _, _ in after} == {seen[0][0]} and after[-1][1] == 0, seen
+    else:  # a new teacher actor (events the killed one sent before it died may come after), the prewarmed engine's
+        new = [x for x in after if x[0] != seen[0][0]]
+        assert new and all(prewarmed == 1 for _, prewarmed, _ in new), seen
+    ids = store.trace_ids()
+    assert ids == _expected_ids(cfg, problems) and len(ids) == 24
+    assert store.physical_trace_rows() == 24  # every trace written exactly once
