@@ -61,14 +61,7 @@ class Evaluator:
             self.model = self._hf_model(model_path)
 
     def _tokenizer(self, model_path: str):
-        """The model's tokenizer, with a chat template and a pad token where the model has none."""
-        from transformers import AutoTokenizer
-
-        from distill.train.tokenize import ensure_chat_template
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=self.trust_remote_code)
-        ensure_chat_template(tokenizer)
-        return tokenizer
+        return eval_tokenizer(model_path, self.trust_remote_code)
 
     def _hf_model(self, model_path: str):
         """The transformers backend's model, in this evaluator's dtype."""
@@ -111,45 +104,25 @@ class Evaluator:
             self.llm = None
 
     def prompt_ids(self, request: dict) -> list[int]:
-        text = self.tokenizer.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text + request["prefill"], add_special_tokens=False)["input_ids"]
+        return prompt_ids(self.tokenizer, request)
 
     def run(self, requests: list[dict]) -> dict:
         """-> {"predictions": [...], "outputs" (raw generations), "wall_s", "tokens", "skipped_too_long"}
         (same order as requests)."""
         t0 = time.time()
         ids = [self.prompt_ids(r) for r in requests]
-        fits = [i for i, x in enumerate(ids) if len(x) < self.max_model_len - 1]
+        fits = fitting(ids, self.max_model_len)
         outs: dict[int, list[tuple[str, int, str]]] = {}
         if fits:
             gen = self._vllm if self.backend == "vllm" else self._hf
             outs = dict(zip(fits, gen([requests[i] for i in fits], [ids[i] for i in fits])))
-        # A prompt longer than the context is answered by nobody: scored as no answer, and counted.
-        raw = [outs.get(i) or [("", 0, "prompt_too_long")] * r["n"] for i, r in enumerate(requests)]
-        preds = predictions(requests, raw)
-        return {
-            "predictions": preds,
-            "outputs": raw,
-            "wall_s": round(time.time() - t0, 2),
-            "tokens": sum(p["tokens"] for p in preds),
-            "skipped_too_long": len(requests) - len(fits),
-        }
+        return answers(requests, fits, outs, t0)
 
     def _room(self, r: dict, ids: list[int]) -> int:
-        return max(1, min(r["max_tokens"], self.max_model_len - len(ids)))
+        return room(r, ids, self.max_model_len)
 
     def _vllm(self, requests: list[dict], ids: list[list[int]]) -> list[list[tuple[str, int, str]]]:
-        from vllm import SamplingParams
-
-        params = [
-            SamplingParams(
-                n=r["n"],
-                temperature=r["temperature"],
-                max_tokens=self._room(r, x),
-                seed=self.seed if r["n"] > 1 else None,
-            )
-            for r, x in zip(requests, ids)
-        ]
+        params = [sampling(r, x, self.max_model_len, self.seed) for r, x in zip(requests, ids)]
         outs = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=False)
         return [[(c.text, len(c.token_ids), c.finish_reason) for c in o.outputs] for o in outs]
 
@@ -178,6 +151,63 @@ class Evaluator:
                 res.append((tok.decode(seq, skip_special_tokens=True), len(seq), finish))
             out.append(res)
         return out
+
+
+# An evaluation's rules apart from its engine: shared by Evaluator (an offline `LLM`) and the teacher's
+# prewarmed engine (actors/teacher.py TeacherEngine.evaluate, an `AsyncLLM`), which answer alike.
+
+
+def eval_tokenizer(model_path: str, trust_remote_code: bool = False):
+    """The model's tokenizer, with a chat template and a pad token where the model has none."""
+    from transformers import AutoTokenizer
+
+    from distill.train.tokenize import ensure_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+def prompt_ids(tokenizer, request: dict) -> list[int]:
+    """A request rendered with the model's own chat template, plus its assistant prefill."""
+    text = tokenizer.apply_chat_template(request["messages"], tokenize=False, add_generation_prompt=True)
+    return tokenizer(text + request["prefill"], add_special_tokens=False)["input_ids"]
+
+
+def fitting(ids: list[list[int]], max_model_len: int) -> list[int]:
+    """The requests whose prompt leaves room to answer (the others are scored as no answer)."""
+    return [i for i, x in enumerate(ids) if len(x) < max_model_len - 1]
+
+
+def room(r: dict, ids: list[int], max_model_len: int) -> int:
+    return max(1, min(r["max_tokens"], max_model_len - len(ids)))
+
+
+def sampling(r: dict, ids: list[int], max_model_len: int, seed: int):
+    """A request's vLLM SamplingParams: its own seed when it samples several answers, so they are the same
+    answers on every engine and every run."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=r["n"],
+        temperature=r["temperature"],
+        max_tokens=room(r, ids, max_model_len),
+        seed=seed if r["n"] > 1 else None,
+    )
+
+
+def answers(requests: list[dict], fits: list[int], outs: dict[int, list], t0: float) -> dict:
+    """Raw generations per request index -> the evaluation's result (see Evaluator.run)."""
+    # A prompt longer than the context is answered by nobody: scored as no answer, and counted.
+    raw = [outs.get(i) or [("", 0, "prompt_too_long")] * r["n"] for i, r in enumerate(requests)]
+    preds = predictions(requests, raw)
+    return {
+        "predictions": preds,
+        "outputs": raw,
+        "wall_s": round(time.time() - t0, 2),
+        "tokens": sum(p["tokens"] for p in preds),
+        "skipped_too_long": len(requests) - len(fits),
+    }
 
 
 def retie_lm_head(worker) -> bool:

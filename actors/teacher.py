@@ -161,6 +161,7 @@ class TeacherEngine:
         # start inside a Ray worker.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(teacher.kv_cache_gib))
         self.cfg, self.n_cores = teacher, None
+        self.model_path = on_this_node(model_path)  # the driver's cache path may not exist on this node
         if bind:
             bind_engine(bind)  # the engine's worker threads and its engine-core process on these cores
             self.n_cores = bind_cores(bind, 1)
@@ -168,7 +169,7 @@ class TeacherEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(
-            model=on_this_node(model_path),  # the driver's cache path may not exist on this node
+            model=self.model_path,
             dtype=engine_dtype(teacher.dtype, bool(teacher.num_gpus)),
             max_model_len=teacher.max_model_len,
             seed=teacher.seed,  # global seed: per-request seeds crash the CPU engine
@@ -217,6 +218,34 @@ class TeacherEngine:
         async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id):
             final = out
         return engine_samples(final.outputs, c.logprobs)
+
+    async def evaluate(self, requests: list[dict], options: dict) -> dict:
+        """The teacher baseline's answers from this engine, as an evaluator given `options`
+        (pipelines/evaluate.py evaluator_options) would answer them: the same rendering, context check,
+        per-request sampling and scoring (actors/evaluator.py), without an engine started for them."""
+        import asyncio
+
+        import ray
+        from vllm.sampling_params import RequestOutputKind
+
+        from distill.actors.evaluator import answers, eval_tokenizer, fitting, prompt_ids, sampling
+
+        t0, n = time.time(), options["max_model_len"]
+        tok = eval_tokenizer(self.model_path, options["trust_remote_code"])
+        ids = [prompt_ids(tok, r) for r in requests]
+        fits = fitting(ids, n)
+
+        async def one(i: int) -> list[tuple[str, int, str]]:
+            params = sampling(requests[i], ids[i], n, options["seed"])
+            params.output_kind = RequestOutputKind.FINAL_ONLY
+            final = None
+            async for out in self.engine.generate({"prompt_token_ids": ids[i]}, params, f"eval-{t0}-{i}"):
+                final = out
+            return [(c.text, len(c.token_ids), c.finish_reason) for c in final.outputs]
+
+        outs = dict(zip(fits, await asyncio.gather(*(one(i) for i in fits))))
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        return {**answers(requests, fits, outs, t0), "node": node}
 
     def close(self) -> None:
         """End the engine's core process before this process exits under it (which vLLM reports as a dead

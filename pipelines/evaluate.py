@@ -216,6 +216,7 @@ class EvalRunner:
         self.use_cache = use_cache
         self.events, self.results, self.errors, self.submitted = events, {}, {}, set()
         self.engine_log: dict[str, dict] = {}
+        self.reused: list[dict] = []  # models answered by an engine already up for another stage (the teacher's)
         self.cache_status: dict[str, str] = {}
         self._engine_cores = threading.Lock()  # held while an engine computes on the EvalEngine's cores
         self._lanes = {
@@ -238,18 +239,26 @@ class EvalRunner:
         on_engine: bool = False,
         bind: str | None = None,
         trust_remote_code: bool | None = None,
+        answered_by=None,
+        then=None,
     ) -> None:
         """Queue `name` for evaluation (`step`: the training step of that checkpoint, for its curve;
         `on_engine`: on the run's EvalEngine, else a task of its own, bound to `bind` when given, else
         to eval.cpu_threads_bind; `trust_remote_code`: that model's own stage flag for a task -- the
-        teacher's for the teacher -- else the runner's, the student's); a name already submitted is ignored."""
+        teacher's for the teacher -- else the runner's, the student's; `answered_by`: instead of a task, an
+        actor already up with this model that answers `evaluate(requests, options)` as an evaluator would
+        (the teacher's prewarmed engine, on `bind`); `then`: called once this evaluation is over, whatever
+        its outcome); a name already submitted is ignored."""
         if name not in self.submitted:
             self.submitted.add(name)
             on_engine = on_engine and self.engine is not None
             opts = {
                 k: v for k, v in (("cpu_threads_bind", bind), ("trust_remote_code", trust_remote_code)) if v is not None
             }
-            self._lanes["engine" if on_engine else "task"][0].put((name, model_path, requests, cacheable, step, opts))
+            item = (name, model_path, requests, cacheable, step, opts, answered_by, then)
+            self._lanes["engine" if on_engine else "task"][0].put(item)
+        elif then is not None:
+            then()
 
     def _cached(self, name: str, path: str, reqs: list[dict]) -> tuple[str | None, dict | None]:
         from distill.eval import cache as evalcache
@@ -262,7 +271,7 @@ class EvalRunner:
         preds = predictions(reqs, hit["outputs"])
         return key, {**hit, "predictions": preds, "tokens": sum(p["tokens"] for p in preds), "cache": "hit"}
 
-    def _run(self, lane: str, path: str, reqs: list[dict], task_opts: dict) -> tuple[dict, float]:
+    def _run(self, lane: str, path: str, reqs: list[dict], task_opts: dict, answered_by=None) -> tuple[dict, float]:
         """-> (the result, when it started computing: after any wait for the other lane, so a wait is
         not counted as busy time)."""
         import ray
@@ -279,48 +288,64 @@ class EvalRunner:
         )
         with self._engine_cores if shares else nullcontext():
             t0 = time.time()
+            if answered_by is not None:
+                return ray.get(answered_by.evaluate.remote(reqs, options)), t0
             return ray.get(self.task.remote(path, reqs, options)), t0
 
     def _loop(self, lane: str) -> None:
-        from distill.eval import cache as evalcache
-
         q = self._lanes[lane][0]
         while (item := q.get()) is not None:
-            name, path, reqs, cacheable, step, task_opts = item
-            t0 = time.time()
-            key = None
-            if cacheable and self.use_cache:
-                key, res = self._cached(name, path, reqs)
-                if res is not None:
-                    self.results[name], self.cache_status[name] = res, "hit"
-                    print(f"[distill] {name}: {len(reqs)} answers from the baseline cache ({key[:12]})", flush=True)
-                    emit(self.events, eval_event(name, res, t0, step))
-                    continue
-            print(f"[distill] evaluating {name} on {len(reqs)} requests ({path})", flush=True)
+            *item, then = item
             try:
-                res, t0 = self._run(lane, path, reqs, task_opts)
-                if lane == "engine":
-                    self.engine_log[name] = {"engine": res["engine"], "load_s": res["load_s"]}
-            except Exception as e:  # one model failing to evaluate must not lose the others
-                self.errors[name] = f"{type(e).__name__}: {e}"
-                print(f"[distill] evaluation of {name} failed: {self.errors[name]}", flush=True)
-                continue
-            if key is not None:
-                evalcache.store(
-                    key,
-                    {
-                        "outputs": res["outputs"],
-                        "wall_s": res["wall_s"],
-                        "skipped_too_long": res["skipped_too_long"],
-                        "model": path,
-                    },
-                )
-                self.cache_status[name] = "miss"
-            else:
-                self.cache_status[name] = "off" if cacheable else "not cached (the student)"
-            self.results[name] = {**res, "cache": self.cache_status[name]}
-            emit(self.events, eval_event(name, res, t0, step))
-            print(f"[distill] evaluated {name} in {time.time() - t0:.0f}s", flush=True)
+                self._evaluate(lane, *item)
+            finally:
+                if then is not None:
+                    try:
+                        then()
+                    except Exception as e:  # keep the lane: the models after this one still get evaluated
+                        print(f"[distill] after evaluating {item[0]}: {type(e).__name__}: {e}", flush=True)
+
+    def _evaluate(self, lane, name, path, reqs, cacheable, step, task_opts, answered_by) -> None:
+        """One queued model: from the baseline cache, or evaluated (and cached when it is a baseline)."""
+        from distill.eval import cache as evalcache
+
+        t0 = time.time()
+        key = None
+        if cacheable and self.use_cache:
+            key, res = self._cached(name, path, reqs)
+            if res is not None:
+                self.results[name], self.cache_status[name] = res, "hit"
+                print(f"[distill] {name}: {len(reqs)} answers from the baseline cache ({key[:12]})", flush=True)
+                emit(self.events, eval_event(name, res, t0, step))
+                return
+        on = " on its engine, up since the run began" if answered_by is not None else ""
+        print(f"[distill] evaluating {name} on {len(reqs)} requests ({path}){on}", flush=True)
+        try:
+            res, t0 = self._run(lane, path, reqs, task_opts, answered_by)
+            if lane == "engine":
+                self.engine_log[name] = {"engine": res["engine"], "load_s": res["load_s"]}
+            if answered_by is not None:
+                self.reused.append({"engine": "the teacher's, up since the run began", "load_s": 0.0, "model": path})
+        except Exception as e:  # one model failing to evaluate must not lose the others
+            self.errors[name] = f"{type(e).__name__}: {e}"
+            print(f"[distill] evaluation of {name} failed: {self.errors[name]}", flush=True)
+            return
+        if key is not None:
+            evalcache.store(
+                key,
+                {
+                    "outputs": res["outputs"],
+                    "wall_s": res["wall_s"],
+                    "skipped_too_long": res["skipped_too_long"],
+                    "model": path,
+                },
+            )
+            self.cache_status[name] = "miss"
+        else:
+            self.cache_status[name] = "off" if cacheable else "not cached (the student)"
+        self.results[name] = {**res, "cache": self.cache_status[name]}
+        emit(self.events, eval_event(name, res, t0, step))
+        print(f"[distill] evaluated {name} in {time.time() - t0:.0f}s", flush=True)
 
     def wait(self) -> dict:
         for q, _ in self._lanes.values():
@@ -420,6 +445,25 @@ def teacher_generation_mismatch(cfg: RunConfig) -> str | None:
         return "eval.samples > 1 (the generation has one sample per problem)"
     if t.backend != ev.backend:
         return f"teacher backend {t.backend} != eval backend {ev.backend}"
+    return None
+
+
+def teacher_engine_mismatch(cfg: RunConfig) -> str | None:
+    """Why the teacher's engine, up since the run began (pipelines/stages.py TeacherEngines), cannot answer
+    the teacher baseline as an evaluator's engine would (None: it can)."""
+    from distill.hardware import engine_dtype
+
+    t, ev = cfg.teacher, cfg.eval
+    if ev.backend != "vllm" or ev.num_gpus:
+        return f"the evaluator is {ev.backend} on {'GPU' if ev.num_gpus else 'CPU'}, the teacher's engine vLLM on CPU"
+    td, ed = engine_dtype(t.dtype, False), engine_dtype(ev.dtype, False)
+    if td != ed:
+        return f"teacher dtype {td} != eval dtype {ed}"
+    if t.max_model_len < ev.max_model_len:
+        return f"teacher.max_model_len {t.max_model_len} < eval.max_model_len {ev.max_model_len}"
+    if ev.samples == 1 and ev.temperature > 0:
+        # one sampled answer has no seed of its own: it would depend on what the engine generated before
+        return "eval samples one answer at temperature > 0"
     return None
 
 

@@ -215,7 +215,10 @@ class EvalLane:
         if reqs:  # a second call is a no-op (the runner submits a name once)
             self.runner.submit("untrained", str(self.run.student_path), reqs, cacheable=True, on_engine=True)
 
-    def baselines(self) -> None:
+    def baselines(self, teacher_engine=None, release=None) -> None:
+        """The baselines not yet submitted. `teacher_engine`: the teacher's engine, up since the run began,
+        answers the teacher baseline instead of an engine started for it; `release`: called once that
+        engine is no longer needed (at once when it answers nothing)."""
         cfg = self.run.cfg
         self.untrained()  # no-op when already started
         for name, path in self.plan.baselines.items():
@@ -224,6 +227,7 @@ class EvalLane:
                 # (then it runs beside the student engine's evaluations, not after them)
                 bind = None if self.sequential else cfg.teacher.cpu_threads_bind
                 trust = cfg.teacher.trust_remote_code if name == "teacher" else None
+                on_teacher = name == "teacher" and teacher_engine is not None
                 self.runner.submit(
                     name,
                     str(path),
@@ -231,7 +235,12 @@ class EvalLane:
                     cacheable=True,
                     bind=bind,
                     trust_remote_code=trust,
+                    answered_by=teacher_engine if on_teacher else None,
+                    then=release if on_teacher else None,
                 )
+                release = None if on_teacher else release
+        if release is not None:
+            release()
 
     def finish(self, student_dir: Path | None, final_step: int, sft: bool = False, arms=()) -> Evaluated:
         """The final student (when there is one) after the baselines; waits for every evaluation.
@@ -249,7 +258,7 @@ class EvalLane:
                 self.runner.submit(f"student_{a['arm']}", a["dir"], self.plan.requests, on_engine=True)
             self.runner.submit("student", str(student_dir), self.plan.requests, step=final_step, on_engine=True)
         out = Evaluated(self.runner.wait(), self.runner.errors, dict(self.runner.cache_status))
-        out.engine_log = close_engine(self.engine)
+        out.engine_log = close_engine(self.engine) + self.runner.reused
         if "teacher" in self.plan.baselines and self.plan.teacher_mismatch is None:
             # its in_distribution accuracy from the traces it generated (greedy) on the training problems
             gen = teacher_from_store(self.plan.store.root, {p["problem_id"] for p in self.plan.problems})
@@ -288,9 +297,13 @@ def stream_and_train(run: Run, plan: Plan) -> Outcome:
         )
 
         def teacher_done() -> None:
-            engines.close()  # their cores go to evaluation (the teacher baseline's binding is the teacher's)
+            # The teacher's engine answers the teacher baseline where it can answer as an evaluator's would
+            # (pipelines/evaluate.py teacher_engine_mismatch), then it ends; else it ends now. Either way
+            # its cores go to evaluation.
             if live:
-                live.baselines()
+                live.baselines(engines.for_baseline(cfg), release=engines.close)
+            else:
+                engines.close()
 
         # The untrained student is evaluated once the teacher's first batch is out: the trainer has little
         # to do until traces arrive, and the two engines do not start at once (measured on 2 cores: an

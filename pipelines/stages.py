@@ -75,6 +75,14 @@ class TeacherEngines:
     def prewarmed(self) -> bool:
         return bool(self.handles)
 
+    def for_baseline(self, cfg: RunConfig):
+        """The engine that answers the teacher baseline (TeacherEngine.evaluate): the first replica's,
+        while it is up and can answer as an evaluator's engine would; else None."""
+        from distill.pipelines.evaluate import teacher_engine_mismatch
+
+        with self._lock:
+            return self.handles[0] if self.handles and teacher_engine_mismatch(cfg) is None else None
+
     def close(self) -> None:
         """Shut each engine down (its engine core first, quietly), then end its actor. Idempotent; a teacher
         actor asked for more after this (a re-executed stream) starts an engine of its own."""

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.data.schema import TRACE_SCHEMA
+from distill.models import resolve_model
 
 pytestmark = pytest.mark.e2e
 
@@ -113,6 +114,9 @@ def test_run_ends_with_the_eval_object_and_report(run_dir):
     assert ev["comparisons"]["verdicts"][0].startswith("in_distribution: student vs untrained")
     # the teacher sampled greedily with max_tokens 256, the evaluation uses 96: its generation cannot stand in
     assert ev["sources"]["teacher"] == "miss" and ev["sources"]["untrained"] == "miss"
+    # the teacher baseline was answered by the teacher's engine, up since the run began: no engine start for it
+    teacher_path = str(resolve_model("qwen2.5-coder-0.5b-instruct"))
+    assert {"engine": "the teacher's, up since the run began", "load_s": 0.0, "model": teacher_path} in ev["engine"]
     assert all(
         ev["splits"]["in_distribution"][m]["k"] == 2
         and "pass@k" in ev["splits"]["in_distribution"][m]
