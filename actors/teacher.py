@@ -172,7 +172,7 @@ class TeacherEngine:
             model=self.model_path,
             dtype=engine_dtype(teacher.dtype, bool(teacher.num_gpus)),
             max_model_len=teacher.max_model_len,
-            seed=teacher.seed,  # global seed: per-request seeds crash the CPU engine
+            seed=teacher.seed,  # the traces keep the global seed (per-request seeds: evaluate, below)
             enforce_eager=teacher.enforce_eager,
             trust_remote_code=teacher.trust_remote_code,
             disable_log_stats=True,

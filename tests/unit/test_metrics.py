@@ -14,8 +14,25 @@ def test_union_length_counts_overlaps_once():
 
 def _events(t0):
     return [
-        StageEvent("teacher", "a", t0 + 1, t0 + 5, 4, 4, {"problems": 4, "tokens_out": 400, "quarantined": 0}),
-        StageEvent("teacher", "a", t0 + 5, t0 + 9, 4, 4, {"problems": 4, "tokens_out": 400, "quarantined": 1}),
+        # the first batch answered by the run's prewarmed engine, the second by the actor's own
+        StageEvent(
+            "teacher",
+            "a",
+            t0 + 1,
+            t0 + 5,
+            4,
+            4,
+            {"problems": 4, "tokens_out": 400, "quarantined": 0, "prewarmed_batches": 1},
+        ),
+        StageEvent(
+            "teacher",
+            "a",
+            t0 + 5,
+            t0 + 9,
+            4,
+            4,
+            {"problems": 4, "tokens_out": 400, "quarantined": 1, "prewarmed_batches": 0},
+        ),
         StageEvent(
             "scorer", "s", t0 + 5, t0 + 5.5, 4, 3, {"accepted": 3, "rejected": 1, "correct": 3, "quarantined": 0}
         ),
@@ -85,6 +102,7 @@ def test_summary_and_tensorboard(tmp_path):
         "tokens_per_s": 100.0,
         "problems": 8,
         "quarantined": 1,
+        "prewarmed_batches": 1,
     }
     assert st["scorer"]["accepted"] == 3 and st["scorer"]["rejected"] == 1 and st["scorer"]["accept_rate"] == 0.75
     assert st["train"]["first_step_at"] == 7.0 and st["train"]["steps"] == 2 and st["train"]["tokens"] == 160
