@@ -214,10 +214,14 @@ class TeacherEngine:
             ignore_eos=c.ignore_eos,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
+        return engine_samples((await self._final(ids, params, request_id)).outputs, c.logprobs)
+
+    async def _final(self, ids: list[int], params, request_id: str):
+        """One request's final output (its `params` ask for the final output only)."""
         final = None
         async for out in self.engine.generate({"prompt_token_ids": ids}, params, request_id):
             final = out
-        return engine_samples(final.outputs, c.logprobs)
+        return final
 
     async def evaluate(self, requests: list[dict], options: dict) -> dict:
         """The teacher baseline's answers from this engine, as an evaluator given `options`
@@ -238,9 +242,7 @@ class TeacherEngine:
         async def one(i: int) -> list[tuple[str, int, str]]:
             params = sampling(requests[i], ids[i], n, options["seed"])
             params.output_kind = RequestOutputKind.FINAL_ONLY
-            final = None
-            async for out in self.engine.generate({"prompt_token_ids": ids[i]}, params, f"eval-{t0}-{i}"):
-                final = out
+            final = await self._final(ids[i], params, f"eval-{t0}-{i}")
             return [(c.text, len(c.token_ids), c.finish_reason) for c in final.outputs]
 
         outs = dict(zip(fits, await asyncio.gather(*(one(i) for i in fits))))
